@@ -1,0 +1,264 @@
+//! `#[cached]`: the function's result is kept in its own cache, keyed by its
+//! arguments (or `key = …`), with what it read as dependencies.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{Expr, Lit};
+
+use crate::args::CachedArgs;
+use crate::ast::{check_wrappable, Function};
+use crate::util::{fake_return, private, Errors};
+
+pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> {
+    let mut errors = Errors::default();
+    check_wrappable(&f, "cached", &mut errors);
+    let sig = &f.item.sig;
+    if let Some(p) = sig.generics.type_params().next() {
+        errors.spanned(
+            p,
+            "`#[cached]` functions cannot be generic over types: each function has one cache, \
+             with one key and value type",
+        );
+    }
+    if let Some(p) = sig.generics.const_params().next() {
+        errors.spanned(p, "`#[cached]` functions cannot be generic over consts");
+    }
+
+    let timeout = timeout(&args, &mut errors);
+    let p = private(args.krate.as_ref());
+    let (key, assert_key) = key(&args, &f, &p, &mut errors);
+    errors.finish()?;
+
+    let name = sig.ident.to_string();
+    let store = match &args.store {
+        Some(s) => {
+            let s = s.as_str();
+            quote!(::core::option::Option::Some(#s))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let timeout = match timeout {
+        Timeout::Default => quote!(#p::Timeout::StoreDefault),
+        Timeout::Forever => quote!(#p::Timeout::Forever),
+        Timeout::Secs(lit) => {
+            quote!(#p::Timeout::After(::core::time::Duration::from_secs(#lit)))
+        }
+        Timeout::Expr(e) => quote_spanned! {e.span()=>
+            #p::Timeout::Computed(|| #p::IntoTimeout::into_timeout(#e))
+        },
+    };
+    let ret = &f.ret;
+    let ret_span = ret.span();
+    let track_args = f.args.iter().filter_map(|a| a.ident.as_ref()).map(|ident| {
+        let ident = respan(ident);
+        quote!((&&#p::ArgProbe(&#ident)).__ultracache_track_arg();)
+    });
+    let body = &f.item.block;
+    let call = if f.is_async {
+        let fake = fake_return(ret);
+        quote! {
+            #p::call_async(
+                &__ULTRACACHE_FN,
+                __ultracache_key,
+                __ultracache_outcome,
+                __ultracache_weigh,
+                async move {
+                    #fake
+                    #(#track_args)*
+                    #body
+                },
+            )
+            .await
+        }
+    } else {
+        quote! {
+            #p::call(
+                &__ULTRACACHE_FN,
+                __ultracache_key,
+                __ultracache_outcome,
+                __ultracache_weigh,
+                move || -> #ret {
+                    #(#track_args)*
+                    #body
+                },
+            )
+        }
+    };
+    let assert_value = quote_spanned! {ret_span=>
+        #p::assert_value(&__ultracache_outcome, #p::phantom::<#ret>());
+    };
+    let attrs = &f.item.attrs;
+    let vis = &f.item.vis;
+    let new_body = quote! {{
+        #[allow(unused_imports)]
+        use #p::{
+            ModelArg as _, PlainArg as _, PlainOutcome as _, ResultOutcome as _,
+            WeighHeap as _, WeighNone as _,
+        };
+        static __ULTRACACHE_FN: #p::CachedFn = #p::CachedFn::new(
+            #name,
+            ::core::module_path!(),
+            ::core::file!(),
+            ::core::line!(),
+            #store,
+            #timeout,
+        );
+        #p::inventory::submit! { #p::FnRegistration(&__ULTRACACHE_FN) }
+        let __ultracache_key = #key;
+        #assert_key
+        let __ultracache_outcome = (&&#p::OutcomeProbe::<#ret>::NEW).__ultracache_outcome();
+        #assert_value
+        let __ultracache_weigh = (&&#p::WeighProbe::<#ret>::NEW).__ultracache_weigher();
+        #call
+    }};
+    Ok(quote! {
+        #(#attrs)*
+        #vis #sig #new_body
+    })
+}
+
+enum Timeout {
+    Default,
+    Forever,
+    Secs(syn::LitInt),
+    Expr(Expr),
+}
+
+fn timeout(args: &CachedArgs, errors: &mut Errors) -> Timeout {
+    let forever = args.forever.is_present();
+    let Some(expr) = &args.timeout else {
+        return if forever { Timeout::Forever } else { Timeout::Default };
+    };
+    let expr = &expr.0;
+    if forever {
+        errors.push(syn::Error::new(
+            args.forever.span(),
+            "`forever` and `timeout` contradict each other: keep one",
+        ));
+    }
+    match expr {
+        Expr::Lit(l) => match &l.lit {
+            Lit::Int(i) => match i.base10_parse::<u64>() {
+                Ok(_) => Timeout::Secs(i.clone()),
+                Err(_) => {
+                    errors.spanned(i, "`timeout` must fit in whole seconds (a u64)");
+                    Timeout::Default
+                }
+            },
+            Lit::Float(x) => {
+                errors.spanned(
+                    x,
+                    "`timeout` is whole seconds: write an integer, or a `Duration` \
+                     such as `Duration::from_millis(1500)`",
+                );
+                Timeout::Default
+            }
+            other => {
+                errors.spanned(
+                    other,
+                    "`timeout` is whole seconds or a `Duration` expression, not a literal of this kind",
+                );
+                Timeout::Default
+            }
+        },
+        Expr::Unary(u) if matches!(u.op, syn::UnOp::Neg(_)) => {
+            errors.spanned(u, "`timeout` cannot be negative");
+            Timeout::Default
+        }
+        other => Timeout::Expr(other.clone()),
+    }
+}
+
+/// The key expression (owned), and assertions that put "not a key" errors on
+/// the user's tokens.
+fn key(
+    args: &CachedArgs,
+    f: &Function,
+    p: &TokenStream,
+    errors: &mut Errors,
+) -> (TokenStream, TokenStream) {
+    if let Some(key) = &args.key {
+        if let Some(skip) = &args.skip {
+            if let Some(first) = skip.first() {
+                errors.spanned(first, "`skip` has no effect with `key = …`: remove one of them");
+            }
+        }
+        let expr = &key.0;
+        let span = expr.span();
+        let owned = match expr {
+            Expr::Tuple(t) => {
+                let parts = t.elems.iter().map(|e| quote!((#e).to_owned()));
+                quote!((#(#parts,)*))
+            }
+            Expr::Paren(p) => {
+                let inner = &p.expr;
+                quote!((#inner).to_owned())
+            }
+            e => quote!((#e).to_owned()),
+        };
+        let assert = quote_spanned!(span=> #p::assert_key(&__ultracache_key););
+        return (owned, assert);
+    }
+
+    let skipped: Vec<String> = args
+        .skip
+        .iter()
+        .flat_map(|s| s.iter())
+        .map(|p| p.to_token_stream().to_string())
+        .collect();
+    for path in args.skip.iter().flat_map(|s| s.iter()) {
+        let name = path.to_token_stream().to_string();
+        if !f.args.iter().any(|a| a.ident.as_ref().is_some_and(|i| *i == name)) {
+            errors.spanned(path, format!("`skip({name})`: the function has no argument `{name}`"));
+        }
+    }
+    let mut parts = Vec::new();
+    let mut spans = Vec::new();
+    for arg in &f.args {
+        let Some(ident) = &arg.ident else {
+            errors.spanned(
+                &arg.tokens,
+                "this argument has no name to key on: bind it to a name, or choose the key with `key = …`",
+            );
+            continue;
+        };
+        if skipped.iter().any(|s| *s == ident.to_string()) {
+            continue;
+        }
+        if arg.impl_trait {
+            errors.spanned(
+                &arg.tokens,
+                "an `impl Trait` argument cannot be part of the key: leave it out with \
+                 `skip(…)` or choose the key with `key = …`",
+            );
+            continue;
+        }
+        spans.push(arg.ty.as_ref().map_or(ident.span(), |t| t.span()));
+        let ident = respan(ident);
+        parts.push(quote!(#ident.to_owned()));
+    }
+    let asserts = match spans.len() {
+        1 => quote_spanned!(spans[0]=> #p::assert_key(&__ultracache_key);),
+        _ => spans
+            .iter()
+            .enumerate()
+            .map(|(i, span)| {
+                let i = syn::Index::from(i);
+                quote_spanned!(*span=> #p::assert_key(&__ultracache_key.#i);)
+            })
+            .collect(),
+    };
+    let owned = match parts.len() {
+        0 => quote!(()),
+        1 => parts.remove(0),
+        _ => quote!((#(#parts,)*)),
+    };
+    (owned, asserts)
+}
+
+/// The same name, resolved at the call site but marked as macro output (so
+/// lints about generated code do not land on the user's argument).
+fn respan(ident: &syn::Ident) -> syn::Ident {
+    syn::Ident::new(&ident.to_string(), Span::call_site())
+}

@@ -1,0 +1,787 @@
+//! Caches: typed maps from a key to an entry, with single flight, recording
+//! and the publish protocol that keeps stale values out.
+//!
+//! A hit is a lock-free read of the cache's front map (papaya), a liveness
+//! check (not invalidated, not expired) and a clone of the value. The entry
+//! also lives in its store (moka, the store of record), which bounds memory,
+//! expires and evicts; its eviction listener takes the entry out of the front
+//! and the registry.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::mem::size_of;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::dep::Dep;
+use crate::entry::{next_id, Cause, Entry};
+use crate::flight::Flight;
+use crate::generation;
+use crate::recorder;
+use crate::registry::registry;
+use crate::runtime::{self, CacheHandle};
+use crate::stats::{CacheStats, Counters};
+use crate::store::Store;
+
+type Hasher = foldhash::fast::RandomState;
+
+/// What a cache key must be: hashable, comparable, clonable, shareable and
+/// owned. Every such type is one.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a cache key",
+    label = "this key must be `Hash + Eq + Clone + Send + Sync + 'static`",
+    note = "choose the key with `key = …` (e.g. an id or a tuple of ids), or leave an argument out with `skip(…)`"
+)]
+pub trait CacheKey: Hash + Eq + Clone + Send + Sync + 'static {}
+impl<T: Hash + Eq + Clone + Send + Sync + 'static> CacheKey for T {}
+
+/// What a cached value must be: clonable (a hit returns a clone), shareable and
+/// owned. Every such type is one.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached",
+    label = "a cached value must be `Clone + Send + Sync + 'static`",
+    note = "derive `Clone`, or return an `Arc` of the value"
+)]
+pub trait CacheValue: Clone + Send + Sync + 'static {}
+impl<T: Clone + Send + Sync + 'static> CacheValue for T {}
+
+/// How long a cache keeps its entries.
+#[derive(Clone, Copy, Debug)]
+pub enum Timeout {
+    /// The default timeout of the cache's store.
+    StoreDefault,
+    /// Until invalidated or evicted.
+    Forever,
+    /// A fixed duration.
+    After(Duration),
+    /// A duration computed once, when the cache is first used.
+    Computed(fn() -> Duration),
+}
+
+impl Timeout {
+    /// The duration entries live, given the store's default; `None` for ever.
+    pub fn resolve(&self, store_default: Option<Duration>) -> Option<Duration> {
+        match self {
+            Timeout::StoreDefault => store_default,
+            Timeout::Forever => None,
+            Timeout::After(d) => Some(*d),
+            Timeout::Computed(f) => Some(f()),
+        }
+    }
+}
+
+/// How a computation's result maps to the value stored: every result
+/// ([`Plain`]), or only the `Ok` of a `Result` ([`OkOnly`]).
+pub trait Outcome<R> {
+    /// The part of the result that is stored.
+    type Value;
+    /// The value to store, if this result is stored at all.
+    fn value(result: &R) -> Option<&Self::Value>;
+    /// The result a hit returns.
+    fn wrap(value: Self::Value) -> R;
+}
+
+/// Every result is stored (including `None`).
+#[derive(Clone, Copy, Debug)]
+pub struct Plain;
+
+/// Only `Ok` values are stored; an `Err` is recomputed next time.
+#[derive(Clone, Copy, Debug)]
+pub struct OkOnly;
+
+impl<R> Outcome<R> for Plain {
+    type Value = R;
+    fn value(result: &R) -> Option<&R> {
+        Some(result)
+    }
+    fn wrap(value: R) -> R {
+        value
+    }
+}
+
+impl<T, E> Outcome<Result<T, E>> for OkOnly {
+    type Value = T;
+    fn value(result: &Result<T, E>) -> Option<&T> {
+        result.as_ref().ok()
+    }
+    fn wrap(value: T) -> Result<T, E> {
+        Ok(value)
+    }
+}
+
+struct Slot<K, V> {
+    id: u64,
+    key: K,
+    value: V,
+    deps: Box<[Dep]>,
+    expires_at: Option<Instant>,
+    weight: u32,
+    dead: AtomicBool,
+    owner: Weak<Core<K, V>>,
+}
+
+impl<K: CacheKey, V: CacheValue> Slot<K, V> {
+    fn end(&self, cause: Cause, remove_from_store: bool) {
+        if self.dead.swap(true, SeqCst) {
+            return;
+        }
+        if let Some(core) = self.owner.upgrade() {
+            core.unlink(&self.key, self.id);
+            if remove_from_store {
+                core.store.remove(self.id);
+            }
+            let counters = &core.counters;
+            match cause {
+                Cause::Invalidated | Cause::Cleared => counters.invalidations.add(1),
+                Cause::Evicted => counters.evictions.add(1),
+                Cause::Expired => counters.expirations.add(1),
+                Cause::Stale | Cause::Replaced => {}
+            }
+        }
+        registry().unregister(self.id, &self.deps);
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> Entry for Slot<K, V> {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn deps(&self) -> &[Dep] {
+        &self.deps
+    }
+    fn expires_at(&self) -> Option<Instant> {
+        self.expires_at
+    }
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn kill(&self, cause: Cause) {
+        // Evictions and expiries come from the store's listener: the store has
+        // let go of the entry already.
+        self.end(cause, !matches!(cause, Cause::Evicted | Cause::Expired));
+    }
+}
+
+enum Join<K: CacheKey, V: CacheValue> {
+    Hit(V),
+    Wait(Arc<Flight<Slot<K, V>>>),
+    Lead(Lead<K, V>),
+}
+
+/// The one caller computing a key. Dropping it unfinished (panic,
+/// cancellation) releases the waiters, who look again.
+struct Lead<K: CacheKey, V: CacheValue> {
+    core: Arc<Core<K, V>>,
+    key: K,
+    flight: Arc<Flight<Slot<K, V>>>,
+    finished: bool,
+}
+
+impl<K: CacheKey, V: CacheValue> Lead<K, V> {
+    fn finish(mut self, slot: Option<Arc<Slot<K, V>>>) {
+        self.finished = true;
+        self.release(slot);
+    }
+
+    fn release(&self, slot: Option<Arc<Slot<K, V>>>) {
+        {
+            let mut flights = self.core.lock_flights();
+            if flights
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                flights.remove(&self.key);
+            }
+        }
+        self.flight.finish(slot);
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> Drop for Lead<K, V> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.release(None);
+        }
+    }
+}
+
+pub(crate) struct Core<K, V> {
+    name: &'static str,
+    module: &'static str,
+    front: papaya::HashMap<K, Arc<Slot<K, V>>, Hasher>,
+    flights: Mutex<HashMap<K, Arc<Flight<Slot<K, V>>>, Hasher>>,
+    store: Arc<Store>,
+    timeout: Option<Duration>,
+    weigher: Option<fn(&V) -> usize>,
+    counters: Counters,
+}
+
+thread_local! {
+    static TOUCHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// One hit in this many is reported to the store's eviction policy.
+const TOUCH_EVERY: u32 = 32;
+
+impl<K: CacheKey, V: CacheValue> Core<K, V> {
+    fn lock_flights(&self) -> std::sync::MutexGuard<'_, HashMap<K, Arc<Flight<Slot<K, V>>>, Hasher>> {
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn unlink(&self, key: &K, id: u64) {
+        let guard = self.front.guard();
+        let _ = self.front.remove_if(key, |_, s| s.id == id, &guard);
+    }
+
+    /// The hit path.
+    #[inline]
+    fn lookup(&self, key: &K) -> Option<V> {
+        let guard = self.front.guard();
+        let slot = self.front.get(key, &guard)?;
+        if slot.dead.load(SeqCst) {
+            return None;
+        }
+        if let Some(deadline) = slot.expires_at {
+            if Instant::now() >= deadline {
+                let slot = Arc::clone(slot);
+                drop(guard);
+                slot.end(Cause::Expired, true);
+                return None;
+            }
+        }
+        self.hit(slot);
+        Some(slot.value.clone())
+    }
+
+    #[inline]
+    fn hit(&self, slot: &Slot<K, V>) {
+        recorder::track_deps(&slot.deps);
+        self.counters.hits.add(1);
+        let n = TOUCHES.with(|c| {
+            let n = c.get().wrapping_add(1);
+            c.set(n);
+            n
+        });
+        if n % TOUCH_EVERY == 0 {
+            self.store.touch(slot.id);
+        }
+    }
+
+    /// The value a finished flight left, if it is still good.
+    fn take(&self, slot: Option<Arc<Slot<K, V>>>) -> Option<V> {
+        let slot = slot?;
+        if slot.dead.load(SeqCst) || slot.expires_at.is_some_and(|t| Instant::now() >= t) {
+            return None;
+        }
+        self.hit(&slot);
+        Some(slot.value.clone())
+    }
+
+    fn join(self: &Arc<Self>, key: &K, leader: Option<thread::ThreadId>) -> Join<K, V> {
+        let mut flights = self.lock_flights();
+        // Looked up again under the lock: a leader publishes before it leaves.
+        if let Some(v) = self.lookup(key) {
+            return Join::Hit(v);
+        }
+        if let Some(flight) = flights.get(key) {
+            return Join::Wait(Arc::clone(flight));
+        }
+        let flight = Arc::new(Flight::new(leader));
+        flights.insert(key.clone(), Arc::clone(&flight));
+        Join::Lead(Lead {
+            core: Arc::clone(self),
+            key: key.clone(),
+            flight,
+            finished: false,
+        })
+    }
+
+    /// Stores a computed value, unless one of its dependencies was invalidated
+    /// since `start`. The entry is registered before that check, so an
+    /// invalidation either is seen by the check or finds the entry.
+    fn publish(
+        self: &Arc<Self>,
+        key: K,
+        value: V,
+        deps: Box<[Dep]>,
+        start: u64,
+        heap: Option<usize>,
+    ) -> Option<Arc<Slot<K, V>>> {
+        let heap = heap.or_else(|| self.weigher.map(|w| w(&value)));
+        let weight = size_of::<Slot<K, V>>() + deps.len() * size_of::<Dep>() + heap.unwrap_or(0);
+        let slot = Arc::new(Slot {
+            id: next_id(),
+            key,
+            value,
+            deps,
+            expires_at: self.timeout.and_then(|t| Instant::now().checked_add(t)),
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            dead: AtomicBool::new(false),
+            owner: Arc::downgrade(self),
+        });
+        let entry: Arc<dyn Entry> = Arc::clone(&slot) as Arc<dyn Entry>;
+        registry().register(&entry);
+        self.store.insert(entry);
+        if generation::stale(&slot.deps, start) {
+            self.counters.stale.add(1);
+            slot.end(Cause::Stale, true);
+            return None;
+        }
+        let replaced = {
+            let guard = self.front.guard();
+            self.front
+                .insert(slot.key.clone(), Arc::clone(&slot), &guard)
+                .map(Arc::clone)
+        };
+        if let Some(old) = replaced {
+            if old.id != slot.id {
+                old.end(Cause::Replaced, true);
+            }
+        }
+        if slot.dead.load(SeqCst) {
+            self.unlink(&slot.key, slot.id);
+            return None;
+        }
+        self.counters.inserts.add(1);
+        Some(slot)
+    }
+
+    fn resolve<R, O: Outcome<R, Value = V>>(
+        self: &Arc<Self>,
+        key: K,
+        weigh: Option<fn(&R) -> usize>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        let lead = loop {
+            if let Some(v) = self.lookup(&key) {
+                return O::wrap(v);
+            }
+            let me = thread::current().id();
+            match self.join(&key, Some(me)) {
+                Join::Hit(v) => return O::wrap(v),
+                Join::Lead(lead) => break Some(lead),
+                // A computation that asks for its own key would wait for itself.
+                Join::Wait(flight) if flight.leader == Some(me) => break None,
+                Join::Wait(flight) => {
+                    if let Some(v) = self.take(flight.wait()) {
+                        return O::wrap(v);
+                    }
+                }
+            }
+        };
+        self.counters.misses.add(1);
+        let Some(lead) = lead else {
+            return f();
+        };
+        let start = generation::snapshot();
+        let (result, deps) = recorder::capture(f);
+        let heap = weigh.map(|w| w(&result));
+        let slot = O::value(&result)
+            .and_then(|v| self.publish(lead.key.clone(), v.clone(), deps, start, heap));
+        lead.finish(slot);
+        result
+    }
+
+    async fn resolve_async<R, O, F>(
+        self: &Arc<Self>,
+        key: K,
+        weigh: Option<fn(&R) -> usize>,
+        fut: F,
+    ) -> R
+    where
+        O: Outcome<R, Value = V>,
+        F: Future<Output = R>,
+    {
+        let lead = loop {
+            if let Some(v) = self.lookup(&key) {
+                return O::wrap(v);
+            }
+            let flight = match self.join(&key, None) {
+                Join::Hit(v) => return O::wrap(v),
+                Join::Lead(lead) => break lead,
+                Join::Wait(flight) => flight,
+            };
+            if let Some(v) = self.take(flight.wait_async().await) {
+                return O::wrap(v);
+            }
+        };
+        self.counters.misses.add(1);
+        let start = generation::snapshot();
+        let (result, deps) = recorder::capture_future(fut).await;
+        let heap = weigh.map(|w| w(&result));
+        let slot = O::value(&result)
+            .and_then(|v| self.publish(lead.key.clone(), v.clone(), deps, start, heap));
+        lead.finish(slot);
+        result
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
+    fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        CacheStats {
+            name: self.name,
+            module: self.module,
+            store: self.store.name.clone(),
+            entries: self.front.len() as u64,
+            hits: c.hits.get(),
+            misses: c.misses.get(),
+            inserts: c.inserts.get(),
+            invalidations: c.invalidations.get(),
+            evictions: c.evictions.get(),
+            expirations: c.expirations.get(),
+            stale: c.stale.get(),
+        }
+    }
+
+    fn clear(&self) {
+        let slots: Vec<_> = {
+            let guard = self.front.guard();
+            self.front.values(&guard).map(Arc::clone).collect()
+        };
+        for slot in slots {
+            slot.end(Cause::Cleared, true);
+        }
+    }
+}
+
+/// A cache of values of type `V` by keys of type `K`: the block API, for code
+/// that is not a whole function (django-ultracache's `Ultracache` object).
+///
+/// Declare it as a `static`; it connects to its store on first use. Reads
+/// recorded while a value is computed become the entry's dependencies, exactly
+/// as for `#[cached]` functions.
+///
+/// ```
+/// use std::time::Duration;
+/// use ultracache::{track, Cache, Trackable};
+///
+/// #[derive(Clone, Trackable)]
+/// struct User { id: u64, name: String }
+///
+/// static GREETING: Cache<u64, String> = Cache::new("greeting").timeout(Duration::from_secs(60));
+///
+/// let user = User { id: 1, name: "Ada".into() };
+/// let html = GREETING.get_or_compute(user.id, || {
+///     track(&user);
+///     format!("<p>Hello, {}</p>", user.name)
+/// });
+/// assert_eq!(html, "<p>Hello, Ada</p>");
+/// assert_eq!(GREETING.get(&1).as_deref(), Some("<p>Hello, Ada</p>"));
+///
+/// ultracache::invalidate(&user); // the user changed: the greeting is gone
+/// assert_eq!(GREETING.get(&1), None);
+/// ```
+pub struct Cache<K, V> {
+    name: &'static str,
+    module: &'static str,
+    store: Option<&'static str>,
+    timeout: Timeout,
+    weigher: Option<fn(&V) -> usize>,
+    core: OnceLock<Option<Arc<Core<K, V>>>>,
+}
+
+impl<K, V> std::fmt::Debug for Cache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("name", &self.name)
+            .field("store", &self.store)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> Cache<K, V> {
+    /// A cache named `name` (in statistics and logs), in the default store, with
+    /// the store's default timeout.
+    pub const fn new(name: &'static str) -> Self {
+        Cache {
+            name,
+            module: "",
+            store: None,
+            timeout: Timeout::StoreDefault,
+            weigher: None,
+            core: OnceLock::new(),
+        }
+    }
+
+    /// Entries expire `timeout` after they are stored.
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Timeout::After(timeout);
+        self
+    }
+
+    /// Entries never expire: they live until invalidated or evicted.
+    pub const fn forever(mut self) -> Self {
+        self.timeout = Timeout::Forever;
+        self
+    }
+
+    /// Sets the timeout as a [`Timeout`].
+    pub const fn with_timeout(mut self, timeout: Timeout) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Keeps entries in the store configured under `name`.
+    pub const fn store(mut self, name: &'static str) -> Self {
+        self.store = Some(name);
+        self
+    }
+
+    /// Estimates a value's heap size, for stores bounded in bytes.
+    pub const fn weigher(mut self, weigher: fn(&V) -> usize) -> Self {
+        self.weigher = Some(weigher);
+        self
+    }
+
+    /// Names the module the cache belongs to (statistics).
+    pub const fn module(mut self, module: &'static str) -> Self {
+        self.module = module;
+        self
+    }
+
+    /// The cache's name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> Cache<K, V> {
+    fn core(&self) -> Option<&Arc<Core<K, V>>> {
+        self.core.get_or_init(|| self.connect()).as_ref()
+    }
+
+    fn connect(&self) -> Option<Arc<Core<K, V>>> {
+        let rt = runtime::get();
+        let Some(store) = rt.store(self.store) else {
+            tracing::error!(
+                cache = self.name,
+                store = self.store,
+                "ultracache: cache `{}` names store {:?}, which is not configured; \
+                 its values are computed on every call",
+                self.name,
+                self.store
+            );
+            return None;
+        };
+        let core = Arc::new(Core {
+            name: self.name,
+            module: self.module,
+            front: papaya::HashMap::builder().hasher(Hasher::default()).build(),
+            flights: Mutex::new(HashMap::with_hasher(Hasher::default())),
+            timeout: self.timeout.resolve(store.default_timeout),
+            store,
+            weigher: self.weigher,
+            counters: Counters::default(),
+        });
+        let handle: Arc<dyn CacheHandle> = Arc::clone(&core) as Arc<dyn CacheHandle>;
+        rt.register_cache(Arc::downgrade(&handle));
+        Some(core)
+    }
+
+    /// The cached value for `key`, if there is a live one. A hit inside a
+    /// computation that is being cached adds the entry's dependencies to it.
+    #[inline]
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.core()?.lookup(key)
+    }
+
+    /// The cached value for `key`, or the value `f` computes (once, however many
+    /// callers miss at the same time), stored with what `f` read.
+    pub fn get_or_compute(&self, key: K, f: impl FnOnce() -> V) -> V {
+        self.resolve::<V, Plain>(key, None, f)
+    }
+
+    /// Like [`get_or_compute`](Self::get_or_compute) for a fallible
+    /// computation: only `Ok` values are stored.
+    pub fn try_get_or_compute<E>(&self, key: K, f: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
+        self.resolve::<Result<V, E>, OkOnly>(key, None, f)
+    }
+
+    /// The async form of [`get_or_compute`](Self::get_or_compute): callers that
+    /// miss while another computes wait without blocking their thread.
+    pub async fn get_or_compute_async(&self, key: K, fut: impl Future<Output = V>) -> V {
+        self.resolve_async::<V, Plain, _>(key, None, fut).await
+    }
+
+    /// The async form of [`try_get_or_compute`](Self::try_get_or_compute).
+    pub async fn try_get_or_compute_async<E>(
+        &self,
+        key: K,
+        fut: impl Future<Output = Result<V, E>>,
+    ) -> Result<V, E> {
+        self.resolve_async::<Result<V, E>, OkOnly, _>(key, None, fut).await
+    }
+
+    /// Resolves `key` for a computation whose result `R` maps to the stored
+    /// value through `O` (what `#[cached]` expands to).
+    ///
+    /// `weigh`, if given, estimates the heap size of a result (for stores
+    /// bounded in bytes); otherwise the cache's [`weigher`](Self::weigher) is used.
+    pub fn resolve<R, O: Outcome<R, Value = V>>(
+        &self,
+        key: K,
+        weigh: Option<fn(&R) -> usize>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        match self.core() {
+            Some(core) => core.resolve::<R, O>(key, weigh, f),
+            None => f(),
+        }
+    }
+
+    /// The async form of [`resolve`](Self::resolve).
+    pub async fn resolve_async<R, O, F>(&self, key: K, weigh: Option<fn(&R) -> usize>, fut: F) -> R
+    where
+        O: Outcome<R, Value = V>,
+        F: Future<Output = R>,
+    {
+        match self.core() {
+            Some(core) => core.resolve_async::<R, O, F>(key, weigh, fut).await,
+            None => fut.await,
+        }
+    }
+
+    /// Looks `key` up and, on a miss, starts recording: the block API's
+    /// look-up / compute / store in three steps.
+    ///
+    /// ```
+    /// use ultracache::{Cache, Lookup};
+    ///
+    /// static METRICS: Cache<u64, Vec<u32>> = Cache::new("user-metrics");
+    ///
+    /// let codes = match METRICS.begin(7) {
+    ///     Lookup::Hit(codes) => codes,
+    ///     Lookup::Miss(recording) => {
+    ///         let codes = vec![1, 2, 3]; // reads here are recorded
+    ///         recording.store(codes)
+    ///     }
+    /// };
+    /// assert_eq!(codes, [1, 2, 3]);
+    /// assert!(matches!(METRICS.begin(7), Lookup::Hit(_)));
+    /// ```
+    pub fn begin(&self, key: K) -> Lookup<'_, K, V> {
+        let Some(core) = self.core() else {
+            return Lookup::Miss(Recording::open(None, generation::snapshot()));
+        };
+        let lead = loop {
+            if let Some(v) = core.lookup(&key) {
+                return Lookup::Hit(v);
+            }
+            let me = thread::current().id();
+            match core.join(&key, Some(me)) {
+                Join::Hit(v) => return Lookup::Hit(v),
+                Join::Lead(lead) => break Some(lead),
+                Join::Wait(flight) if flight.leader == Some(me) => break None,
+                Join::Wait(flight) => {
+                    if let Some(v) = core.take(flight.wait()) {
+                        return Lookup::Hit(v);
+                    }
+                }
+            }
+        };
+        core.counters.misses.add(1);
+        Lookup::Miss(Recording::open(lead, generation::snapshot()))
+    }
+
+    /// Drops the entry for `key`, if any.
+    pub fn invalidate(&self, key: &K) {
+        let Some(core) = self.core() else { return };
+        let slot = {
+            let guard = core.front.guard();
+            core.front.get(key, &guard).map(Arc::clone)
+        };
+        if let Some(slot) = slot {
+            slot.end(Cause::Invalidated, true);
+        }
+    }
+
+    /// Drops every entry of this cache.
+    pub fn invalidate_all(&self) {
+        if let Some(core) = self.core() {
+            core.clear();
+        }
+    }
+
+    /// This cache's statistics.
+    pub fn stats(&self) -> CacheStats {
+        self.core().map(|c| c.stats()).unwrap_or_else(|| CacheStats {
+            name: self.name,
+            module: self.module,
+            store: self.store.unwrap_or(crate::config::DEFAULT_STORE).to_owned(),
+            ..CacheStats::default()
+        })
+    }
+}
+
+/// The result of [`Cache::begin`].
+#[derive(Debug)]
+pub enum Lookup<'a, K: CacheKey, V: CacheValue> {
+    /// A live entry's value; its dependencies were recorded.
+    Hit(V),
+    /// No entry: compute the value, then [`Recording::store`] it.
+    Miss(Recording<'a, K, V>),
+}
+
+/// A computation being recorded for [`Cache::begin`]. Reads on this thread
+/// until [`store`](Self::store) are the entry's dependencies. Dropping it
+/// without storing stores nothing (and lets waiting callers compute).
+#[must_use = "call `store` with the computed value"]
+pub struct Recording<'a, K: CacheKey, V: CacheValue> {
+    lead: Option<Lead<K, V>>,
+    start: u64,
+    open: bool,
+    // The frame lives on this thread's stack of frames.
+    _not_send: PhantomData<(*const (), &'a ())>,
+}
+
+impl<K: CacheKey, V: CacheValue> std::fmt::Debug for Recording<'_, K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording").finish_non_exhaustive()
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> Recording<'_, K, V> {
+    fn open(lead: Option<Lead<K, V>>, start: u64) -> Self {
+        recorder::push_frame();
+        Recording {
+            lead,
+            start,
+            open: true,
+            _not_send: PhantomData,
+        }
+    }
+
+    fn close(&mut self) -> Box<[Dep]> {
+        self.open = false;
+        let deps = recorder::normalize(recorder::pop_frame());
+        recorder::track_deps(&deps);
+        deps
+    }
+
+    /// Stores `value` with the dependencies recorded since the look-up, and
+    /// returns it.
+    pub fn store(mut self, value: V) -> V {
+        let deps = self.close();
+        if let Some(lead) = self.lead.take() {
+            let slot = lead
+                .core
+                .publish(lead.key.clone(), value.clone(), deps, self.start, None);
+            lead.finish(slot);
+        }
+        value
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> Drop for Recording<'_, K, V> {
+    fn drop(&mut self) {
+        if self.open {
+            self.close();
+        }
+    }
+}

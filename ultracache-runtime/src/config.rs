@@ -1,0 +1,174 @@
+//! Configuration: named stores with capacities and default timeouts,
+//! installed once at start. With no configuration at all, one in-process
+//! store named `"default"` is used.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::registration::registered;
+use crate::runtime;
+
+/// The name of the store used when a cache names none.
+pub const DEFAULT_STORE: &str = "default";
+
+/// The default timeout of a store whose configuration sets none: five minutes,
+/// as in Django's cache framework.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The configuration of one store.
+///
+/// ```
+/// use std::time::Duration;
+/// use ultracache::StoreConfig;
+///
+/// let sessions = StoreConfig::new()
+///     .max_entries(10_000)
+///     .max_bytes(64 << 20)
+///     .default_timeout(Duration::from_secs(600));
+/// # let _ = sessions;
+/// ```
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub(crate) max_entries: Option<u64>,
+    pub(crate) max_bytes: Option<u64>,
+    pub(crate) default_timeout: Option<Duration>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_entries: None,
+            max_bytes: None,
+            default_timeout: Some(DEFAULT_TIMEOUT),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// A store of [`DEFAULT_MAX_ENTRIES`](crate::DEFAULT_MAX_ENTRIES) entries
+    /// whose entries expire after [`DEFAULT_TIMEOUT`] unless their cache says
+    /// otherwise.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Holds at most `n` entries; the least useful are evicted past it.
+    pub fn max_entries(mut self, n: u64) -> Self {
+        self.max_entries = Some(n);
+        self
+    }
+
+    /// Holds at most about `n` bytes of entries (keys, values and their
+    /// dependency lists, as estimated by [`HeapSize`](crate::HeapSize)).
+    pub fn max_bytes(mut self, n: u64) -> Self {
+        self.max_bytes = Some(n);
+        self
+    }
+
+    /// The timeout of caches in this store that set none.
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = Some(timeout);
+        self
+    }
+
+    /// Caches in this store that set no timeout keep their entries until they
+    /// are invalidated or evicted.
+    pub fn no_default_timeout(mut self) -> Self {
+        self.default_timeout = None;
+        self
+    }
+}
+
+/// The runtime's configuration, installed once at start.
+///
+/// ```
+/// use ultracache::{Config, StoreConfig};
+///
+/// Config::new()
+///     .default_store(StoreConfig::new().max_entries(50_000))
+///     .store("sessions", StoreConfig::new().max_bytes(16 << 20))
+///     .install()
+///     .expect("ultracache is configured once, before first use");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub(crate) default: StoreConfig,
+    pub(crate) stores: BTreeMap<String, StoreConfig>,
+}
+
+impl Config {
+    /// The embedded default: one in-process store named `"default"`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Configures the store caches use when they name none.
+    pub fn default_store(mut self, config: StoreConfig) -> Self {
+        self.default = config;
+        self
+    }
+
+    /// Adds a named store (`#[cached(store = "name")]`).
+    pub fn store(mut self, name: impl Into<String>, config: StoreConfig) -> Self {
+        let name = name.into();
+        if name == DEFAULT_STORE {
+            self.default = config;
+        } else {
+            self.stores.insert(name, config);
+        }
+        self
+    }
+
+    /// Installs this configuration for the life of the process.
+    ///
+    /// Fails if a configuration was installed already, if a cache was used
+    /// before (it started the embedded default), or if a `#[cached]` function
+    /// names a store this configuration lacks.
+    pub fn install(self) -> Result<(), ConfigError> {
+        for f in registered().functions {
+            if let Some(store) = f.store {
+                if store != DEFAULT_STORE && !self.stores.contains_key(store) {
+                    return Err(ConfigError::UnknownStore {
+                        cache: format!("{}::{}", f.module, f.name),
+                        store: store.to_owned(),
+                    });
+                }
+            }
+        }
+        runtime::install(self)
+    }
+}
+
+/// Why a configuration was refused, or a cache could not find its store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The runtime was configured, or started with the default, before.
+    AlreadyInstalled,
+    /// A cache names a store that is not configured.
+    UnknownStore {
+        /// The cache (`module::function`).
+        cache: String,
+        /// The store it names.
+        store: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::AlreadyInstalled => f.write_str(
+                "ultracache is already configured: install the configuration once, \
+                 before the first cached call",
+            ),
+            ConfigError::UnknownStore { cache, store } => write!(
+                f,
+                "cache `{cache}` uses store \"{store}\", which is not configured: \
+                 add `.store(\"{store}\", StoreConfig::new())` to the ultracache Config"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,0 +1,285 @@
+//! Dependencies: what a cached computation read.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+/// A model kind: the stable name under which objects of one type are recorded,
+/// such as `"blog.post"`.
+///
+/// Two types that share a kind name share their dependencies: writing one
+/// invalidates what read the other. The name is hashed once, at compile time.
+///
+/// ```
+/// use ultracache::Kind;
+/// const POST: Kind = Kind::new("blog.post");
+/// assert_eq!(POST.name(), "blog.post");
+/// ```
+#[derive(Clone, Copy)]
+pub struct Kind {
+    name: &'static str,
+    hash: u64,
+}
+
+impl Kind {
+    /// A kind with this name.
+    pub const fn new(name: &'static str) -> Self {
+        Kind {
+            name,
+            hash: fnv1a(name.as_bytes()),
+        }
+    }
+
+    /// The kind's name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub(crate) const fn hash64(&self) -> u64 {
+        self.hash
+    }
+}
+
+impl PartialEq for Kind {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.name == other.name
+    }
+}
+impl Eq for Kind {}
+
+impl Hash for Kind {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for Kind {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Kind {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.hash
+            .cmp(&other.hash)
+            .then_with(|| self.name.cmp(other.name))
+    }
+}
+
+impl fmt::Debug for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Kind({:?})", self.name)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// One dependency: a single object (`blog.post:42`) or a whole kind
+/// (`blog.post`, "any post": lists, counts and lookups that found nothing).
+///
+/// Object ids are reduced to a stable 64-bit key (see [`IdHasher`]): an id that
+/// hashes as one integer keeps its value, so `Dep` displays as `blog.post:42`.
+///
+/// ```
+/// use ultracache::{Dep, Kind};
+/// const POST: Kind = Kind::new("blog.post");
+/// assert_eq!(Dep::object(POST, &42i64).to_string(), "blog.post:42");
+/// assert_eq!(Dep::kind(POST).to_string(), "blog.post");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Dep {
+    kind: Kind,
+    id: Option<u64>,
+}
+
+impl Dep {
+    /// The dependency on one object of `kind`, identified by `id`.
+    pub fn object<I: Hash + ?Sized>(kind: Kind, id: &I) -> Self {
+        Dep {
+            kind,
+            id: Some(id_key(id)),
+        }
+    }
+
+    /// The dependency on one object, from an id already reduced by [`id_key`].
+    pub const fn object_key(kind: Kind, key: u64) -> Self {
+        Dep {
+            kind,
+            id: Some(key),
+        }
+    }
+
+    /// The dependency on the kind itself ("any object of this kind").
+    pub const fn kind(kind: Kind) -> Self {
+        Dep { kind, id: None }
+    }
+
+    /// The kind this dependency is about.
+    pub const fn model_kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The object's id key, or `None` for a kind dependency.
+    pub const fn id_key(&self) -> Option<u64> {
+        self.id
+    }
+
+    /// A well-mixed hash of the dependency, stable across processes.
+    pub(crate) fn hash64(&self) -> u64 {
+        match self.id {
+            Some(id) => mix(self.kind.hash ^ mix(id)),
+            None => mix(self.kind.hash),
+        }
+    }
+}
+
+impl fmt::Debug for Dep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Dep({self})")
+    }
+}
+
+impl fmt::Display for Dep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.id {
+            Some(id) => write!(f, "{}:{}", self.kind.name, id),
+            None => f.write_str(self.kind.name),
+        }
+    }
+}
+
+/// Reduces an id to the 64-bit key used in dependencies, deterministically
+/// (the same in every process of a build).
+///
+/// ```
+/// assert_eq!(ultracache::id_key(&42u32), 42);
+/// assert_eq!(ultracache::id_key("slug"), ultracache::id_key(&String::from("slug")));
+/// ```
+pub fn id_key<I: Hash + ?Sized>(id: &I) -> u64 {
+    let mut h = IdHasher::default();
+    id.hash(&mut h);
+    h.finish()
+}
+
+/// The deterministic hasher behind [`id_key`]: an id written as exactly one
+/// integer keeps its value; anything else is mixed with FNV-1a.
+#[derive(Default, Debug, Clone)]
+pub struct IdHasher {
+    state: u64,
+    writes: u32,
+    single: Option<u64>,
+}
+
+impl IdHasher {
+    fn int(&mut self, v: u64) {
+        self.writes += 1;
+        self.single = Some(v);
+        self.bytes(&v.to_le_bytes());
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        let mut s = if self.state == 0 { FNV_OFFSET } else { self.state };
+        for b in bytes {
+            s ^= u64::from(*b);
+            s = s.wrapping_mul(FNV_PRIME);
+        }
+        self.state = s;
+    }
+}
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        match (self.writes, self.single) {
+            (1, Some(v)) => v,
+            _ => mix(self.state),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.writes += 1;
+        self.single = None;
+        self.bytes(bytes);
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.int(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.int(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.int(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.int(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.int(i as u64);
+    }
+    fn write_i8(&mut self, i: i8) {
+        self.int(i as u64);
+    }
+    fn write_i16(&mut self, i: i16) {
+        self.int(i as u64);
+    }
+    fn write_i32(&mut self, i: i32) {
+        self.int(i as u64);
+    }
+    fn write_i64(&mut self, i: i64) {
+        self.int(i as u64);
+    }
+    fn write_isize(&mut self, i: isize) {
+        self.int(i as u64);
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h = FNV_OFFSET;
+    let mut i = 0;
+    while i < bytes.len() {
+        h ^= bytes[i] as u64;
+        h = h.wrapping_mul(FNV_PRIME);
+        i += 1;
+    }
+    h
+}
+
+/// A 64-bit finalizer (splitmix64): spreads nearby keys over the whole range.
+pub(crate) const fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_ids_keep_their_value() {
+        assert_eq!(id_key(&7i64), 7);
+        assert_eq!(id_key(&7u8), 7);
+        assert_eq!(id_key(&-1i64), u64::MAX);
+    }
+
+    #[test]
+    fn composite_ids_differ_by_order() {
+        assert_ne!(id_key(&(1u32, 2u32)), id_key(&(2u32, 1u32)));
+        assert_ne!(id_key("ab"), id_key("ba"));
+    }
+
+    #[test]
+    fn kinds_compare_by_name() {
+        assert_eq!(Kind::new("a"), Kind::new("a"));
+        assert_ne!(Kind::new("a"), Kind::new("b"));
+    }
+}

@@ -1,0 +1,44 @@
+//! Entries as the registry and the stores see them: type-erased handles to a
+//! cached value and the dependencies it was computed from.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use crate::dep::Dep;
+
+/// Why an entry left the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// One of its dependencies was written.
+    Invalidated,
+    /// The store ran out of room.
+    Evicted,
+    /// Its timeout passed.
+    Expired,
+    /// A newer value for the same key replaced it.
+    Replaced,
+    /// A dependency was written while it was being computed.
+    Stale,
+    /// `clear()`.
+    Cleared,
+}
+
+/// A cached value, seen without its types.
+pub(crate) trait Entry: Send + Sync + 'static {
+    /// Unique for the life of the process.
+    fn id(&self) -> u64;
+    /// What it was computed from (sorted, without duplicates).
+    fn deps(&self) -> &[Dep];
+    /// When it stops being served, if ever.
+    fn expires_at(&self) -> Option<Instant>;
+    /// Its weight for a store bounded in bytes.
+    fn weight(&self) -> u32;
+    /// Removes it everywhere: its cache, its store and the registry. Idempotent.
+    fn kill(&self, cause: Cause);
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Relaxed)
+}

@@ -1,0 +1,134 @@
+//! Invalidation: writing an object drops exactly the entries computed from
+//! it. Each call stamps the generations first (so computations in flight are
+//! not stored) and then drops the registered entries; when it returns, no
+//! read can return a value computed from the old data.
+
+use std::borrow::Borrow;
+
+use crate::dep::{Dep, Kind};
+use crate::entry::Cause;
+use crate::generation;
+use crate::registry::registry;
+use crate::runtime;
+use crate::stats::Stats;
+use crate::trackable::Trackable;
+
+/// Drops every entry that depends on `obj`, or on its kind (lists and lookups
+/// that may now include it). Returns how many entries were dropped.
+///
+/// ```
+/// use ultracache::{cached, invalidate, tracks, Trackable};
+///
+/// #[derive(Clone, Trackable)]
+/// struct Post { id: i64, title: String }
+///
+/// #[tracks]
+/// fn load(id: i64) -> Post { Post { id, title: format!("post {id}") } }
+///
+/// #[cached(timeout = 60)]
+/// fn title(id: i64) -> String { load(id).title }
+///
+/// title(1);
+/// assert_eq!(invalidate(&Post { id: 1, title: String::new() }), 1);
+/// ```
+pub fn invalidate<T: Trackable + ?Sized>(obj: &T) -> usize {
+    invalidate_deps(&[obj.dep(), Dep::kind(T::KIND)])
+}
+
+/// Drops every entry that depends on the `T` with this id, or on the kind `T`:
+/// for when only the id is at hand (a delete by id).
+///
+/// ```
+/// use ultracache::{invalidate_id, Trackable};
+///
+/// #[derive(Trackable)]
+/// struct Post { id: i64 }
+///
+/// invalidate_id::<Post>(42);
+/// ```
+pub fn invalidate_id<T: Trackable + ?Sized>(id: impl Borrow<T::Id>) -> usize {
+    invalidate_deps(&[Dep::object(T::KIND, id.borrow()), Dep::kind(T::KIND)])
+}
+
+/// Drops every entry that depends on any `T` at all: each object of the kind
+/// and the kind itself (a bulk update).
+///
+/// ```
+/// use ultracache::{invalidate_kind, Trackable};
+///
+/// #[derive(Trackable)]
+/// struct Post { id: i64 }
+///
+/// invalidate_kind::<Post>();
+/// ```
+pub fn invalidate_kind<T: Trackable + ?Sized>() -> usize {
+    invalidate_any_of(T::KIND)
+}
+
+/// Like [`invalidate_kind`], by kind.
+pub fn invalidate_any_of(kind: Kind) -> usize {
+    generation::stamp_kind(kind);
+    let entries = registry().take_kind(kind);
+    let n = entries.len();
+    for entry in entries {
+        entry.kill(Cause::Invalidated);
+    }
+    n
+}
+
+/// Drops every entry that depends on any of `deps` (exactly those: a kind
+/// dependency here means "the kind itself", not every object of it).
+pub fn invalidate_deps(deps: &[Dep]) -> usize {
+    generation::stamp(deps);
+    let mut n = 0;
+    for dep in deps {
+        let entries = registry().take(dep);
+        n += entries.len();
+        for entry in entries {
+            entry.kill(Cause::Invalidated);
+        }
+    }
+    n
+}
+
+/// Drops every entry of every cache and store.
+pub fn clear() {
+    generation::stamp_all();
+    let rt = runtime::get();
+    for store in rt.stores() {
+        store.clear();
+    }
+    for cache in rt.caches() {
+        cache.clear();
+    }
+}
+
+/// Performs the stores' pending maintenance now: entries past their timeout
+/// or over capacity are removed, and leave the registry. (It happens on its
+/// own as caches are written; call it before reading statistics.)
+pub fn run_pending_tasks() {
+    for store in runtime::get().stores() {
+        store.entries.run_pending_tasks();
+    }
+}
+
+/// How many entries depend on `dep` now.
+pub fn dependents(dep: &Dep) -> usize {
+    registry().dependents(dep)
+}
+
+/// Statistics of every cache used so far, and of the registry.
+///
+/// ```
+/// let stats = ultracache::stats();
+/// println!("{} entries, {} dependencies", stats.entries, stats.dependencies);
+/// ```
+pub fn stats() -> Stats {
+    let caches: Vec<_> = runtime::get().caches().iter().map(|c| c.stats()).collect();
+    Stats {
+        entries: caches.iter().map(|c| c.entries).sum(),
+        dependency_links: registry().links(),
+        dependencies: registry().dependencies(),
+        caches,
+    }
+}

@@ -1,0 +1,42 @@
+//! The runtime of [ultracache](https://docs.rs/ultracache): the recorder, the
+//! registry, the stores and invalidation. Depend on `ultracache`, which
+//! re-exports what users need from here together with the macros.
+
+#![deny(missing_docs)]
+#![warn(unreachable_pub, rust_2018_idioms)]
+
+mod cache;
+mod config;
+mod dep;
+mod entry;
+mod flight;
+mod generation;
+mod invalidation;
+mod recorder;
+mod registration;
+mod registry;
+mod runtime;
+mod stats;
+mod store;
+mod trackable;
+mod weigh;
+
+#[doc(hidden)]
+#[allow(missing_docs, unreachable_pub)]
+pub mod private;
+
+pub use cache::{Cache, CacheKey, CacheValue, Lookup, OkOnly, Outcome, Plain, Recording, Timeout};
+pub use config::{Config, ConfigError, StoreConfig, DEFAULT_STORE, DEFAULT_TIMEOUT};
+pub use dep::{id_key, Dep, IdHasher, Kind};
+pub use invalidation::{
+    clear, dependents, invalidate, invalidate_any_of, invalidate_deps, invalidate_id,
+    invalidate_kind, run_pending_tasks, stats,
+};
+pub use recorder::{
+    capture, capture_future, track, track_dep, track_deps, track_kind, track_value, Captured,
+};
+pub use registration::{registered, CachedFn, ModelInfo, Registered};
+pub use stats::{CacheStats, Stats};
+pub use store::DEFAULT_MAX_ENTRIES;
+pub use trackable::{Models, Trackable};
+pub use weigh::HeapSize;

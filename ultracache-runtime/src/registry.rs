@@ -1,0 +1,133 @@
+//! The registry: the reverse index from a dependency to the entries computed
+//! from it. Sharded by dependency; kept in step with evictions and expiry, so
+//! it never outgrows the stores.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+
+use crate::dep::{Dep, Kind};
+use crate::entry::Entry;
+
+const SHARDS: usize = 64;
+
+type Links = HashMap<u64, Arc<dyn Entry>>;
+
+#[derive(Default)]
+struct Shard {
+    kinds: HashMap<Kind, HashMap<Option<u64>, Links>>,
+}
+
+pub(crate) struct Registry {
+    shards: Box<[Mutex<Shard>]>,
+    links: AtomicUsize,
+}
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
+    shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+    links: AtomicUsize::new(0),
+});
+
+pub(crate) fn registry() -> &'static Registry {
+    &REGISTRY
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Registry {
+    fn shard(&self, dep: &Dep) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[(dep.hash64() as usize) % SHARDS])
+    }
+
+    /// Links `entry` under each of its dependencies.
+    pub(crate) fn register(&self, entry: &Arc<dyn Entry>) {
+        let id = entry.id();
+        for dep in entry.deps() {
+            let mut shard = self.shard(dep);
+            let links = shard
+                .kinds
+                .entry(dep.model_kind())
+                .or_default()
+                .entry(dep.id_key())
+                .or_default();
+            if links.insert(id, Arc::clone(entry)).is_none() {
+                self.links.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Unlinks entry `id` from `deps`, dropping dependencies left with no entry.
+    pub(crate) fn unregister(&self, id: u64, deps: &[Dep]) {
+        for dep in deps {
+            let mut shard = self.shard(dep);
+            let kind = dep.model_kind();
+            let Some(table) = shard.kinds.get_mut(&kind) else {
+                continue;
+            };
+            if let Some(links) = table.get_mut(&dep.id_key()) {
+                if links.remove(&id).is_some() {
+                    self.links.fetch_sub(1, Relaxed);
+                }
+                if links.is_empty() {
+                    table.remove(&dep.id_key());
+                }
+            }
+            if table.is_empty() {
+                shard.kinds.remove(&kind);
+            }
+        }
+    }
+
+    /// Removes and returns every entry linked under `dep`.
+    pub(crate) fn take(&self, dep: &Dep) -> Vec<Arc<dyn Entry>> {
+        let mut shard = self.shard(dep);
+        let kind = dep.model_kind();
+        let Some(table) = shard.kinds.get_mut(&kind) else {
+            return Vec::new();
+        };
+        let links = table.remove(&dep.id_key()).unwrap_or_default();
+        if table.is_empty() {
+            shard.kinds.remove(&kind);
+        }
+        drop(shard);
+        self.links.fetch_sub(links.len(), Relaxed);
+        links.into_values().collect()
+    }
+
+    /// Removes and returns every entry linked under any dependency of `kind`.
+    pub(crate) fn take_kind(&self, kind: Kind) -> Vec<Arc<dyn Entry>> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let table = lock(shard).kinds.remove(&kind);
+            for links in table.into_iter().flat_map(HashMap::into_values) {
+                self.links.fetch_sub(links.len(), Relaxed);
+                out.extend(links.into_values());
+            }
+        }
+        out
+    }
+
+    /// Links between dependencies and entries.
+    pub(crate) fn links(&self) -> usize {
+        self.links.load(Relaxed)
+    }
+
+    /// Distinct dependencies with at least one entry.
+    pub(crate) fn dependencies(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| lock(s).kinds.values().map(HashMap::len).sum::<usize>())
+            .sum()
+    }
+
+    /// The entries linked under `dep`, without removing them.
+    pub(crate) fn dependents(&self, dep: &Dep) -> usize {
+        self.shard(dep)
+            .kinds
+            .get(&dep.model_kind())
+            .and_then(|t| t.get(&dep.id_key()))
+            .map_or(0, HashMap::len)
+    }
+}

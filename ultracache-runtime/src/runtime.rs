@@ -1,0 +1,77 @@
+//! The process-wide runtime: the stores built from the installed
+//! configuration and the list of caches in use (for statistics and `clear`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+
+use crate::config::{Config, ConfigError, DEFAULT_STORE};
+use crate::stats::CacheStats;
+use crate::store::Store;
+
+/// What the runtime needs of a cache, whatever its key and value types.
+pub(crate) trait CacheHandle: Send + Sync {
+    fn stats(&self) -> CacheStats;
+    fn clear(&self);
+}
+
+pub(crate) struct Runtime {
+    default: Arc<Store>,
+    stores: HashMap<String, Arc<Store>>,
+    caches: Mutex<Vec<Weak<dyn CacheHandle>>>,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+pub(crate) fn get() -> &'static Runtime {
+    RUNTIME.get_or_init(|| Runtime::new(Config::default()))
+}
+
+pub(crate) fn install(config: Config) -> Result<(), ConfigError> {
+    let mut installed = false;
+    RUNTIME.get_or_init(|| {
+        installed = true;
+        Runtime::new(config)
+    });
+    if installed {
+        Ok(())
+    } else {
+        Err(ConfigError::AlreadyInstalled)
+    }
+}
+
+impl Runtime {
+    fn new(config: Config) -> Self {
+        Runtime {
+            default: Arc::new(Store::new(DEFAULT_STORE, &config.default)),
+            stores: config
+                .stores
+                .iter()
+                .map(|(name, c)| (name.clone(), Arc::new(Store::new(name, c))))
+                .collect(),
+            caches: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The store named `name` (the default store for `None`).
+    pub(crate) fn store(&self, name: Option<&str>) -> Option<Arc<Store>> {
+        match name {
+            None | Some(DEFAULT_STORE) => Some(Arc::clone(&self.default)),
+            Some(name) => self.stores.get(name).cloned(),
+        }
+    }
+
+    pub(crate) fn stores(&self) -> impl Iterator<Item = &Arc<Store>> {
+        std::iter::once(&self.default).chain(self.stores.values())
+    }
+
+    pub(crate) fn register_cache(&self, cache: Weak<dyn CacheHandle>) {
+        let mut caches = self.caches.lock().unwrap_or_else(PoisonError::into_inner);
+        caches.retain(|c| c.strong_count() > 0);
+        caches.push(cache);
+    }
+
+    pub(crate) fn caches(&self) -> Vec<Arc<dyn CacheHandle>> {
+        let caches = self.caches.lock().unwrap_or_else(PoisonError::into_inner);
+        caches.iter().filter_map(Weak::upgrade).collect()
+    }
+}
