@@ -367,6 +367,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
                 // A computation that asks for its own key would wait for itself.
                 Join::Wait(flight) if flight.leader == Some(me) => break None,
                 Join::Wait(flight) => {
+                    self.counters.coalesced.add(1);
                     if let Some(v) = self.take(flight.wait()) {
                         return O::wrap(v);
                     }
@@ -405,6 +406,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
                 Join::Lead(lead) => break lead,
                 Join::Wait(flight) => flight,
             };
+            self.counters.coalesced.add(1);
             if let Some(v) = self.take(flight.wait_async().await) {
                 return O::wrap(v);
             }
@@ -435,6 +437,22 @@ impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
             evictions: c.evictions.get(),
             expirations: c.expirations.get(),
             stale: c.stale.get(),
+            coalesced: c.coalesced.get(),
+        }
+    }
+
+    fn sweep_expired(&self) {
+        let now = Instant::now();
+        let expired: Vec<_> = {
+            let guard = self.front.guard();
+            self.front
+                .values(&guard)
+                .filter(|s| s.expires_at.is_some_and(|t| now >= t))
+                .map(Arc::clone)
+                .collect()
+        };
+        for slot in expired {
+            slot.end(Cause::Expired, true);
         }
     }
 
@@ -679,6 +697,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 Join::Lead(lead) => break Some(lead),
                 Join::Wait(flight) if flight.leader == Some(me) => break None,
                 Join::Wait(flight) => {
+                    core.counters.coalesced.add(1);
                     if let Some(v) = core.take(flight.wait()) {
                         return Lookup::Hit(v);
                     }

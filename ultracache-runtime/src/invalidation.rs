@@ -103,12 +103,16 @@ pub fn clear() {
     }
 }
 
-/// Performs the stores' pending maintenance now: entries past their timeout
-/// or over capacity are removed, and leave the registry. (It happens on its
-/// own as caches are written; call it before reading statistics.)
+/// Performs pending maintenance now: entries past their timeout or over
+/// capacity are removed, and leave the registry. (It happens on its own as
+/// caches are used; call it before reading statistics.)
 pub fn run_pending_tasks() {
-    for store in runtime::get().stores() {
+    let rt = runtime::get();
+    for store in rt.stores() {
         store.entries.run_pending_tasks();
+    }
+    for cache in rt.caches() {
+        cache.sweep_expired();
     }
 }
 

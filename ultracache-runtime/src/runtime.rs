@@ -12,6 +12,7 @@ use crate::store::Store;
 pub(crate) trait CacheHandle: Send + Sync {
     fn stats(&self) -> CacheStats;
     fn clear(&self);
+    fn sweep_expired(&self);
 }
 
 pub(crate) struct Runtime {

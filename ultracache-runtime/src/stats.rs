@@ -54,6 +54,7 @@ pub(crate) struct Counters {
     pub(crate) evictions: Counter,
     pub(crate) expirations: Counter,
     pub(crate) stale: Counter,
+    pub(crate) coalesced: Counter,
 }
 
 /// A snapshot of one cache's statistics.
@@ -84,6 +85,9 @@ pub struct CacheStats {
     /// Values not stored because a dependency was written while they were
     /// computed.
     pub stale: u64,
+    /// Calls that missed while another caller computed the same key, and
+    /// waited for it instead of computing too (single flight).
+    pub coalesced: u64,
 }
 
 impl CacheStats {
