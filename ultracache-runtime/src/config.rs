@@ -126,6 +126,9 @@ impl Config {
     /// before (it started the embedded default), or if a `#[cached]` function
     /// names a store this configuration lacks.
     pub fn install(self) -> Result<(), ConfigError> {
+        if runtime::started() {
+            return Err(ConfigError::AlreadyInstalled);
+        }
         for f in registered().functions {
             if let Some(store) = f.store {
                 if store != DEFAULT_STORE && !self.stores.contains_key(store) {

@@ -27,6 +27,10 @@ pub(crate) fn get() -> &'static Runtime {
     RUNTIME.get_or_init(|| Runtime::new(Config::default()))
 }
 
+pub(crate) fn started() -> bool {
+    RUNTIME.get().is_some()
+}
+
 pub(crate) fn install(config: Config) -> Result<(), ConfigError> {
     let mut installed = false;
     RUNTIME.get_or_init(|| {

@@ -1,0 +1,35 @@
+//! A cache naming a store that was never configured: a clear error, not a
+//! panic, and never a wrong value.
+
+mod common;
+
+use common::Runs;
+use ultracache::{cached, Config, ConfigError};
+
+static RUNS: Runs = Runs::new();
+
+#[cached(timeout = 60, store = "nope")]
+fn misconfigured(n: u32) -> u32 {
+    RUNS.hit();
+    n + 1
+}
+
+#[test]
+fn installing_a_config_without_the_store_is_refused() {
+    let err = Config::new().install().unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::UnknownStore {
+            cache: "unknown_store::misconfigured".into(),
+            store: "nope".into(),
+        }
+    );
+    assert!(err.to_string().contains(r#"add `.store("nope", StoreConfig::new())`"#));
+}
+
+#[test]
+fn calls_compute_without_the_cache_instead_of_panicking() {
+    assert_eq!(misconfigured(1), 2);
+    assert_eq!(misconfigured(1), 2);
+    assert_eq!(RUNS.get(), 2);
+}
