@@ -107,7 +107,10 @@ async fn moves_threads(a: i64, b: i64) -> i64 {
 fn a_future_polled_on_two_threads_keeps_one_frame() {
     let mut fut = Box::pin(capture_future(moves_threads(40, 41)));
     let mut cx = Context::from_waker(Waker::noop());
-    assert!(fut.as_mut().poll(&mut cx).is_pending(), "first poll, this thread");
+    assert!(
+        fut.as_mut().poll(&mut cx).is_pending(),
+        "first poll, this thread"
+    );
     let (value, deps) = std::thread::spawn(move || {
         let mut cx = Context::from_waker(Waker::noop());
         match fut.as_mut().poll(&mut cx) {

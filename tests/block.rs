@@ -98,7 +98,11 @@ fn blocks_nest_inside_cached_functions() {
     assert_eq!(PAGE_RUNS.get(), 1);
     invalidate(&user(4));
     page(4);
-    assert_eq!(PAGE_RUNS.get(), 2, "the page depended on the sidebar's read");
+    assert_eq!(
+        PAGE_RUNS.get(),
+        2,
+        "the page depended on the sidebar's read"
+    );
 }
 
 static DROPPED: Cache<u64, u64> = Cache::new("dropped");

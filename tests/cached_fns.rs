@@ -233,7 +233,10 @@ fn timeouts_are_seconds_or_durations_and_are_registered() {
             .map(|f| f.timeout.resolve(None))
     };
     assert_eq!(timeout_of("with_duration"), Some(Some(HALF_MINUTE)));
-    assert_eq!(timeout_of("with_expression"), Some(Some(Duration::from_secs(3600))));
+    assert_eq!(
+        timeout_of("with_expression"),
+        Some(Some(Duration::from_secs(3600)))
+    );
     assert_eq!(timeout_of("double"), Some(None), "forever");
     assert_eq!(timeout_of("feed"), Some(Some(Duration::from_secs(3600))));
     let feed = reg.functions.iter().find(|f| f.name == "feed").unwrap();

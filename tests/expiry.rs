@@ -67,5 +67,8 @@ fn expired_entries_leave_the_registry() {
     // Nobody reads the entry again: maintenance alone must remove it.
     run_pending_tasks();
     assert_eq!(dependents(&Post { id: 3 }.dep()), 0);
-    assert_eq!(ultracache::stats().cache("swept").map(|c| c.entries), Some(0));
+    assert_eq!(
+        ultracache::stats().cache("swept").map(|c| c.entries),
+        Some(0)
+    );
 }

@@ -104,7 +104,11 @@ fn reads_before_and_after_a_computation_are_not_its_dependencies() {
     // The enclosing capture saw all three; the cached entry only post 300.
     assert_eq!(
         names(&deps),
-        ["recording.post:300", "recording.post:301", "recording.post:302"]
+        [
+            "recording.post:300",
+            "recording.post:301",
+            "recording.post:302"
+        ]
     );
     assert_eq!(dependents(&post(300).dep()), 1);
     assert_eq!(dependents(&post(301).dep()), 0);

@@ -69,7 +69,11 @@ fn a_value_read_before_a_write_that_finishes_after_it_is_not_stored() {
         title: "new".into(),
     });
     gate.written.wait(); // let it finish after the write
-    assert_eq!(slow.join().unwrap(), "old", "the slow caller got what it read");
+    assert_eq!(
+        slow.join().unwrap(),
+        "old",
+        "the slow caller got what it read"
+    );
 
     // Its value was not stored: the next call computes from the new data.
     assert_eq!(title(1, None), "new");

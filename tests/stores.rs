@@ -8,7 +8,10 @@ fn setup() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         Config::new()
-            .store("sessions", StoreConfig::new().max_entries(10).no_default_timeout())
+            .store(
+                "sessions",
+                StoreConfig::new().max_entries(10).no_default_timeout(),
+            )
             .store("pages", StoreConfig::new().max_bytes(1 << 20))
             .install()
             .expect("first install succeeds");
@@ -54,7 +57,10 @@ fn a_store_bounded_in_bytes_counts_value_sizes() {
     }
     ultracache::run_pending_tasks();
     let entries = stats().cache("page").unwrap().entries;
-    assert!(entries <= 16, "{entries} entries of 64 KiB in a 1 MiB store");
+    assert!(
+        entries <= 16,
+        "{entries} entries of 64 KiB in a 1 MiB store"
+    );
 }
 
 #[test]

@@ -24,7 +24,9 @@ fn installing_a_config_without_the_store_is_refused() {
             store: "nope".into(),
         }
     );
-    assert!(err.to_string().contains(r#"add `.store("nope", StoreConfig::new())`"#));
+    assert!(err
+        .to_string()
+        .contains(r#"add `.store("nope", StoreConfig::new())`"#));
 }
 
 #[test]

@@ -73,8 +73,16 @@ pub(crate) fn parse_function(item: TokenStream, attr: &str) -> syn::Result<Funct
 /// The span of what names an item (`struct Foo`), for "not a function" errors.
 fn item_span(item: &syn::Item) -> Span {
     match item {
-        syn::Item::Struct(s) => s.struct_token.span.join(s.ident.span()).unwrap_or(s.ident.span()),
-        syn::Item::Enum(e) => e.enum_token.span.join(e.ident.span()).unwrap_or(e.ident.span()),
+        syn::Item::Struct(s) => s
+            .struct_token
+            .span
+            .join(s.ident.span())
+            .unwrap_or(s.ident.span()),
+        syn::Item::Enum(e) => e
+            .enum_token
+            .span
+            .join(e.ident.span())
+            .unwrap_or(e.ident.span()),
         syn::Item::Const(c) => c.ident.span(),
         syn::Item::Static(s) => s.ident.span(),
         syn::Item::Impl(i) => i.impl_token.span,

@@ -128,7 +128,11 @@ enum Timeout {
 fn timeout(args: &CachedArgs, errors: &mut Errors) -> Timeout {
     let forever = args.forever.is_present();
     let Some(expr) = &args.timeout else {
-        return if forever { Timeout::Forever } else { Timeout::Default };
+        return if forever {
+            Timeout::Forever
+        } else {
+            Timeout::Default
+        };
     };
     let expr = &expr.0;
     if forever {
@@ -181,7 +185,10 @@ fn key(
     if let Some(key) = &args.key {
         if let Some(skip) = &args.skip {
             if let Some(first) = skip.first() {
-                errors.spanned(first, "`skip` has no effect with `key = …`: remove one of them");
+                errors.spanned(
+                    first,
+                    "`skip` has no effect with `key = …`: remove one of them",
+                );
             }
         }
         let expr = &key.0;
@@ -209,8 +216,15 @@ fn key(
         .collect();
     for path in args.skip.iter().flat_map(|s| s.iter()) {
         let name = path.to_token_stream().to_string();
-        if !f.args.iter().any(|a| a.ident.as_ref().is_some_and(|i| *i == name)) {
-            errors.spanned(path, format!("`skip({name})`: the function has no argument `{name}`"));
+        if !f
+            .args
+            .iter()
+            .any(|a| a.ident.as_ref().is_some_and(|i| *i == name))
+        {
+            errors.spanned(
+                path,
+                format!("`skip({name})`: the function has no argument `{name}`"),
+            );
         }
     }
     let mut parts = Vec::new();
@@ -223,7 +237,7 @@ fn key(
             );
             continue;
         };
-        if skipped.iter().any(|s| *s == ident.to_string()) {
+        if skipped.iter().any(|s| ident == s) {
             continue;
         }
         if arg.impl_trait {

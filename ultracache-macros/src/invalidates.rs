@@ -15,23 +15,20 @@ pub(crate) fn expand(args: InvalidatesArgs, f: Function) -> syn::Result<TokenStr
     check_wrappable(&f, "invalidates", &mut errors);
     errors.finish()?;
     let p = private(args.krate.as_ref());
-    let kinds = args.kinds.iter().map(|k| {
-        quote_spanned!(k.span()=> <#k as #p::Trackable>::KIND)
-    });
-    let n = args.kinds.len();
-    let scan_args = f
-        .args
+    let kinds = args
+        .kinds
         .iter()
-        .filter_map(|a| a.ident.as_ref())
-        .map(|ident| {
-            let ident = syn::Ident::new(&ident.to_string(), proc_macro2::Span::call_site());
-            quote! {
-                for __ultracache_kind in __ultracache_kinds {
-                    (&&#p::ArgProbe(&#ident))
-                        .__ultracache_arg_deps(__ultracache_kind, &mut __ultracache_deps);
-                }
+        .map(|k| quote_spanned!(k.span()=> <#k as #p::Trackable>::KIND));
+    let n = args.kinds.len();
+    let scan_args = f.args.iter().filter_map(|a| a.ident.as_ref()).map(|ident| {
+        let ident = syn::Ident::new(&ident.to_string(), proc_macro2::Span::call_site());
+        quote! {
+            for __ultracache_kind in __ultracache_kinds {
+                (&&#p::ArgProbe(&#ident))
+                    .__ultracache_arg_deps(__ultracache_kind, &mut __ultracache_deps);
             }
-        });
+        }
+    });
     let id = args.id.as_ref().map(|id| {
         let kind = &args.kinds[0];
         quote_spanned! {id.span()=>

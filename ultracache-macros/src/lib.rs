@@ -3,7 +3,6 @@
 
 #![warn(rust_2018_idioms)]
 
-
 mod args;
 mod ast;
 mod cached;

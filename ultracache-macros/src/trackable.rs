@@ -39,7 +39,10 @@ pub(crate) struct TrackableField {
 pub(crate) fn expand(input: TrackableInput) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();
     let Data::Struct(fields) = &input.data else {
-        return Err(syn::Error::new_spanned(&input.ident, "`Trackable` models are structs"));
+        return Err(syn::Error::new_spanned(
+            &input.ident,
+            "`Trackable` models are structs",
+        ));
     };
     let member = |i: usize, f: &TrackableField| match &f.ident {
         Some(ident) => quote!(#ident),
@@ -48,7 +51,11 @@ pub(crate) fn expand(input: TrackableInput) -> syn::Result<TokenStream> {
             quote!(#i)
         }
     };
-    let marked: Vec<_> = fields.iter().enumerate().filter(|(_, f)| f.id.is_present()).collect();
+    let marked: Vec<_> = fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.id.is_present())
+        .collect();
     for (_, f) in marked.iter().skip(1) {
         errors.push(syn::Error::new(
             f.id.span(),
@@ -68,7 +75,10 @@ pub(crate) fn expand(input: TrackableInput) -> syn::Result<TokenStream> {
         } else {
             "add a field named `id`, or mark the id field with `#[trackable(id)]`"
         };
-        errors.spanned(&input.ident, format!("`Trackable` needs an id field: {hint}"));
+        errors.spanned(
+            &input.ident,
+            format!("`Trackable` needs an id field: {hint}"),
+        );
         errors.finish()?;
         unreachable!("errors were pushed");
     };

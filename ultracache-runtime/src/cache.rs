@@ -29,6 +29,9 @@ use crate::store::Store;
 
 type Hasher = foldhash::fast::RandomState;
 
+/// The computations in progress, by key.
+type Flights<K, V> = HashMap<K, Arc<Flight<Slot<K, V>>>, Hasher>;
+
 /// What a cache key must be: hashable, comparable, clonable, shareable and
 /// owned. Every such type is one.
 #[diagnostic::on_unimplemented(
@@ -213,7 +216,7 @@ pub(crate) struct Core<K, V> {
     name: &'static str,
     module: &'static str,
     front: papaya::HashMap<K, Arc<Slot<K, V>>, Hasher>,
-    flights: Mutex<HashMap<K, Arc<Flight<Slot<K, V>>>, Hasher>>,
+    flights: Mutex<Flights<K, V>>,
     store: Arc<Store>,
     timeout: Option<Duration>,
     weigher: Option<fn(&V) -> usize>,
@@ -228,7 +231,7 @@ thread_local! {
 const TOUCH_EVERY: u32 = 32;
 
 impl<K: CacheKey, V: CacheValue> Core<K, V> {
-    fn lock_flights(&self) -> std::sync::MutexGuard<'_, HashMap<K, Arc<Flight<Slot<K, V>>>, Hasher>> {
+    fn lock_flights(&self) -> std::sync::MutexGuard<'_, Flights<K, V>> {
         self.flights.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -266,7 +269,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             c.set(n);
             n
         });
-        if n % TOUCH_EVERY == 0 {
+        if n.is_multiple_of(TOUCH_EVERY) {
             self.store.touch(slot.id);
         }
     }
@@ -633,7 +636,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         key: K,
         fut: impl Future<Output = Result<V, E>>,
     ) -> Result<V, E> {
-        self.resolve_async::<Result<V, E>, OkOnly, _>(key, None, fut).await
+        self.resolve_async::<Result<V, E>, OkOnly, _>(key, None, fut)
+            .await
     }
 
     /// Resolves `key` for a computation whose result `R` maps to the stored
@@ -729,12 +733,17 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
     /// This cache's statistics.
     pub fn stats(&self) -> CacheStats {
-        self.core().map(|c| c.stats()).unwrap_or_else(|| CacheStats {
-            name: self.name,
-            module: self.module,
-            store: self.store.unwrap_or(crate::config::DEFAULT_STORE).to_owned(),
-            ..CacheStats::default()
-        })
+        self.core()
+            .map(|c| c.stats())
+            .unwrap_or_else(|| CacheStats {
+                name: self.name,
+                module: self.module,
+                store: self
+                    .store
+                    .unwrap_or(crate::config::DEFAULT_STORE)
+                    .to_owned(),
+                ..CacheStats::default()
+            })
     }
 }
 

@@ -182,7 +182,11 @@ impl IdHasher {
     }
 
     fn bytes(&mut self, bytes: &[u8]) {
-        let mut s = if self.state == 0 { FNV_OFFSET } else { self.state };
+        let mut s = if self.state == 0 {
+            FNV_OFFSET
+        } else {
+            self.state
+        };
         for b in bytes {
             s ^= u64::from(*b);
             s = s.wrapping_mul(FNV_PRIME);

@@ -80,7 +80,7 @@ mod tests {
         assert!(!stale(&[dep, other], start));
         stamp(&[dep]);
         assert!(stale(&[dep], start));
-        assert!(!stale(&[other], start) || slot(other.hash64()) as *const _ == slot(dep.hash64()) as *const _);
+        assert!(!stale(&[other], start) || std::ptr::eq(slot(other.hash64()), slot(dep.hash64())));
         assert!(!stale(&[dep], snapshot()));
     }
 

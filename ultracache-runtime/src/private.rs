@@ -12,7 +12,7 @@ pub use std::vec::Vec;
 pub use crate::cache::{Cache, CacheKey, CacheValue, OkOnly, Outcome, Plain, Timeout};
 pub use crate::dep::{Dep, Kind};
 pub use crate::invalidation::{invalidate_any_of, invalidate_deps};
-pub use crate::recorder::{track_value, track_kind_of};
+pub use crate::recorder::{track_kind_of, track_value};
 pub use crate::registration::{CachedFn, FnRegistration, ModelInfo};
 pub use crate::trackable::{model_visit_deps, Models, Trackable};
 pub use crate::weigh::HeapSize;
