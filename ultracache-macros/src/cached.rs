@@ -8,7 +8,7 @@ use syn::{Expr, Lit};
 
 use crate::args::CachedArgs;
 use crate::ast::{check_wrappable, Function};
-use crate::util::{fake_return, private, Errors};
+use crate::util::{fake_return, private, private_at, Errors};
 
 pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();
@@ -27,7 +27,7 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
 
     let timeout = timeout(&args, &mut errors);
     let p = private(args.krate.as_ref());
-    let (key, assert_key) = key(&args, &f, &p, &mut errors);
+    let (key, assert_key) = key(&args, &f, &mut errors);
     errors.finish()?;
 
     let name = sig.ident.to_string();
@@ -85,8 +85,9 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
             )
         }
     };
+    let pv = private_at(args.krate.as_ref(), ret_span);
     let assert_value = quote_spanned! {ret_span=>
-        #p::assert_value(&__ultracache_outcome, #p::phantom::<#ret>());
+        #pv::assert_value(&__ultracache_outcome, #pv::phantom::<#ret>());
     };
     let attrs = &f.item.attrs;
     let vis = &f.item.vis;
@@ -143,6 +144,10 @@ fn timeout(args: &CachedArgs, errors: &mut Errors) -> Timeout {
     }
     match expr {
         Expr::Lit(l) => match &l.lit {
+            Lit::Int(i) if i.base10_digits().starts_with('-') => {
+                errors.spanned(expr, "`timeout` cannot be negative");
+                Timeout::Default
+            }
             Lit::Int(i) => match i.base10_parse::<u64>() {
                 Ok(_) => Timeout::Secs(i.clone()),
                 Err(_) => {
@@ -176,12 +181,8 @@ fn timeout(args: &CachedArgs, errors: &mut Errors) -> Timeout {
 
 /// The key expression (owned), and assertions that put "not a key" errors on
 /// the user's tokens.
-fn key(
-    args: &CachedArgs,
-    f: &Function,
-    p: &TokenStream,
-    errors: &mut Errors,
-) -> (TokenStream, TokenStream) {
+fn key(args: &CachedArgs, f: &Function, errors: &mut Errors) -> (TokenStream, TokenStream) {
+    let krate = args.krate.as_ref();
     if let Some(key) = &args.key {
         if let Some(skip) = &args.skip {
             if let Some(first) = skip.first() {
@@ -204,6 +205,7 @@ fn key(
             }
             e => quote!((#e).to_owned()),
         };
+        let p = private_at(krate, span);
         let assert = quote_spanned!(span=> #p::assert_key(&__ultracache_key););
         return (owned, assert);
     }
@@ -253,12 +255,19 @@ fn key(
         parts.push(quote!(#ident.to_owned()));
     }
     let asserts = match spans.len() {
-        1 => quote_spanned!(spans[0]=> #p::assert_key(&__ultracache_key);),
+        1 => {
+            let p = private_at(krate, spans[0]);
+            quote_spanned!(spans[0]=> #p::assert_key(&__ultracache_key);)
+        }
         _ => spans
             .iter()
             .enumerate()
             .map(|(i, span)| {
-                let i = syn::Index::from(i);
+                let p = private_at(krate, *span);
+                let i = syn::Index {
+                    index: i as u32,
+                    span: *span,
+                };
                 quote_spanned!(*span=> #p::assert_key(&__ultracache_key.#i);)
             })
             .collect(),

@@ -8,7 +8,7 @@ use syn::spanned::Spanned;
 
 use crate::args::InvalidatesArgs;
 use crate::ast::{check_wrappable, Function};
-use crate::util::{fake_return, private, Errors};
+use crate::util::{fake_return, private, private_at, Errors};
 
 pub(crate) fn expand(args: InvalidatesArgs, f: Function) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();
@@ -31,8 +31,9 @@ pub(crate) fn expand(args: InvalidatesArgs, f: Function) -> syn::Result<TokenStr
     });
     let id = args.id.as_ref().map(|id| {
         let kind = &args.kinds[0];
+        let pi = private_at(args.krate.as_ref(), id.span());
         quote_spanned! {id.span()=>
-            __ultracache_deps.push(#p::id_dep::<#kind>(&(#id)));
+            __ultracache_deps.push(#pi::id_dep::<#kind>(&(#id)));
         }
     });
     let ret = &f.ret;

@@ -163,8 +163,10 @@ pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_derive(Trackable, attributes(trackable))]
 pub fn derive_trackable(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
-    let result = trackable::TrackableInput::from_derive_input(&input)
-        .map_err(syn::Error::from)
+    let result = trackable::check_shape(&input)
+        .and_then(|()| {
+            trackable::TrackableInput::from_derive_input(&input).map_err(syn::Error::from)
+        })
         .and_then(trackable::expand);
     match result {
         Ok(t) => t.into(),

@@ -36,6 +36,22 @@ pub(crate) struct TrackableField {
     related: Flag,
 }
 
+/// Models are structs: says so on the `enum` or `union` keyword and name.
+pub(crate) fn check_shape(input: &syn::DeriveInput) -> syn::Result<()> {
+    let (keyword, what) = match &input.data {
+        syn::Data::Struct(_) => return Ok(()),
+        syn::Data::Enum(e) => (e.enum_token.span, "an enum"),
+        syn::Data::Union(u) => (u.union_token.span, "a union"),
+    };
+    let span = keyword
+        .join(input.ident.span())
+        .unwrap_or(input.ident.span());
+    Err(syn::Error::new(
+        span,
+        format!("`Trackable` models are structs with an id field, not {what}"),
+    ))
+}
+
 pub(crate) fn expand(input: TrackableInput) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();
     let Data::Struct(fields) = &input.data else {

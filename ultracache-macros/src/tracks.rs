@@ -7,7 +7,7 @@ use syn::spanned::Spanned;
 
 use crate::args::TracksArgs;
 use crate::ast::{check_wrappable, Function};
-use crate::util::{fake_return, private, Errors};
+use crate::util::{fake_return, private, private_at, Errors};
 
 pub(crate) fn expand(args: TracksArgs, f: Function) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();
@@ -22,7 +22,8 @@ pub(crate) fn expand(args: TracksArgs, f: Function) -> syn::Result<TokenStream> 
     } else {
         quote!((move || -> #ret #body)())
     };
-    let assert = quote_spanned!(ret.span()=> #p::assert_models(#p::phantom::<#ret>()););
+    let pa = private_at(args.krate.as_ref(), ret.span());
+    let assert = quote_spanned!(ret.span()=> let _: #pa::AssertModels<#ret>;);
     let attrs = &f.item.attrs;
     let vis = &f.item.vis;
     let sig = &f.item.sig;

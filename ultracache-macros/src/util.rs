@@ -12,6 +12,15 @@ pub(crate) fn private(krate: Option<&Path>) -> TokenStream {
     }
 }
 
+/// `__private` with its tokens on `span`, so that errors about a call built
+/// from it land on the user's tokens rather than on the attribute.
+pub(crate) fn private_at(krate: Option<&Path>, span: Span) -> TokenStream {
+    match krate {
+        Some(path) => quote_spanned!(span=> #path::__private),
+        None => quote_spanned!(span=> ::ultracache::__private),
+    }
+}
+
 /// The return type, `()` when none is written.
 pub(crate) fn return_type(ret: &ReturnType) -> Type {
     match ret {

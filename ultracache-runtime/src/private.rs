@@ -102,10 +102,6 @@ where
 {
 }
 
-/// Makes "this is not a model" errors land on the type in `#[tracks]`.
-#[inline(always)]
-pub fn assert_models<M: Models>(_: PhantomData<fn() -> M>) {}
-
 /// `PhantomData` for a type named in macro output.
 pub const fn phantom<R>() -> PhantomData<fn() -> R> {
     PhantomData
@@ -214,3 +210,6 @@ impl IntoTimeout for i32 {
         core::time::Duration::from_secs(u64::try_from(self).unwrap_or(0))
     }
 }
+
+/// Makes "this is not a model" errors land on the return type of `#[tracks]`.
+pub struct AssertModels<M: Models + ?Sized>(PhantomData<M>);

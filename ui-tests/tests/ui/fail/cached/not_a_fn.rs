@@ -1,0 +1,8 @@
+use ultracache::cached;
+
+#[cached(timeout = 60)]
+struct Page {
+    html: String,
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use ultracache::cached;
+
+#[cached(timeout = "60")]
+fn page(id: u64) -> String {
+    id.to_string()
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use ultracache::Trackable;
+
+#[derive(Trackable)]
+struct Reading {
+    id: f64,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use ultracache::Trackable;
+
+#[derive(Trackable)]
+struct Post {
+    slug: String,
+    title: String,
+}
+
+fn main() {}

@@ -1,0 +1,102 @@
+//! Generated code is clean under strict lints, with `core`, `Result` and
+//! `Option` shadowed where the user's code sits.
+#![deny(warnings, missing_docs, unused_qualifications, rust_2018_idioms)]
+
+/// A local module named like the standard one.
+pub mod core {}
+
+/// A shadowing `Result`.
+pub type Result<T> = ::std::result::Result<T, String>;
+
+/// A shadowing `Option`.
+pub struct Option;
+
+use ultracache::{cached, invalidates, tracks, Trackable};
+
+/// A model.
+#[derive(Clone, Debug, Trackable)]
+#[trackable(kind = "pass.post")]
+pub struct Post {
+    /// Id.
+    pub id: i64,
+    /// Title.
+    pub title: String,
+    /// Its author, read with it.
+    #[trackable(related)]
+    pub author: Author,
+}
+
+/// Another model.
+#[derive(Clone, Debug, Trackable)]
+pub struct Author {
+    /// Id.
+    #[trackable(id)]
+    pub key: u32,
+}
+
+/// Loads a post.
+#[tracks]
+pub fn load(id: i64) -> Post {
+    Post { id, title: String::new(), author: Author { key: 1 } }
+}
+
+/// Loads posts.
+#[tracks]
+pub async fn load_all() -> Vec<Post> {
+    vec![load(1)]
+}
+
+/// Saves a post.
+#[invalidates(Post)]
+pub fn save(post: Post) -> Result<Post> {
+    Ok(post)
+}
+
+/// Deletes a post.
+#[invalidates(Post, id = id)]
+pub async fn delete(id: i64) {}
+
+/// A page.
+#[cached(timeout = 60)]
+pub fn page(id: i64) -> Result<String> {
+    Ok(load(id).title)
+}
+
+/// A page, async.
+#[cached(forever, key = id)]
+pub async fn page_async(id: i64, verbose: bool) -> ::std::option::Option<String> {
+    let _ = verbose;
+    Some(load_all().await.len().to_string())
+}
+
+/// A method.
+pub struct Service {
+    /// Prefix.
+    pub prefix: String,
+}
+
+impl Service {
+    /// Cached method.
+    #[cached(timeout = 5, key = (self.prefix.clone(), n))]
+    pub fn call(&self, n: u32) -> String {
+        format!("{}{n}", self.prefix)
+    }
+}
+
+mod reexport {
+    pub use ultracache as uc;
+}
+
+/// Through a re-exporting crate path.
+#[cached(timeout = 1, crate = "reexport::uc")]
+pub fn via_reexport(n: u8) -> u8 {
+    n
+}
+
+fn main() {
+    let _ = page(1);
+    let _ = save(load(1));
+    let _ = Service { prefix: String::new() }.call(1);
+    let _ = via_reexport(1);
+    let _ = (page_async(1, true), delete(1));
+}
