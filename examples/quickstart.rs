@@ -68,7 +68,9 @@ fn index_page() -> String {
 
 #[cached(timeout = 86_400)]
 fn sidebar() -> String {
-    load_post(1).map(|p| format!("<aside>Featured: {}</aside>", p.title)).unwrap_or_default()
+    load_post(1)
+        .map(|p| format!("<aside>Featured: {}</aside>", p.title))
+        .unwrap_or_default()
 }
 
 fn visit(what: &str, page: impl FnOnce() -> String) {
@@ -81,7 +83,10 @@ fn visit(what: &str, page: impl FnOnce() -> String) {
 
 fn main() -> Result<(), String> {
     for (id, title) in [(1, "Hello"), (2, "Caching"), (3, "Invalidation")] {
-        save_post(Post { id, title: title.into() })?;
+        save_post(Post {
+            id,
+            title: title.into(),
+        })?;
     }
 
     println!("-- first visits compute, second visits are hits");
@@ -92,14 +97,20 @@ fn main() -> Result<(), String> {
     visit("/", index_page);
 
     println!("\n-- editing post 2 drops /posts/2 and the index; /posts/1 stays");
-    save_post(Post { id: 2, title: "Caching, revised".into() })?;
+    save_post(Post {
+        id: 2,
+        title: "Caching, revised".into(),
+    })?;
     visit("/posts/1", || post_page(1));
     visit("/posts/2", || post_page(2));
     visit("/", index_page);
 
     println!("\n-- creating post 4 drops the index (it listed every post)");
     visit("/posts/4", || post_page(4));
-    save_post(Post { id: 4, title: "New".into() })?;
+    save_post(Post {
+        id: 4,
+        title: "New".into(),
+    })?;
     visit("/", index_page);
     visit("/posts/4", || post_page(4));
     visit("/posts/1", || post_page(1));

@@ -265,3 +265,14 @@ fn a_function_without_arguments_has_one_entry() {
     assert_eq!(constant(), [1, 2, 3]);
     assert_eq!(NO_ARGS.get(), 1);
 }
+
+/// A one-line body that is a single macro call: generated code once wrapped it
+/// in a second pair of braces, which `unused_braces` flagged on the user's code.
+#[rustfmt::skip]
+#[cached(forever)]
+fn single_macro_call(k: u64) -> String { format!("{k:064}") }
+
+#[test]
+fn a_single_expression_body_compiles_without_warnings() {
+    assert_eq!(single_macro_call(3).len(), 64);
+}

@@ -14,8 +14,9 @@ fn misconfigured(n: u32) -> u32 {
     n + 1
 }
 
+// One test: installing must come before any cached call in the process.
 #[test]
-fn installing_a_config_without_the_store_is_refused() {
+fn a_missing_store_is_refused_at_install_and_bypassed_at_call() {
     let err = Config::new().install().unwrap_err();
     assert_eq!(
         err,

@@ -55,6 +55,7 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
         quote!((&&#p::ArgProbe(&#ident)).__ultracache_track_arg();)
     });
     let body = &f.item.block;
+    let stmts = &body.stmts;
     let call = if f.is_async {
         let fake = fake_return(ret);
         quote! {
@@ -66,7 +67,7 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
                 async move {
                     #fake
                     #(#track_args)*
-                    #body
+                    #(#stmts)*
                 },
             )
             .await
@@ -80,7 +81,7 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
                 __ultracache_weigh,
                 move || -> #ret {
                     #(#track_args)*
-                    #body
+                    #(#stmts)*
                 },
             )
         }

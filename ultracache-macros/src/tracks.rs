@@ -16,9 +16,10 @@ pub(crate) fn expand(args: TracksArgs, f: Function) -> syn::Result<TokenStream> 
     let p = private(args.krate.as_ref());
     let ret = &f.ret;
     let body = &f.item.block;
+    let stmts = &body.stmts;
     let value = if f.is_async {
         let fake = fake_return(ret);
-        quote!(async move { #fake #body }.await)
+        quote!(async move { #fake #(#stmts)* }.await)
     } else {
         quote!((move || -> #ret #body)())
     };

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::clock::{self, Nanos, NEVER};
 use crate::dep::Dep;
 use crate::entry::{next_id, Cause, Entry};
 use crate::flight::Flight;
@@ -121,7 +122,10 @@ struct Slot<K, V> {
     key: K,
     value: V,
     deps: Box<[Dep]>,
+    /// For the store's expiry policy.
     expires_at: Option<Instant>,
+    /// For the hit path, on the coarse clock.
+    deadline: Nanos,
     weight: u32,
     dead: AtomicBool,
     owner: Weak<Core<K, V>>,
@@ -138,12 +142,12 @@ impl<K: CacheKey, V: CacheValue> Slot<K, V> {
                 core.store.remove(self.id);
             }
             let counters = &core.counters;
-            match cause {
+            let _ = match cause {
                 Cause::Invalidated | Cause::Cleared => counters.invalidations.add(1),
                 Cause::Evicted => counters.evictions.add(1),
                 Cause::Expired => counters.expirations.add(1),
-                Cause::Stale | Cause::Replaced => {}
-            }
+                Cause::Stale | Cause::Replaced => 0,
+            };
         }
         registry().unregister(self.id, &self.deps);
     }
@@ -223,12 +227,16 @@ pub(crate) struct Core<K, V> {
     counters: Counters,
 }
 
-thread_local! {
-    static TOUCHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
+/// One hit in this many (per thread) is reported to the store's eviction
+/// policy, so that it learns which entries are popular.
+const TOUCH_EVERY: u64 = 256;
 
-/// One hit in this many is reported to the store's eviction policy.
-const TOUCH_EVERY: u32 = 32;
+impl<K, V> Slot<K, V> {
+    #[inline]
+    fn live(&self) -> bool {
+        !self.dead.load(SeqCst) && (self.deadline == NEVER || clock::now() < self.deadline)
+    }
+}
 
 impl<K: CacheKey, V: CacheValue> Core<K, V> {
     fn lock_flights(&self) -> std::sync::MutexGuard<'_, Flights<K, V>> {
@@ -245,31 +253,24 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     fn lookup(&self, key: &K) -> Option<V> {
         let guard = self.front.guard();
         let slot = self.front.get(key, &guard)?;
-        if slot.dead.load(SeqCst) {
-            return None;
+        if slot.live() {
+            self.hit(slot);
+            return Some(slot.value.clone());
         }
-        if let Some(deadline) = slot.expires_at {
-            if Instant::now() >= deadline {
-                let slot = Arc::clone(slot);
-                drop(guard);
-                slot.end(Cause::Expired, true);
-                return None;
-            }
+        if !slot.dead.load(SeqCst) {
+            let slot = Arc::clone(slot);
+            drop(guard);
+            slot.end(Cause::Expired, true);
         }
-        self.hit(slot);
-        Some(slot.value.clone())
+        None
     }
 
     #[inline]
     fn hit(&self, slot: &Slot<K, V>) {
-        recorder::track_deps(&slot.deps);
-        self.counters.hits.add(1);
-        let n = TOUCHES.with(|c| {
-            let n = c.get().wrapping_add(1);
-            c.set(n);
-            n
-        });
-        if n.is_multiple_of(TOUCH_EVERY) {
+        if recorder::recording() {
+            recorder::track_deps(&slot.deps);
+        }
+        if self.counters.hits.add(1).is_multiple_of(TOUCH_EVERY) {
             self.store.touch(slot.id);
         }
     }
@@ -277,7 +278,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     /// The value a finished flight left, if it is still good.
     fn take(&self, slot: Option<Arc<Slot<K, V>>>) -> Option<V> {
         let slot = slot?;
-        if slot.dead.load(SeqCst) || slot.expires_at.is_some_and(|t| Instant::now() >= t) {
+        if !slot.live() {
             return None;
         }
         self.hit(&slot);
@@ -322,6 +323,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             value,
             deps,
             expires_at: self.timeout.and_then(|t| Instant::now().checked_add(t)),
+            deadline: clock::deadline(self.timeout),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
             dead: AtomicBool::new(false),
             owner: Arc::downgrade(self),
@@ -445,12 +447,12 @@ impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
     }
 
     fn sweep_expired(&self) {
-        let now = Instant::now();
+        let now = clock::now();
         let expired: Vec<_> = {
             let guard = self.front.guard();
             self.front
                 .values(&guard)
-                .filter(|s| s.expires_at.is_some_and(|t| now >= t))
+                .filter(|s| s.deadline != NEVER && now >= s.deadline)
                 .map(Arc::clone)
                 .collect()
         };

@@ -6,6 +6,7 @@
 #![warn(unreachable_pub, rust_2018_idioms)]
 
 mod cache;
+mod clock;
 mod config;
 mod dep;
 mod entry;

@@ -17,7 +17,7 @@ thread_local! {
 }
 
 /// Whether a frame is recording on this thread (cheap: one thread-local read).
-#[inline]
+#[inline(always)]
 pub(crate) fn recording() -> bool {
     DEPTH.with(Cell::get) != 0
 }
@@ -58,8 +58,11 @@ pub fn track_deps(deps: &[Dep]) {
 /// let ((), deps) = capture(|| track(&Post { id: 3 }));
 /// assert_eq!(deps[0].to_string(), "Post:3");
 /// ```
+#[inline]
 pub fn track<T: Trackable + ?Sized>(obj: &T) {
-    track_dep(obj.dep());
+    if recording() {
+        track_dep(obj.dep());
+    }
 }
 
 /// Records a dependency on the kind `T` itself: any write of a `T` (including
@@ -75,8 +78,11 @@ pub fn track<T: Trackable + ?Sized>(obj: &T) {
 /// let ((), deps) = capture(|| track_kind::<Post>());
 /// assert_eq!(deps[0].to_string(), "Post");
 /// ```
+#[inline]
 pub fn track_kind<T: Trackable + ?Sized>() {
-    track_dep(Dep::kind(T::KIND));
+    if recording() {
+        track_dep(Dep::kind(T::KIND));
+    }
 }
 
 /// Records every model in `value` (see [`Models`]): what `#[tracks]` does with a

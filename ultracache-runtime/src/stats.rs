@@ -20,7 +20,7 @@ thread_local! {
     static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-#[inline]
+#[inline(always)]
 fn stripe() -> usize {
     STRIPE.with(|s| {
         let v = s.get();
@@ -34,9 +34,10 @@ fn stripe() -> usize {
 }
 
 impl Counter {
+    /// Adds `n`; returns this thread's stripe's count before the addition.
     #[inline]
-    pub(crate) fn add(&self, n: u64) {
-        self.0[stripe()].0.fetch_add(n, Relaxed);
+    pub(crate) fn add(&self, n: u64) -> u64 {
+        self.0[stripe()].0.fetch_add(n, Relaxed)
     }
 
     pub(crate) fn get(&self) -> u64 {

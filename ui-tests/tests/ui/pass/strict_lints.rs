@@ -83,6 +83,18 @@ impl Service {
     }
 }
 
+/// A body that is one macro call (once flagged by `unused_braces`).
+#[cached(forever)]
+pub fn single_expression(k: u64) -> String {
+    format!("{k:064}")
+}
+
+/// The same, async.
+#[cached(forever)]
+pub async fn single_expression_async(k: u64) -> String {
+    format!("{k:064}")
+}
+
 mod reexport {
     pub use ultracache as uc;
 }
@@ -98,5 +110,6 @@ fn main() {
     let _ = save(load(1));
     let _ = Service { prefix: String::new() }.call(1);
     let _ = via_reexport(1);
+    let _ = (single_expression(1), single_expression_async(1));
     let _ = (page_async(1, true), delete(1));
 }
