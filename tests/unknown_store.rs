@@ -25,13 +25,10 @@ fn a_missing_store_is_refused_at_install_and_bypassed_at_call() {
             store: "nope".into(),
         }
     );
-    assert!(err
-        .to_string()
-        .contains(r#"add `.store("nope", StoreConfig::new())`"#));
-}
+    let message = err.to_string();
+    assert!(message.contains(r#"add `.store("nope", StoreConfig::new())`"#));
 
-#[test]
-fn calls_compute_without_the_cache_instead_of_panicking() {
+    // Without the store, calls compute every time instead of panicking.
     assert_eq!(misconfigured(1), 2);
     assert_eq!(misconfigured(1), 2);
     assert_eq!(RUNS.get(), 2);
