@@ -20,17 +20,23 @@ thread_local! {
     static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
+/// This thread's stripe: threads take stripes in turn, so up to `STRIPES`
+/// threads never share one.
 #[inline(always)]
 fn stripe() -> usize {
-    STRIPE.with(|s| {
-        let v = s.get();
-        if v != usize::MAX {
-            return v;
-        }
-        let v = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
-        s.set(v);
-        v
-    })
+    let s = STRIPE.get();
+    if s != usize::MAX {
+        s
+    } else {
+        assign_stripe()
+    }
+}
+
+#[cold]
+fn assign_stripe() -> usize {
+    let s = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
+    STRIPE.set(s);
+    s
 }
 
 impl Counter {
@@ -121,5 +127,29 @@ impl Stats {
     /// The row of the cache (or `#[cached]` function) named `name`.
     pub fn cache(&self, name: &str) -> Option<&CacheStats> {
         self.caches.iter().find(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_up_across_threads() {
+        let c = std::sync::Arc::new(Counter::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let c = std::sync::Arc::clone(&c);
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        c.add(1);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(c.get(), 4000);
     }
 }
