@@ -674,6 +674,12 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Looks `key` up and, on a miss, starts recording: the block API's
     /// look-up / compute / store in three steps.
     ///
+    /// The recording belongs to this thread until it is stored or dropped:
+    /// use it in synchronous code, and close recordings in the reverse order
+    /// of opening them. Async code uses
+    /// [`get_or_compute_async`](Self::get_or_compute_async), whose recording
+    /// travels with the future.
+    ///
     /// ```
     /// use ultracache::{Cache, Lookup};
     ///
