@@ -75,6 +75,9 @@ fn parse_args<A: FromMeta>(args: TokenStream) -> syn::Result<A> {
 /// method, or return `Result` (only `Ok` is stored) or `Option` (`None` is
 /// stored like any value). Concurrent callers that miss on one key run the body
 /// once. Two functions never share entries.
+///
+/// A function has one cache. In a generic `impl`, every instantiation of a
+/// method shares it: put what tells the instantiations apart into the key.
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     let item2: TokenStream2 = item.into();

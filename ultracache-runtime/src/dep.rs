@@ -60,9 +60,7 @@ impl PartialOrd for Kind {
 }
 impl Ord for Kind {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.hash
-            .cmp(&other.hash)
-            .then_with(|| self.name.cmp(other.name))
+        self.name.cmp(other.name)
     }
 }
 

@@ -2,6 +2,7 @@
 //! itself at link time, so tools can list them.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 use crate::cache::{Cache, CacheKey, CacheValue, Timeout};
@@ -22,6 +23,7 @@ pub struct CachedFn {
     /// How long its entries live.
     pub timeout: Timeout,
     cache: OnceLock<Box<dyn Any + Send + Sync>>,
+    mismatch_logged: AtomicBool,
 }
 
 impl std::fmt::Debug for CachedFn {
@@ -53,13 +55,20 @@ impl CachedFn {
             store,
             timeout,
             cache: OnceLock::new(),
+            mismatch_logged: AtomicBool::new(false),
         }
     }
 
     /// The function's cache, typed by the key and value the call site infers.
+    ///
+    /// One function has one cache. A method of a generic `impl` is one
+    /// function for every instantiation: if two instantiations have different
+    /// key or value types, the second finds the cache typed for the first and
+    /// computes without caching (logged once).
     #[doc(hidden)]
     pub fn cache<K: CacheKey, V: CacheValue>(&'static self) -> Option<&'static Cache<K, V>> {
-        self.cache
+        let typed = self
+            .cache
             .get_or_init(|| {
                 let cache = Cache::<K, V>::new(self.name)
                     .module(self.module)
@@ -69,7 +78,19 @@ impl CachedFn {
                     None => cache,
                 })
             })
-            .downcast_ref()
+            .downcast_ref();
+        if typed.is_none() && !self.mismatch_logged.swap(true, Relaxed) {
+            tracing::error!(
+                function = self.name,
+                module = self.module,
+                "ultracache: `{}::{}` is called with another key or value type than \
+                 its cache was created for (a method of a generic impl?); \
+                 these calls are not cached",
+                self.module,
+                self.name
+            );
+        }
+        typed
     }
 }
 
