@@ -1,6 +1,7 @@
 //! Frames follow async computations across `.await` points and threads;
 //! concurrent tasks record in isolation; cached futures are `Send`.
 
+#[macro_use]
 mod common;
 
 use std::future::Future;
@@ -10,18 +11,10 @@ use std::task::{Context, Poll, Waker};
 use common::Runs;
 use ultracache::{cached, capture_future, dependents, invalidate, tracks, Dep, Trackable};
 
-#[derive(Clone, Debug, Trackable)]
-#[trackable(kind = "async.post")]
-struct Post {
-    id: i64,
-    title: String,
-}
+model!(Post, "async.post");
 
 fn post(id: i64) -> Post {
-    Post {
-        id,
-        title: format!("post {id}"),
-    }
+    Post::numbered(id)
 }
 
 #[tracks]

@@ -1,23 +1,13 @@
 //! Writes drop exactly the dependent entries: by object, by id, by kind, and
 //! for objects that did not exist yet (the new-object problem).
 
+#[macro_use]
 mod common;
 
 use common::{Runs, Table};
 use ultracache::{
     cached, invalidate, invalidate_id, invalidate_kind, invalidates, tracks, Trackable,
 };
-
-macro_rules! model {
-    ($name:ident, $kind:literal) => {
-        #[derive(Clone, Debug, PartialEq, Trackable)]
-        #[trackable(kind = $kind)]
-        struct $name {
-            id: i64,
-            title: String,
-        }
-    };
-}
 
 // --- only the entries that read the object ------------------------------
 

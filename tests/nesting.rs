@@ -1,23 +1,16 @@
 //! Nested cached computations: an inner call's dependencies join the outer
 //! entry, on a miss and on a hit.
 
+#[macro_use]
 mod common;
 
 use common::Runs;
 use ultracache::{cached, capture, invalidate, tracks, Trackable};
 
-#[derive(Clone, Debug, Trackable)]
-#[trackable(kind = "nesting.post")]
-struct Post {
-    id: i64,
-    title: String,
-}
+model!(Post, "nesting.post");
 
 fn post(id: i64) -> Post {
-    Post {
-        id,
-        title: format!("post {id}"),
-    }
+    Post::numbered(id)
 }
 
 #[tracks]

@@ -1,22 +1,15 @@
 //! Reads recorded inside a computation become its dependencies, and only those.
 
+#[macro_use]
 mod common;
 
 use common::Runs;
 use ultracache::{cached, capture, dependents, invalidate, track, tracks, Dep, Trackable};
 
-#[derive(Clone, Debug, PartialEq, Trackable)]
-#[trackable(kind = "recording.post")]
-struct Post {
-    id: i64,
-    title: String,
-}
+model!(Post, "recording.post");
 
 fn post(id: i64) -> Post {
-    Post {
-        id,
-        title: format!("post {id}"),
-    }
+    Post::numbered(id)
 }
 
 #[tracks]

@@ -52,3 +52,27 @@ impl Runs {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Declares a model type of its own kind, with `id` and `title`, and a
+/// `numbered(id)` constructor titled "post {id}".
+#[macro_export]
+macro_rules! model {
+    ($name:ident, $kind:literal) => {
+        #[derive(Clone, Debug, PartialEq, ultracache::Trackable)]
+        #[trackable(kind = $kind)]
+        struct $name {
+            id: i64,
+            title: String,
+        }
+
+        #[allow(dead_code)]
+        impl $name {
+            fn numbered(id: i64) -> Self {
+                $name {
+                    id,
+                    title: format!("post {id}"),
+                }
+            }
+        }
+    };
+}
