@@ -55,6 +55,7 @@ pub(crate) fn expand(args: InvalidatesArgs, f: Function) -> syn::Result<TokenStr
             use #p::{ModelArg as _, PlainArg as _, PlainSuccess as _, ResultSuccess as _};
             let __ultracache_kinds: [#p::Kind; #n] = [#(#kinds),*];
             let mut __ultracache_deps: #p::Vec<#p::Dep> = #p::Vec::new();
+            let mut __ultracache_paths: #p::Vec<#p::String> = #p::Vec::new();
             #(#scan_args)*
             #id
             let __ultracache_result: #ret = #value;
@@ -62,8 +63,10 @@ pub(crate) fn expand(args: InvalidatesArgs, f: Function) -> syn::Result<TokenStr
                 for __ultracache_kind in __ultracache_kinds {
                     (&&#p::ArgProbe(&__ultracache_result))
                         .__ultracache_arg_deps(__ultracache_kind, &mut __ultracache_deps);
+                    (&&#p::ArgProbe(&__ultracache_result))
+                        .__ultracache_arg_paths(__ultracache_kind, &mut __ultracache_paths);
                 }
-                #p::invalidate_written(__ultracache_deps, &__ultracache_kinds);
+                #p::invalidate_written(__ultracache_deps, __ultracache_paths, &__ultracache_kinds);
             }
             __ultracache_result
         }

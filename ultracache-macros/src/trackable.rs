@@ -126,6 +126,11 @@ pub(crate) fn expand(input: TrackableInput) -> syn::Result<TokenStream> {
                 fn id(&self) -> &Self::Id {
                     &self.#id_member
                 }
+                fn dependent_paths(&self) -> #p::Vec<#p::String> {
+                    #[allow(unused_imports)]
+                    use #p::{HasPaths as _, NoPaths as _};
+                    (&&#p::PathsProbe(self)).__ultracache_paths()
+                }
             }
 
             #[automatically_derived]
@@ -136,6 +141,13 @@ pub(crate) fn expand(input: TrackableInput) -> syn::Result<TokenStream> {
                 }
                 fn visit_kinds(__ultracache_f: &mut dyn ::core::ops::FnMut(#p::Kind)) {
                     __ultracache_f(<Self as #p::Trackable>::KIND);
+                }
+                fn visit_paths(
+                    &self,
+                    __ultracache_kind: #p::Kind,
+                    __ultracache_f: &mut dyn ::core::ops::FnMut(#p::String),
+                ) {
+                    #p::model_visit_paths(self, __ultracache_kind, __ultracache_f);
                 }
             }
 

@@ -355,40 +355,62 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         Some(slot)
     }
 
+    /// Finds the value for `key`, or decides who computes it: this caller as
+    /// the leader of a flight, or alone (when the leader it waited for stored
+    /// nothing, or when a computation asks for its own key).
+    fn find(
+        self: &Arc<Self>,
+        key: &K,
+        me: Option<thread::ThreadId>,
+    ) -> Result<V, Option<Lead<K, V>>> {
+        if let Some(v) = self.lookup(key) {
+            return Ok(v);
+        }
+        match self.join(key, me) {
+            Join::Hit(v) => Ok(v),
+            Join::Lead(lead) => Err(Some(lead)),
+            // A computation that asks for its own key would wait for itself.
+            Join::Wait(flight) if me.is_some() && flight.leader == me => Err(None),
+            Join::Wait(flight) => {
+                self.counters.coalesced.add(1);
+                // The leader failed, panicked or computed a stale value: compute
+                // alone rather than queue behind the next leader.
+                self.take(flight.wait()).ok_or(None)
+            }
+        }
+    }
+
+    /// Stores a finished computation's value and releases its waiters.
+    fn finish<R, O: Outcome<R, Value = V>>(
+        self: &Arc<Self>,
+        key: K,
+        lead: Option<Lead<K, V>>,
+        result: &R,
+        deps: Box<[Dep]>,
+        start: u64,
+        weigh: Option<fn(&R) -> usize>,
+    ) {
+        let heap = weigh.map(|w| w(result));
+        let slot = O::value(result).and_then(|v| self.publish(key, v.clone(), deps, start, heap));
+        if let Some(lead) = lead {
+            lead.finish(slot);
+        }
+    }
+
     fn resolve<R, O: Outcome<R, Value = V>>(
         self: &Arc<Self>,
         key: K,
         weigh: Option<fn(&R) -> usize>,
         f: impl FnOnce() -> R,
     ) -> R {
-        let lead = loop {
-            if let Some(v) = self.lookup(&key) {
-                return O::wrap(v);
-            }
-            let me = thread::current().id();
-            match self.join(&key, Some(me)) {
-                Join::Hit(v) => return O::wrap(v),
-                Join::Lead(lead) => break Some(lead),
-                // A computation that asks for its own key would wait for itself.
-                Join::Wait(flight) if flight.leader == Some(me) => break None,
-                Join::Wait(flight) => {
-                    self.counters.coalesced.add(1);
-                    if let Some(v) = self.take(flight.wait()) {
-                        return O::wrap(v);
-                    }
-                }
-            }
+        let lead = match self.find(&key, Some(thread::current().id())) {
+            Ok(v) => return O::wrap(v),
+            Err(lead) => lead,
         };
         self.counters.misses.add(1);
-        let Some(lead) = lead else {
-            return f();
-        };
         let start = generation::snapshot();
         let (result, deps) = recorder::capture(f);
-        let heap = weigh.map(|w| w(&result));
-        let slot = O::value(&result)
-            .and_then(|v| self.publish(lead.key.clone(), v.clone(), deps, start, heap));
-        lead.finish(slot);
+        self.finish::<R, O>(key, lead, &result, deps, start, weigh);
         result
     }
 
@@ -408,21 +430,19 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             }
             let flight = match self.join(&key, None) {
                 Join::Hit(v) => return O::wrap(v),
-                Join::Lead(lead) => break lead,
+                Join::Lead(lead) => break Some(lead),
                 Join::Wait(flight) => flight,
             };
             self.counters.coalesced.add(1);
-            if let Some(v) = self.take(flight.wait_async().await) {
-                return O::wrap(v);
+            match self.take(flight.wait_async().await) {
+                Some(v) => return O::wrap(v),
+                None => break None,
             }
         };
         self.counters.misses.add(1);
         let start = generation::snapshot();
         let (result, deps) = recorder::capture_future(fut).await;
-        let heap = weigh.map(|w| w(&result));
-        let slot = O::value(&result)
-            .and_then(|v| self.publish(lead.key.clone(), v.clone(), deps, start, heap));
-        lead.finish(slot);
+        self.finish::<R, O>(key, lead, &result, deps, start, weigh);
         result
     }
 }
@@ -697,27 +717,67 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// ```
     pub fn begin(&self, key: K) -> Lookup<'_, K, V> {
         let Some(core) = self.core() else {
-            return Lookup::Miss(Recording::open(None, generation::snapshot()));
+            return Lookup::Miss(Recording::detached());
         };
-        let lead = loop {
-            if let Some(v) = core.lookup(&key) {
-                return Lookup::Hit(v);
-            }
-            let me = thread::current().id();
-            match core.join(&key, Some(me)) {
-                Join::Hit(v) => return Lookup::Hit(v),
-                Join::Lead(lead) => break Some(lead),
-                Join::Wait(flight) if flight.leader == Some(me) => break None,
-                Join::Wait(flight) => {
-                    core.counters.coalesced.add(1);
-                    if let Some(v) = core.take(flight.wait()) {
-                        return Lookup::Hit(v);
-                    }
-                }
-            }
+        let lead = match core.find(&key, Some(thread::current().id())) {
+            Ok(v) => return Lookup::Hit(v),
+            Err(lead) => lead,
         };
         core.counters.misses.add(1);
-        Lookup::Miss(Recording::open(lead, generation::snapshot()))
+        Lookup::Miss(Recording::open(
+            Arc::clone(core),
+            key,
+            lead,
+            generation::snapshot(),
+        ))
+    }
+
+    /// Computes `fut` and stores its value for `key`, replacing the entry
+    /// there is (a background refresh: stale-while-revalidate). Concurrent
+    /// callers are not coalesced; the caller decides who refreshes.
+    pub async fn refresh_async<R, O, F>(&self, key: K, fut: F) -> R
+    where
+        O: Outcome<R, Value = V>,
+        F: Future<Output = R>,
+    {
+        let Some(core) = self.core() else {
+            return fut.await;
+        };
+        let start = generation::snapshot();
+        let (result, deps) = recorder::capture_future(fut).await;
+        core.finish::<R, O>(key, None, &result, deps, start, None);
+        result
+    }
+
+    /// The live entries: key, value, time left and dependencies. Entries found
+    /// expired are removed on the way.
+    pub fn entries(&self) -> Vec<EntryInfo<K, V>> {
+        let Some(core) = self.core() else {
+            return Vec::new();
+        };
+        let slots: Vec<Arc<Slot<K, V>>> = {
+            let guard = core.front.guard();
+            core.front.values(&guard).map(Arc::clone).collect()
+        };
+        let now = clock::now();
+        let mut out = Vec::with_capacity(slots.len());
+        for slot in slots {
+            if slot.dead.load(SeqCst) {
+                continue;
+            }
+            if slot.deadline != NEVER && now >= slot.deadline {
+                slot.end(Cause::Expired, true);
+                continue;
+            }
+            out.push(EntryInfo {
+                key: slot.key.clone(),
+                value: slot.value.clone(),
+                expires_in: (slot.deadline != NEVER)
+                    .then(|| Duration::from_nanos(slot.deadline.saturating_sub(now))),
+                dependencies: slot.deps.to_vec(),
+            });
+        }
+        out
     }
 
     /// Drops the entry for `key`, if any.
@@ -755,6 +815,20 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 }
 
+/// One live entry, as [`Cache::entries`] lists it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EntryInfo<K, V> {
+    /// Its key.
+    pub key: K,
+    /// Its value.
+    pub value: V,
+    /// Time until it expires; `None` for never.
+    pub expires_in: Option<Duration>,
+    /// What it was computed from.
+    pub dependencies: Vec<Dep>,
+}
+
 /// The result of [`Cache::begin`].
 #[derive(Debug)]
 pub enum Lookup<'a, K: CacheKey, V: CacheValue> {
@@ -769,6 +843,7 @@ pub enum Lookup<'a, K: CacheKey, V: CacheValue> {
 /// without storing stores nothing (and lets waiting callers compute).
 #[must_use = "call `store` with the computed value"]
 pub struct Recording<'a, K: CacheKey, V: CacheValue> {
+    target: Option<(Arc<Core<K, V>>, K)>,
     lead: Option<Lead<K, V>>,
     start: u64,
     open: bool,
@@ -783,11 +858,24 @@ impl<K: CacheKey, V: CacheValue> std::fmt::Debug for Recording<'_, K, V> {
 }
 
 impl<K: CacheKey, V: CacheValue> Recording<'_, K, V> {
-    fn open(lead: Option<Lead<K, V>>, start: u64) -> Self {
+    fn open(core: Arc<Core<K, V>>, key: K, lead: Option<Lead<K, V>>, start: u64) -> Self {
         recorder::push_frame();
         Recording {
+            target: Some((core, key)),
             lead,
             start,
+            open: true,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// A recording for a cache that has no store: it stores nothing.
+    fn detached() -> Self {
+        recorder::push_frame();
+        Recording {
+            target: None,
+            lead: None,
+            start: 0,
             open: true,
             _not_send: PhantomData,
         }
@@ -804,11 +892,11 @@ impl<K: CacheKey, V: CacheValue> Recording<'_, K, V> {
     /// returns it.
     pub fn store(mut self, value: V) -> V {
         let deps = self.close();
-        if let Some(lead) = self.lead.take() {
-            let slot = lead
-                .core
-                .publish(lead.key.clone(), value.clone(), deps, self.start, None);
-            lead.finish(slot);
+        if let Some((core, key)) = self.target.take() {
+            let slot = core.publish(key, value.clone(), deps, self.start, None);
+            if let Some(lead) = self.lead.take() {
+                lead.finish(slot);
+            }
         }
         value
     }

@@ -8,13 +8,16 @@ use std::borrow::Borrow;
 use crate::dep::{Dep, Kind};
 use crate::entry::Cause;
 use crate::generation;
+use crate::paths::path_dep;
 use crate::registry::registry;
 use crate::runtime;
 use crate::stats::Stats;
 use crate::trackable::Trackable;
 
 /// Drops every entry that depends on `obj`, or on its kind (lists and lookups
-/// that may now include it). Returns how many entries were dropped.
+/// that may now include it), and every page at its
+/// [`dependent_paths`](crate::DependentPaths). Returns how many entries were
+/// dropped.
 ///
 /// ```
 /// use ultracache::{cached, invalidate, tracks, Trackable};
@@ -32,7 +35,9 @@ use crate::trackable::Trackable;
 /// assert_eq!(invalidate(&Post { id: 1, title: String::new() }), 1);
 /// ```
 pub fn invalidate<T: Trackable + ?Sized>(obj: &T) -> usize {
-    invalidate_deps(&[obj.dep(), Dep::kind(T::KIND)])
+    let mut deps = vec![obj.dep(), Dep::kind(T::KIND)];
+    deps.extend(obj.dependent_paths().iter().map(|p| path_dep(p)));
+    invalidate_deps(&deps)
 }
 
 /// Drops every entry that depends on the `T` with this id, or on the kind `T`:

@@ -13,6 +13,7 @@ mod entry;
 mod flight;
 mod generation;
 mod invalidation;
+mod paths;
 mod recorder;
 mod registration;
 mod registry;
@@ -26,13 +27,16 @@ mod weigh;
 #[allow(missing_docs, unreachable_pub)]
 pub mod private;
 
-pub use cache::{Cache, CacheKey, CacheValue, Lookup, OkOnly, Outcome, Plain, Recording, Timeout};
+pub use cache::{
+    Cache, CacheKey, CacheValue, EntryInfo, Lookup, OkOnly, Outcome, Plain, Recording, Timeout,
+};
 pub use config::{Config, ConfigError, StoreConfig, DEFAULT_STORE, DEFAULT_TIMEOUT};
 pub use dep::{id_key, Dep, IdHasher, Kind};
 pub use invalidation::{
     clear, dependents, invalidate, invalidate_any_of, invalidate_deps, invalidate_id,
     invalidate_kind, run_pending_tasks, stats,
 };
+pub use paths::{invalidate_paths, path_dep, DependentPaths, PATH_KIND};
 pub use recorder::{
     capture, capture_future, track, track_dep, track_deps, track_kind, track_value, Captured,
 };

@@ -7,14 +7,16 @@ use std::marker::PhantomData;
 
 pub use core;
 pub use inventory;
+pub use std::string::String;
 pub use std::vec::Vec;
 
 pub use crate::cache::{Cache, CacheKey, CacheValue, OkOnly, Outcome, Plain, Timeout};
 pub use crate::dep::{Dep, Kind};
 pub use crate::invalidation::{invalidate_any_of, invalidate_deps};
+pub use crate::paths::DependentPaths;
 pub use crate::recorder::{track_kind_of, track_value};
 pub use crate::registration::{CachedFn, FnRegistration, ModelInfo};
-pub use crate::trackable::{model_visit_deps, Models, Trackable};
+pub use crate::trackable::{model_visit_deps, model_visit_paths, Models, Trackable};
 pub use crate::weigh::HeapSize;
 
 /// Selects how a return type is stored: `Result` stores its `Ok`, anything
@@ -47,8 +49,12 @@ pub struct ArgProbe<'a, T: ?Sized>(pub &'a T);
 pub trait ModelArg {
     fn __ultracache_track_arg(&self);
     fn __ultracache_arg_deps(&self, kind: Kind, out: &mut Vec<Dep>);
+    fn __ultracache_arg_paths(&self, kind: Kind, out: &mut Vec<String>);
 }
 impl<T: Models + ?Sized> ModelArg for &ArgProbe<'_, T> {
+    fn __ultracache_arg_paths(&self, kind: Kind, out: &mut Vec<String>) {
+        self.0.visit_paths(kind, &mut |p| out.push(p));
+    }
     fn __ultracache_track_arg(&self) {
         track_value(self.0);
     }
@@ -64,7 +70,28 @@ impl<T: Models + ?Sized> ModelArg for &ArgProbe<'_, T> {
 pub trait PlainArg {
     fn __ultracache_track_arg(&self) {}
     fn __ultracache_arg_deps(&self, _kind: Kind, _out: &mut Vec<Dep>) {}
+    fn __ultracache_arg_paths(&self, _kind: Kind, _out: &mut Vec<String>) {}
 }
+
+/// Finds a model's `DependentPaths` impl, if it has one (used by the derive,
+/// where the type is known).
+pub struct PathsProbe<'a, T: ?Sized>(pub &'a T);
+
+pub trait HasPaths {
+    fn __ultracache_paths(&self) -> Vec<String>;
+}
+impl<T: DependentPaths + ?Sized> HasPaths for &PathsProbe<'_, T> {
+    fn __ultracache_paths(&self) -> Vec<String> {
+        self.0.dependent_paths()
+    }
+}
+
+pub trait NoPaths {
+    fn __ultracache_paths(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+impl<T: ?Sized> NoPaths for PathsProbe<'_, T> {}
 impl<T: ?Sized> PlainArg for ArgProbe<'_, T> {}
 
 /// Picks a heap-size estimate for a return type that implements [`HeapSize`].
@@ -172,9 +199,13 @@ impl<T: ?Sized> PlainSuccess for ArgProbe<'_, T> {}
 /// Invalidates what a `#[invalidates]` function wrote: the objects collected
 /// from its arguments, result and `id`, and each kind. A kind with no object
 /// at hand is invalidated whole (every entry that depends on any of it).
-pub fn invalidate_written(mut deps: Vec<Dep>, kinds: &[Kind]) {
+pub fn invalidate_written(mut deps: Vec<Dep>, paths: Vec<String>, kinds: &[Kind]) {
+    deps.extend(paths.iter().map(|p| crate::paths::path_dep(p)));
     for kind in kinds {
-        if deps.iter().any(|d| d.model_kind() == *kind) {
+        if deps
+            .iter()
+            .any(|d| d.model_kind() == *kind && d.id_key().is_some())
+        {
             deps.push(Dep::kind(*kind));
         } else {
             invalidate_any_of(*kind);

@@ -44,6 +44,13 @@ pub trait Trackable {
     fn dep(&self) -> Dep {
         Dep::object(Self::KIND, self.id())
     }
+
+    /// The URL paths that show this object (see
+    /// [`DependentPaths`](crate::DependentPaths)); none by default. The derive
+    /// returns the type's `DependentPaths` when it has one.
+    fn dependent_paths(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A value that holds models: a model, a reference to one, `Option`, `Vec`,
@@ -76,6 +83,12 @@ pub trait Models {
     /// Calls `f` with the kinds of model this type can hold (used for empty
     /// collections and `None`).
     fn visit_kinds(f: &mut dyn FnMut(Kind));
+
+    /// Calls `f` with the dependent paths of every model of `kind` in this
+    /// value. Containers pass it on; models answer for themselves.
+    fn visit_paths(&self, kind: Kind, f: &mut dyn FnMut(String)) {
+        let _ = (kind, f);
+    }
 }
 
 /// Implements [`Models`] for a [`Trackable`] type; the derive uses it.
@@ -84,9 +97,22 @@ pub fn model_visit_deps<T: Trackable>(value: &T, f: &mut dyn FnMut(Dep)) {
     f(value.dep());
 }
 
+/// Implements [`Models::visit_paths`] for a [`Trackable`] type; the derive uses it.
+#[doc(hidden)]
+pub fn model_visit_paths<T: Trackable>(value: &T, kind: Kind, f: &mut dyn FnMut(String)) {
+    if T::KIND == kind {
+        for path in value.dependent_paths() {
+            f(path);
+        }
+    }
+}
+
 impl<T: Models + ?Sized> Models for &T {
     fn visit_deps(&self, f: &mut dyn FnMut(Dep)) {
         (**self).visit_deps(f);
+    }
+    fn visit_paths(&self, kind: Kind, f: &mut dyn FnMut(String)) {
+        (**self).visit_paths(kind, f);
     }
     fn visit_kinds(f: &mut dyn FnMut(Kind)) {
         T::visit_kinds(f);
@@ -96,6 +122,9 @@ impl<T: Models + ?Sized> Models for &T {
 impl<T: Models + ?Sized> Models for &mut T {
     fn visit_deps(&self, f: &mut dyn FnMut(Dep)) {
         (**self).visit_deps(f);
+    }
+    fn visit_paths(&self, kind: Kind, f: &mut dyn FnMut(String)) {
+        (**self).visit_paths(kind, f);
     }
     fn visit_kinds(f: &mut dyn FnMut(Kind)) {
         T::visit_kinds(f);
@@ -107,6 +136,9 @@ macro_rules! pointer_models {
         impl<T: Models + ?Sized> Models for $ptr<T> {
             fn visit_deps(&self, f: &mut dyn FnMut(Dep)) {
                 (**self).visit_deps(f);
+            }
+            fn visit_paths(&self, kind: Kind, f: &mut dyn FnMut(String)) {
+                (**self).visit_paths(kind, f);
             }
             fn visit_kinds(f: &mut dyn FnMut(Kind)) {
                 T::visit_kinds(f);
@@ -123,6 +155,11 @@ impl<T: Models> Models for Option<T> {
             None => T::visit_kinds(&mut |k| f(Dep::kind(k))),
         }
     }
+    fn visit_paths(&self, kind: Kind, f: &mut dyn FnMut(String)) {
+        if let Some(v) = self {
+            v.visit_paths(kind, f);
+        }
+    }
     fn visit_kinds(f: &mut dyn FnMut(Kind)) {
         T::visit_kinds(f);
     }
@@ -132,6 +169,11 @@ impl<T: Models, E> Models for Result<T, E> {
     fn visit_deps(&self, f: &mut dyn FnMut(Dep)) {
         if let Ok(v) = self {
             v.visit_deps(f);
+        }
+    }
+    fn visit_paths(&self, kind: Kind, f: &mut dyn FnMut(String)) {
+        if let Ok(v) = self {
+            v.visit_paths(kind, f);
         }
     }
     fn visit_kinds(f: &mut dyn FnMut(Kind)) {
@@ -150,6 +192,11 @@ fn visit_collection<'a, T: Models + 'a>(
 }
 
 impl<T: Models> Models for [T] {
+    fn visit_paths(&self, kind: Kind, f: &mut dyn FnMut(String)) {
+        for item in self.iter() {
+            item.visit_paths(kind, f);
+        }
+    }
     fn visit_deps(&self, f: &mut dyn FnMut(Dep)) {
         visit_collection(self, f);
     }
@@ -159,6 +206,11 @@ impl<T: Models> Models for [T] {
 }
 
 impl<T: Models, const N: usize> Models for [T; N] {
+    fn visit_paths(&self, kind: Kind, f: &mut dyn FnMut(String)) {
+        for item in self.iter() {
+            item.visit_paths(kind, f);
+        }
+    }
     fn visit_deps(&self, f: &mut dyn FnMut(Dep)) {
         visit_collection(self, f);
     }
@@ -168,6 +220,11 @@ impl<T: Models, const N: usize> Models for [T; N] {
 }
 
 impl<T: Models> Models for Vec<T> {
+    fn visit_paths(&self, kind: Kind, f: &mut dyn FnMut(String)) {
+        for item in self.iter() {
+            item.visit_paths(kind, f);
+        }
+    }
     fn visit_deps(&self, f: &mut dyn FnMut(Dep)) {
         visit_collection(self, f);
     }
@@ -177,6 +234,11 @@ impl<T: Models> Models for Vec<T> {
 }
 
 impl<T: Models> Models for VecDeque<T> {
+    fn visit_paths(&self, kind: Kind, f: &mut dyn FnMut(String)) {
+        for item in self.iter() {
+            item.visit_paths(kind, f);
+        }
+    }
     fn visit_deps(&self, f: &mut dyn FnMut(Dep)) {
         visit_collection(self, f);
     }
@@ -186,6 +248,11 @@ impl<T: Models> Models for VecDeque<T> {
 }
 
 impl<K, T: Models, S> Models for HashMap<K, T, S> {
+    fn visit_paths(&self, kind: Kind, f: &mut dyn FnMut(String)) {
+        for item in self.values() {
+            item.visit_paths(kind, f);
+        }
+    }
     fn visit_deps(&self, f: &mut dyn FnMut(Dep)) {
         visit_collection(self.values(), f);
     }
@@ -195,6 +262,11 @@ impl<K, T: Models, S> Models for HashMap<K, T, S> {
 }
 
 impl<K, T: Models> Models for BTreeMap<K, T> {
+    fn visit_paths(&self, kind: Kind, f: &mut dyn FnMut(String)) {
+        for item in self.values() {
+            item.visit_paths(kind, f);
+        }
+    }
     fn visit_deps(&self, f: &mut dyn FnMut(Dep)) {
         visit_collection(self.values(), f);
     }
@@ -211,6 +283,9 @@ macro_rules! tuple_models {
             }
             fn visit_kinds(f: &mut dyn FnMut(Kind)) {
                 $($t::visit_kinds(f);)+
+            }
+            fn visit_paths(&self, kind: Kind, f: &mut dyn FnMut(String)) {
+                $(self.$i.visit_paths(kind, f);)+
             }
         }
     )*};
