@@ -21,7 +21,7 @@ use crate::clock::{self, Nanos, NEVER};
 use crate::dep::Dep;
 use crate::entry::{next_id, Cause, Entry};
 use crate::flight::Flight;
-use crate::generation;
+use crate::generation::{self, Snapshot};
 use crate::recorder;
 use crate::registry::registry;
 use crate::runtime::{self, CacheHandle};
@@ -424,19 +424,19 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         O: Outcome<R, Value = V>,
         F: Future<Output = R>,
     {
-        let lead = loop {
-            if let Some(v) = self.lookup(&key) {
-                return O::wrap(v);
-            }
-            let flight = match self.join(&key, None) {
-                Join::Hit(v) => return O::wrap(v),
-                Join::Lead(lead) => break Some(lead),
-                Join::Wait(flight) => flight,
-            };
-            self.counters.coalesced.add(1);
-            match self.take(flight.wait_async().await) {
-                Some(v) => return O::wrap(v),
-                None => break None,
+        if let Some(v) = self.lookup(&key) {
+            return O::wrap(v);
+        }
+        let lead = match self.join(&key, None) {
+            Join::Hit(v) => return O::wrap(v),
+            Join::Lead(lead) => Some(lead),
+            Join::Wait(flight) => {
+                self.counters.coalesced.add(1);
+                match self.take(flight.wait_async().await) {
+                    Some(v) => return O::wrap(v),
+                    // The leader stored nothing: compute alone.
+                    None => None,
+                }
             }
         };
         self.counters.misses.add(1);
@@ -747,6 +747,17 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         let (result, deps) = recorder::capture_future(fut).await;
         core.finish::<R, O>(key, None, &result, deps, start, None);
         result
+    }
+
+    /// Stores a value computed by the caller since `since`, with the
+    /// dependencies it recorded (from [`capture`](crate::capture)); replaces
+    /// the entry there is. Nothing is stored if one of `deps` was invalidated
+    /// after `since`. Returns whether the value was stored.
+    pub fn insert_computed(&self, key: K, value: V, deps: Box<[Dep]>, since: Snapshot) -> bool {
+        match self.core() {
+            Some(core) => core.publish(key, value, deps, since.0, None).is_some(),
+            None => false,
+        }
     }
 
     /// The live entries: key, value, time left and dependencies. Entries found

@@ -32,6 +32,21 @@ pub(crate) fn snapshot() -> u64 {
     TICK.load(SeqCst)
 }
 
+/// The moment a computation started, for [`Cache::insert_computed`]: a value
+/// computed since then is not stored if something it read was invalidated in
+/// the meantime.
+///
+/// [`Cache::insert_computed`]: crate::Cache::insert_computed
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot(pub(crate) u64);
+
+impl Snapshot {
+    /// Now: take it before reading anything the value is computed from.
+    pub fn now() -> Self {
+        Snapshot(snapshot())
+    }
+}
+
 fn next_tick() -> u64 {
     TICK.fetch_add(1, SeqCst) + 1
 }

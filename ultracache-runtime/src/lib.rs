@@ -12,6 +12,9 @@ mod dep;
 mod entry;
 mod flight;
 mod generation;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod http;
 mod invalidation;
 mod paths;
 mod recorder;
@@ -32,6 +35,7 @@ pub use cache::{
 };
 pub use config::{Config, ConfigError, StoreConfig, DEFAULT_STORE, DEFAULT_TIMEOUT};
 pub use dep::{id_key, Dep, IdHasher, Kind};
+pub use generation::Snapshot;
 pub use invalidation::{
     clear, dependents, invalidate, invalidate_any_of, invalidate_deps, invalidate_id,
     invalidate_kind, run_pending_tasks, stats,

@@ -1,0 +1,325 @@
+//! Stored responses: what may be stored, what is kept, and how a stored page
+//! is served (Age, ETag and 304, HEAD, the headers clients are given).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{
+    HeaderName, HeaderValue, AGE, CACHE_CONTROL, CONNECTION, ETAG, EXPIRES, IF_NONE_MATCH,
+    SET_COOKIE, TRANSFER_ENCODING, VARY,
+};
+use http::{HeaderMap, Method, Response, StatusCode};
+
+/// The response header that says how a response was served.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// What the response cache keeps under one key.
+#[derive(Clone, Debug)]
+pub(crate) enum Stored {
+    /// The request headers the responses for this URL vary on; the pages are
+    /// stored under keys that include their values.
+    Variants(Arc<[HeaderName]>),
+    /// A page.
+    Page(Arc<Page>),
+}
+
+/// A stored response.
+#[derive(Debug)]
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) etag: HeaderValue,
+    pub(crate) stored_at: SystemTime,
+    /// Past this, the page is stale (served while it is refreshed).
+    pub(crate) fresh_until: Option<SystemTime>,
+    /// The request's path and normalized query.
+    pub(crate) url: String,
+    pub(crate) route: Option<String>,
+}
+
+/// How a response was served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Served {
+    Hit,
+    Miss,
+    Stale,
+}
+
+impl Served {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Served::Hit => "HIT",
+            Served::Miss => "MISS",
+            Served::Stale => "STALE",
+        })
+    }
+}
+
+/// Why a response is not stored, if it is not.
+pub(crate) fn refuse_to_store(
+    status: StatusCode,
+    headers: &HeaderMap,
+    statuses: &[StatusCode],
+) -> Option<&'static str> {
+    if !statuses.contains(&status) {
+        return Some("status");
+    }
+    if headers.contains_key(SET_COOKIE) {
+        return Some("set-cookie");
+    }
+    for value in headers.get_all(CACHE_CONTROL) {
+        let value = value.to_str().unwrap_or_default().to_ascii_lowercase();
+        for directive in value.split(',').map(str::trim) {
+            let name = directive.split('=').next().unwrap_or_default().trim();
+            if matches!(name, "private" | "no-store" | "no-cache") {
+                return Some("cache-control");
+            }
+            if directive.replace(' ', "") == "max-age=0" {
+                return Some("max-age=0");
+            }
+        }
+    }
+    if let Some(expires) = headers.get(EXPIRES) {
+        // An unparsable Expires means "already expired" (RFC 9111 §5.3).
+        let past = expires
+            .to_str()
+            .ok()
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .is_none_or(|t| t <= SystemTime::now());
+        if past {
+            return Some("expires");
+        }
+    }
+    if headers
+        .get_all(VARY)
+        .iter()
+        .any(|v| v.to_str().unwrap_or_default().trim() == "*")
+    {
+        return Some("vary-*");
+    }
+    None
+}
+
+/// The request headers a response varies on (lower-case names).
+pub(crate) fn vary_names(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = headers
+        .get_all(VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names
+}
+
+/// A strong validator from the body's bytes (FNV-1a, 64 bits).
+pub(crate) fn etag_of(body: &[u8]) -> HeaderValue {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in body {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    HeaderValue::from_str(&format!("\"{h:016x}-{}\"", body.len()))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+/// Headers that describe the connection, not the response: never stored.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == TRANSFER_ENCODING
+        || matches!(
+            name.as_str(),
+            "keep-alive" | "proxy-connection" | "te" | "trailer" | "upgrade"
+        )
+}
+
+/// The headers worth keeping from a response about to be stored.
+pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if !hop_by_hop(name) && name != AGE && name != X_CACHE {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Whether `If-None-Match` names this ETag (or `*`).
+pub(crate) fn not_modified(request: &HeaderMap, etag: &HeaderValue) -> bool {
+    let etag = etag.as_bytes();
+    let bare = etag.strip_prefix(b"W/").unwrap_or(etag);
+    request
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| {
+            tag == "*" || {
+                let tag = tag.as_bytes();
+                tag.strip_prefix(b"W/").unwrap_or(tag) == bare
+            }
+        })
+}
+
+/// What clients (browsers, and proxies you purge) are told about caching.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientCaching {
+    /// `Cache-Control: max-age=0, must-revalidate` and the ETag: browsers ask
+    /// every time and get a cheap 304 while the page is unchanged. The server
+    /// can keep a page for a week and still take it back at once.
+    #[default]
+    Revalidate,
+    /// `max-age` and `Expires` from the server's timeout (django-cache-helpers'
+    /// `cache_page`); a page cached forever gets only `Expires`, a year ahead.
+    FromTimeout,
+    /// Leave whatever the handler set.
+    Untouched,
+}
+
+/// Sets the client-facing caching headers on a response that may be cached.
+pub(crate) fn client_headers(
+    headers: &mut HeaderMap,
+    mode: ClientCaching,
+    timeout: Option<Duration>,
+    shared_max_age: Option<Duration>,
+) {
+    let s_maxage = shared_max_age
+        .map(|d| format!(", s-maxage={}", d.as_secs()))
+        .unwrap_or_default();
+    let value = match (mode, timeout) {
+        (ClientCaching::Untouched, _) => return,
+        (ClientCaching::Revalidate, _) => format!("max-age=0, must-revalidate{s_maxage}"),
+        (ClientCaching::FromTimeout, Some(t)) => {
+            let expires = httpdate::fmt_http_date(SystemTime::now() + t);
+            if let Ok(v) = HeaderValue::from_str(&expires) {
+                headers.insert(EXPIRES, v);
+            }
+            format!("max-age={}{s_maxage}", t.as_secs())
+        }
+        (ClientCaching::FromTimeout, None) => {
+            let year = Duration::from_secs(365 * 24 * 3600);
+            let expires = httpdate::fmt_http_date(SystemTime::now() + year);
+            if let Ok(v) = HeaderValue::from_str(&expires) {
+                headers.insert(EXPIRES, v);
+            }
+            headers.remove(CACHE_CONTROL);
+            return;
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(CACHE_CONTROL, v);
+    }
+}
+
+/// The headers of a response that must not be cached anywhere (a timeout of
+/// zero means "do not cache", never "cache forever").
+pub(crate) fn no_cache_headers(headers: &mut HeaderMap) {
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
+        headers.insert(EXPIRES, v);
+    }
+}
+
+/// Marks a response with how it was served.
+pub(crate) fn mark(headers: &mut HeaderMap, served: Served) {
+    headers.insert(X_CACHE, served.header());
+}
+
+impl Page {
+    /// The response for a request served from this page.
+    pub(crate) fn respond(
+        &self,
+        method: &Method,
+        request: &HeaderMap,
+        served: Served,
+        client: ClientCaching,
+        timeout: Option<Duration>,
+        shared_max_age: Option<Duration>,
+    ) -> Response<Body> {
+        let age = SystemTime::now()
+            .duration_since(self.stored_at)
+            .unwrap_or_default()
+            .as_secs();
+        let not_modified = not_modified(request, &self.etag);
+        let body = if not_modified || method == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::from(self.body.clone())
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = if not_modified {
+            StatusCode::NOT_MODIFIED
+        } else {
+            self.status
+        };
+        let headers = response.headers_mut();
+        *headers = self.headers.clone();
+        headers.insert(ETAG, self.etag.clone());
+        if served != Served::Miss {
+            headers.insert(AGE, HeaderValue::from(age));
+        }
+        client_headers(headers, client, timeout, shared_max_age);
+        mark(headers, served);
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn private_and_cookie_setting_responses_are_not_stored() {
+        let ok = [StatusCode::OK];
+        assert_eq!(refuse_to_store(StatusCode::OK, &headers(&[]), &ok), None);
+        for (k, v) in [
+            ("set-cookie", "a=b"),
+            ("cache-control", "private"),
+            ("cache-control", "public, no-store"),
+            ("cache-control", "no-cache"),
+            ("cache-control", "max-age = 0"),
+            ("expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            ("expires", "garbage"),
+            ("vary", "*"),
+        ] {
+            assert!(
+                refuse_to_store(StatusCode::OK, &headers(&[(k, v)]), &ok).is_some(),
+                "{k}: {v}"
+            );
+        }
+        assert!(refuse_to_store(StatusCode::NOT_FOUND, &headers(&[]), &ok).is_some());
+    }
+
+    #[test]
+    fn etags_match_weak_and_strong_forms() {
+        let tag = etag_of(b"hello");
+        let quoted = tag.to_str().unwrap().to_owned();
+        assert!(not_modified(&headers(&[("if-none-match", &quoted)]), &tag));
+        assert!(not_modified(
+            &headers(&[("if-none-match", &format!("W/{quoted}, \"x\""))]),
+            &tag
+        ));
+        assert!(!not_modified(&headers(&[("if-none-match", "\"x\"")]), &tag));
+    }
+}
