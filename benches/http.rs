@@ -48,14 +48,18 @@ fn main() {
     let mut children = Vec::new();
     if let Some((child, port)) = start_nginx(&dir) {
         children.push(child);
-        rows.push(("nginx, static file", wrk(&format!("http://127.0.0.1:{port}/page.html"))));
+        rows.push((
+            "nginx, static file",
+            wrk(&format!("http://127.0.0.1:{port}/page.html")),
+        ));
     } else {
         println!("nginx not installed: skipped");
     }
     if let Some((child, port)) = start_varnish(&dir, app_port) {
         children.push(child);
         let url = format!("http://127.0.0.1:{port}/uncached");
-        rt.block_on(async { reqwest::get(&url).await.map(|_| ()) }).ok();
+        rt.block_on(async { reqwest::get(&url).await.map(|_| ()) })
+            .ok();
         rows.push(("Varnish hit (in front of uncached app)", wrk(&url)));
     } else {
         println!("varnishd not installed: skipped");
@@ -66,7 +70,10 @@ fn main() {
 
     let ours = rows[0].1;
     println!("\npage: {} bytes; wrk -t2 -c64 -d{SECONDS}s", page.len());
-    println!("{:<42} {:>12} {:>16}", "target", "requests/s", "ultracache ÷ it");
+    println!(
+        "{:<42} {:>12} {:>16}",
+        "target", "requests/s", "ultracache ÷ it"
+    );
     for (name, rps) in &rows {
         println!("{name:<42} {rps:>12.0} {:>16.2}", ours / rps);
     }
@@ -157,7 +164,12 @@ fn start_nginx(dir: &Path) -> Option<(Child, u16)> {
     )
     .ok()?;
     let child = Command::new(nginx)
-        .args(["-c", &conf.display().to_string(), "-p", &dir.display().to_string()])
+        .args([
+            "-c",
+            &conf.display().to_string(),
+            "-p",
+            &dir.display().to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

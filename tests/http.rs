@@ -899,6 +899,30 @@ async fn urls_are_found_and_purged_by_pattern_and_a_purge_beats_a_first_fill() {
     let routes = route_stats();
     let a = routes.iter().find(|s| s.name == "/find/a").unwrap();
     assert_eq!((a.hits, a.misses), (1, 1));
+    // Counts go on across a purge.
+    let b = url_stats()
+        .into_iter()
+        .find(|s| s.name == "/find/b")
+        .unwrap();
+    assert_eq!((b.hits, b.misses), (0, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_urls_are_neither_reported_nor_kept() {
+    let runs = Runs::default();
+    let app = Router::new()
+        .route("/expired/page", counting(&runs))
+        .layer(CacheLayer::new(Duration::from_millis(100)).name("expired"));
+    let base = serve(app).await;
+    let c = client();
+    get_text(&c, &format!("{base}/expired/page")).await;
+    assert_eq!(find_urls(&["/expired/*"]).len(), 1);
+    tokio::time::sleep(Duration::from_millis(150)).await; // past the timeout
+    assert!(find_urls(&["/expired/*"]).is_empty());
+    assert_eq!(
+        ultracache::stats().cache("expired").map(|s| s.entries),
+        Some(0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
