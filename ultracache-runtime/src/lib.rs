@@ -11,11 +11,15 @@ mod config;
 mod dep;
 mod entry;
 mod flight;
+mod fragment;
 mod generation;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod http;
 mod invalidation;
+#[cfg(feature = "minijinja")]
+#[cfg_attr(docsrs, doc(cfg(feature = "minijinja")))]
+pub mod minijinja;
 mod paths;
 mod recorder;
 mod registration;
@@ -35,6 +39,7 @@ pub use cache::{
 };
 pub use config::{Config, ConfigError, StoreConfig, DEFAULT_STORE, DEFAULT_TIMEOUT};
 pub use dep::{id_key, Dep, IdHasher, Kind};
+pub use fragment::fragment;
 pub use generation::Snapshot;
 pub use invalidation::{
     clear, dependents, invalidate, invalidate_any_of, invalidate_deps, invalidate_id,
