@@ -5,7 +5,7 @@
 //! use minijinja::{context, Environment};
 //! use ultracache::{minijinja::model, Trackable};
 //!
-//! #[derive(Clone, Trackable, serde::Serialize)]
+//! #[derive(Clone, Debug, Trackable, serde::Serialize)]
 //! struct Promo { id: u32, title: String }
 //!
 //! let mut env = Environment::new();
