@@ -47,7 +47,8 @@ pub use invalidation::{
 };
 pub use paths::{invalidate_paths, path_dep, DependentPaths, PATH_KIND};
 pub use recorder::{
-    capture, capture_future, track, track_dep, track_deps, track_kind, track_value, Captured,
+    capture, capture_future, track, track_dep, track_deps, track_id, track_kind, track_value,
+    Captured,
 };
 pub use registration::{registered, CachedFn, ModelInfo, Registered};
 pub use stats::{CacheStats, Stats};

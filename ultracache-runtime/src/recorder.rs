@@ -85,6 +85,26 @@ pub fn track_kind<T: Trackable + ?Sized>() {
     }
 }
 
+/// Records a read of the `T` with this id, when the object itself is not at
+/// hand: a list of one post's comments depends on the post, so adding a
+/// comment (which invalidates its post) refreshes it, and only it.
+///
+/// ```
+/// use ultracache::{capture, track_id, Trackable};
+///
+/// #[derive(Trackable)]
+/// struct Post { id: i64 }
+///
+/// let ((), deps) = capture(|| track_id::<Post>(7));
+/// assert_eq!(deps[0].to_string(), "Post:7");
+/// ```
+#[inline]
+pub fn track_id<T: Trackable + ?Sized>(id: impl std::borrow::Borrow<T::Id>) {
+    if recording() {
+        track_dep(Dep::object(T::KIND, id.borrow()));
+    }
+}
+
 /// Records every model in `value` (see [`Models`]): what `#[tracks]` does with a
 /// function's return value.
 pub fn track_value<M: Models + ?Sized>(value: &M) {

@@ -1,0 +1,656 @@
+//! The blog itself: models, loaders, writers, pages. `main.rs` serves it; the
+//! end-to-end test (`tests/blog.rs`) drives it over real HTTP.
+//!
+//! The pattern to copy:
+//! - models derive `Trackable`;
+//! - loaders are `#[tracks]` functions (or record their reads by hand);
+//! - writers are `#[invalidates]` functions;
+//! - pages sit behind one `CacheLayer`, and never think about keys.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use minijinja::value::Serde;
+use minijinja::{context, Environment};
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::SqlitePool;
+use ultracache::http::CacheLayer;
+use ultracache::minijinja::models;
+use ultracache::{invalidates, track, track_id, tracks, Trackable};
+
+// ---------------------------------------------------------------- models --
+
+#[derive(Clone, Debug, Serialize, Trackable)]
+#[trackable(kind = "blog.author")]
+pub struct Author {
+    pub id: i64,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Trackable)]
+#[trackable(kind = "blog.post")]
+pub struct Post {
+    pub id: i64,
+    pub slug: String,
+    pub title: String,
+    pub body: String,
+    pub author_id: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Trackable)]
+#[trackable(kind = "blog.comment")]
+pub struct Comment {
+    pub id: i64,
+    pub post_id: i64,
+    pub name: String,
+    pub body: String,
+}
+
+type Db = SqlitePool;
+type PostRow = (i64, String, String, String, i64);
+
+fn post_of((id, slug, title, body, author_id): PostRow) -> Post {
+    Post {
+        id,
+        slug,
+        title,
+        body,
+        author_id,
+    }
+}
+
+/// Every SQL query the blog runs, counted (the test checks that hits run none).
+static QUERIES: AtomicUsize = AtomicUsize::new(0);
+
+pub fn queries() -> usize {
+    QUERIES.load(Ordering::SeqCst)
+}
+
+fn query() {
+    QUERIES.fetch_add(1, Ordering::SeqCst);
+}
+
+// --------------------------------------------------------------- loaders --
+// `#[tracks]` records every model a loader returns as read by the page being
+// cached; a list also records the kind, so creating a post refreshes it.
+
+#[tracks]
+pub async fn author(db: &Db, id: i64) -> Result<Option<Author>, sqlx::Error> {
+    query();
+    let row: Option<(i64, String)> = sqlx::query_as("SELECT id, name FROM authors WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|(id, name)| Author { id, name }))
+}
+
+#[tracks]
+pub async fn post_by_slug(db: &Db, slug: &str) -> Result<Option<Post>, sqlx::Error> {
+    query();
+    let row: Option<PostRow> =
+        sqlx::query_as("SELECT id, slug, title, body, author_id FROM posts WHERE slug = ?")
+            .bind(slug)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(post_of))
+}
+
+#[tracks]
+pub async fn latest_posts(db: &Db, limit: i64) -> Result<Vec<Post>, sqlx::Error> {
+    query();
+    let rows: Vec<PostRow> = sqlx::query_as(
+        "SELECT id, slug, title, body, author_id FROM posts ORDER BY id DESC LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(post_of).collect())
+}
+
+#[tracks]
+pub async fn popular_posts(db: &Db, limit: i64) -> Result<Vec<Post>, sqlx::Error> {
+    query();
+    let rows: Vec<PostRow> = sqlx::query_as(
+        "SELECT p.id, p.slug, p.title, p.body, p.author_id FROM posts p \
+         JOIN comments c ON c.post_id = p.id \
+         GROUP BY p.id ORDER BY COUNT(*) DESC, p.id DESC LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(post_of).collect())
+}
+
+// Lists scoped to a parent record their reads by hand: an author's posts
+// depend on the author (creating a post invalidates its author), and a post's
+// comments on the post (adding a comment invalidates its post). Writing a
+// comment on one post then leaves every other post's page cached.
+
+pub async fn posts_by_author(db: &Db, author_id: i64) -> Result<Vec<Post>, sqlx::Error> {
+    query();
+    let rows: Vec<PostRow> = sqlx::query_as(
+        "SELECT id, slug, title, body, author_id FROM posts WHERE author_id = ? ORDER BY id DESC",
+    )
+    .bind(author_id)
+    .fetch_all(db)
+    .await?;
+    let posts: Vec<Post> = rows.into_iter().map(post_of).collect();
+    track_id::<Author>(author_id);
+    posts.iter().for_each(track);
+    Ok(posts)
+}
+
+pub async fn comments_of(db: &Db, post_id: i64) -> Result<Vec<Comment>, sqlx::Error> {
+    query();
+    let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
+        "SELECT id, post_id, name, body FROM comments WHERE post_id = ? ORDER BY id",
+    )
+    .bind(post_id)
+    .fetch_all(db)
+    .await?;
+    let comments: Vec<Comment> = rows
+        .into_iter()
+        .map(|(id, post_id, name, body)| Comment {
+            id,
+            post_id,
+            name,
+            body,
+        })
+        .collect();
+    track_id::<Post>(post_id);
+    comments.iter().for_each(track);
+    Ok(comments)
+}
+
+pub async fn comment_count(db: &Db, post_id: i64) -> Result<i64, sqlx::Error> {
+    query();
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM comments WHERE post_id = ?")
+        .bind(post_id)
+        .fetch_one(db)
+        .await?;
+    track_id::<Post>(post_id);
+    Ok(n)
+}
+
+// --------------------------------------------------------------- writers --
+// `#[invalidates]` drops, once the write succeeded, every cached page that
+// read what was written (and, for a kind, every list of it).
+
+/// Adding a comment changes its post's page and comment count.
+#[invalidates(Post, id = post_id)]
+pub async fn add_comment(
+    db: &Db,
+    post_id: i64,
+    name: &str,
+    body: &str,
+) -> Result<Comment, sqlx::Error> {
+    query();
+    let (id,): (i64,) =
+        sqlx::query_as("INSERT INTO comments (post_id, name, body) VALUES (?, ?, ?) RETURNING id")
+            .bind(post_id)
+            .bind(name)
+            .bind(body)
+            .fetch_one(db)
+            .await?;
+    Ok(Comment {
+        id,
+        post_id,
+        name: name.to_owned(),
+        body: body.to_owned(),
+    })
+}
+
+/// Every page that showed the post.
+#[invalidates(Post)]
+pub async fn save_post(db: &Db, post: Post) -> Result<Post, sqlx::Error> {
+    query();
+    sqlx::query("UPDATE posts SET title = ?, body = ? WHERE id = ?")
+        .bind(&post.title)
+        .bind(&post.body)
+        .bind(post.id)
+        .execute(db)
+        .await?;
+    Ok(post)
+}
+
+/// A new post: lists of posts (the kind) and its author's page.
+#[invalidates(Post)]
+#[invalidates(Author, id = author_id)]
+pub async fn create_post(
+    db: &Db,
+    author_id: i64,
+    title: &str,
+    body: &str,
+) -> Result<Post, sqlx::Error> {
+    query();
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO posts (slug, title, body, author_id) VALUES ('', ?, ?, ?) RETURNING id",
+    )
+    .bind(title)
+    .bind(body)
+    .bind(author_id)
+    .fetch_one(db)
+    .await?;
+    let slug = format!("post-{id}");
+    sqlx::query("UPDATE posts SET slug = ? WHERE id = ?")
+        .bind(&slug)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(Post {
+        id,
+        slug,
+        title: title.to_owned(),
+        body: body.to_owned(),
+        author_id,
+    })
+}
+
+// ------------------------------------------------------------- database --
+
+/// Opens (and on first start creates and seeds) the database.
+pub async fn open(path: &str) -> Result<Db, sqlx::Error> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let db = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?;
+    seed(&db).await?;
+    Ok(db)
+}
+
+async fn seed(db: &Db) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS authors (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS posts (id INTEGER PRIMARY KEY, slug TEXT NOT NULL,
+             title TEXT NOT NULL, body TEXT NOT NULL, author_id INTEGER NOT NULL);
+         CREATE INDEX IF NOT EXISTS posts_slug ON posts (slug);
+         CREATE INDEX IF NOT EXISTS posts_author ON posts (author_id);
+         CREATE TABLE IF NOT EXISTS comments (id INTEGER PRIMARY KEY, post_id INTEGER NOT NULL,
+             name TEXT NOT NULL, body TEXT NOT NULL);
+         CREATE INDEX IF NOT EXISTS comments_post ON comments (post_id);",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let (authors,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM authors")
+        .fetch_one(&mut *tx)
+        .await?;
+    if authors == 0 {
+        let names = [
+            "Ada Lovelace",
+            "Alan Turing",
+            "Grace Hopper",
+            "Edsger Dijkstra",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            sqlx::query("INSERT INTO authors (id, name) VALUES (?, ?)")
+                .bind(i as i64 + 1)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for id in 1..=200i64 {
+            sqlx::query(
+                "INSERT INTO posts (id, slug, title, body, author_id) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(format!("post-{id}"))
+            .bind(format!("Post number {id}"))
+            .bind("Caching is easy; knowing when to forget is the hard part.")
+            .bind(id % 4 + 1)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for id in 1..=2000i64 {
+            // Ten comments per post, a few more on some to make them popular.
+            let post = if id % 7 == 0 {
+                id % 5 + 1
+            } else {
+                (id - 1) % 200 + 1
+            };
+            sqlx::query("INSERT INTO comments (id, post_id, name, body) VALUES (?, ?, ?, ?)")
+                .bind(id)
+                .bind(post)
+                .bind(format!("reader{}", id % 37))
+                .bind("Nice post.")
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await
+}
+
+// ----------------------------------------------------------------- pages --
+
+#[derive(Clone)]
+pub struct Blog {
+    db: Db,
+    templates: Arc<Environment<'static>>,
+}
+
+/// The whole site. Every page goes through one `CacheLayer`: GET pages are
+/// cached for an hour and dropped the moment something they showed changes;
+/// POSTs pass through; `/stats` is never cached.
+pub fn router(db: Db) -> Router {
+    let mut env = Environment::new();
+    ultracache::minijinja::register(&mut env);
+    for (name, source) in TEMPLATES {
+        env.add_template(name, source).expect("the templates parse");
+    }
+    let blog = Blog {
+        db,
+        templates: Arc::new(env),
+    };
+    Router::new()
+        .route("/", get(index))
+        .route("/posts", axum::routing::post(new_post))
+        .route("/posts/{slug}", get(show_post).post(comment))
+        .route("/posts/{slug}/edit", get(edit_form).post(edit))
+        .route("/authors/{id}", get(show_author))
+        .route("/stats", get(stats))
+        .layer(
+            CacheLayer::new(Duration::from_secs(3600))
+                .name("pages")
+                .ignore_paths(["/stats"]),
+        )
+        .with_state(blog)
+}
+
+/// What goes wrong in a handler: a missing page or a database error.
+pub enum AppError {
+    NotFound,
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        AppError::Db(e)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            AppError::NotFound => {
+                (StatusCode::NOT_FOUND, Html("<h1>Not found</h1>")).into_response()
+            }
+            AppError::Db(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("database error: {e}"),
+            )
+                .into_response(),
+        }
+    }
+}
+
+type Page = Result<Response, AppError>;
+
+impl Blog {
+    fn render(&self, name: &str, ctx: minijinja::Value) -> Result<Html<String>, AppError> {
+        let html = self
+            .templates
+            .get_template(name)
+            .and_then(|t| t.render(ctx))
+            .map_err(|e| AppError::Db(sqlx::Error::Protocol(e.to_string())))?;
+        Ok(Html(html))
+    }
+}
+
+#[derive(Serialize)]
+struct Summary {
+    post: Post,
+    author: String,
+    comments: i64,
+}
+
+async fn index(State(blog): State<Blog>) -> Page {
+    let db = &blog.db;
+    let mut summaries = Vec::new();
+    for post in latest_posts(db, 20).await? {
+        let author = author(db, post.author_id).await?.map(|a| a.name);
+        let comments = comment_count(db, post.id).await?;
+        summaries.push(Summary {
+            post,
+            author: author.unwrap_or_default(),
+            comments,
+        });
+    }
+    // The sidebar is a template block cached on its own: `models` lets it
+    // record the posts it shows.
+    let popular = models(popular_posts(db, 5).await?);
+    Ok(blog
+        .render(
+            "index.html",
+            context! { summaries => Serde(&summaries), popular },
+        )?
+        .into_response())
+}
+
+async fn post_page(blog: &Blog, slug: &str, error: Option<&str>) -> Page {
+    let db = &blog.db;
+    let post = post_by_slug(db, slug).await?.ok_or(AppError::NotFound)?;
+    let author = author(db, post.author_id).await?;
+    let comments = comments_of(db, post.id).await?;
+    Ok(blog
+        .render("post.html", context! { post => Serde(&post), author => Serde(&author), comments => Serde(&comments), error })?
+        .into_response())
+}
+
+async fn show_post(State(blog): State<Blog>, Path(slug): Path<String>) -> Page {
+    post_page(&blog, &slug, None).await
+}
+
+#[derive(Deserialize)]
+struct CommentForm {
+    name: String,
+    body: String,
+}
+
+async fn comment(
+    State(blog): State<Blog>,
+    Path(slug): Path<String>,
+    Form(form): Form<CommentForm>,
+) -> Page {
+    if form.body.trim().is_empty() {
+        // The page with an error: a POST response, never cached.
+        let page = post_page(&blog, &slug, Some("A comment needs some text.")).await?;
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
+    let post = post_by_slug(&blog.db, &slug)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let name = if form.name.trim().is_empty() {
+        "anonymous"
+    } else {
+        form.name.trim()
+    };
+    add_comment(&blog.db, post.id, name, form.body.trim()).await?;
+    Ok(Redirect::to(&format!("/posts/{slug}")).into_response())
+}
+
+async fn edit_form(State(blog): State<Blog>, Path(slug): Path<String>) -> Page {
+    let post = post_by_slug(&blog.db, &slug)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    Ok(blog
+        .render("edit.html", context! { post => Serde(&post) })?
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct EditForm {
+    title: String,
+}
+
+async fn edit(
+    State(blog): State<Blog>,
+    Path(slug): Path<String>,
+    Form(form): Form<EditForm>,
+) -> Page {
+    let mut post = post_by_slug(&blog.db, &slug)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if form.title.trim().is_empty() {
+        let page = blog.render(
+            "edit.html",
+            context! { post => Serde(&post), error => "A title is required." },
+        )?;
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
+    post.title = form.title.trim().to_owned();
+    save_post(&blog.db, post).await?;
+    Ok(Redirect::to(&format!("/posts/{slug}")).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewPostForm {
+    author_id: i64,
+    title: String,
+    body: String,
+}
+
+async fn new_post(State(blog): State<Blog>, Form(form): Form<NewPostForm>) -> Page {
+    author(&blog.db, form.author_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let post = create_post(&blog.db, form.author_id, &form.title, &form.body).await?;
+    Ok(Redirect::to(&format!("/posts/{}", post.slug)).into_response())
+}
+
+async fn show_author(State(blog): State<Blog>, Path(id): Path<i64>) -> Page {
+    let author = author(&blog.db, id).await?.ok_or(AppError::NotFound)?;
+    let posts = posts_by_author(&blog.db, id).await?;
+    Ok(blog
+        .render(
+            "author.html",
+            context! { author => Serde(&author), posts => Serde(&posts) },
+        )?
+        .into_response())
+}
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    entries: u64,
+    hits: u64,
+    misses: u64,
+}
+
+async fn stats(State(blog): State<Blog>) -> Page {
+    let routes: Vec<Row> = ultracache::http::route_stats()
+        .into_iter()
+        .map(|r| Row {
+            name: r.name,
+            entries: 0,
+            hits: r.hits,
+            misses: r.misses,
+        })
+        .collect();
+    let caches: Vec<Row> = ultracache::stats()
+        .caches
+        .into_iter()
+        .map(|c| Row {
+            name: c.name.to_owned(),
+            entries: c.entries,
+            hits: c.hits,
+            misses: c.misses,
+        })
+        .collect();
+    Ok(blog
+        .render(
+            "stats.html",
+            context! { routes => Serde(&routes), caches => Serde(&caches) },
+        )?
+        .into_response())
+}
+
+// ------------------------------------------------------------- templates --
+
+const TEMPLATES: [(&str, &str); 6] = [
+    (
+        "layout.html",
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>{% block title %}Blog{% endblock %}</title></head>
+<body><nav><a href="/">Home</a> · <a href="/stats">Cache stats</a></nav>
+{% block main %}{% endblock %}
+</body></html>"#,
+    ),
+    (
+        "index.html",
+        r#"{% extends "layout.html" %}
+{% block main %}
+<h1>Latest posts</h1>
+<ul>
+{% for s in summaries %}  <li><a href="/posts/{{ s.post.slug }}">{{ s.post.title }}</a>
+    by <a href="/authors/{{ s.post.author_id }}">{{ s.author }}</a> · {{ s.comments }} comments</li>
+{% endfor %}</ul>
+{% call ultracache(600, "sidebar") %}<aside><h2>Popular</h2><ol>
+{% for p in popular %}  <li><a href="/posts/{{ p.slug }}">{{ p.title }}</a></li>
+{% endfor %}</ol></aside>{% endcall %}
+{% endblock %}"#,
+    ),
+    (
+        "post.html",
+        r#"{% extends "layout.html" %}
+{% block title %}{{ post.title }}{% endblock %}
+{% block main %}
+<article><h1>{{ post.title }}</h1>
+<p>by <a href="/authors/{{ post.author_id }}">{{ author.name }}</a> · <a href="/posts/{{ post.slug }}/edit">edit</a></p>
+<p>{{ post.body }}</p></article>
+<h2>{{ comments|length }} comments</h2>
+<ul>{% for c in comments %}<li><b>{{ c.name }}</b>: {{ c.body }}</li>{% endfor %}</ul>
+{% if error %}<p class="error">{{ error }}</p>{% endif %}
+<form method="post" action="/posts/{{ post.slug }}">
+  <input name="name" placeholder="Your name"> <textarea name="body"></textarea>
+  <button>Comment</button>
+</form>
+{% endblock %}"#,
+    ),
+    (
+        "edit.html",
+        r#"{% extends "layout.html" %}
+{% block main %}
+<h1>Edit “{{ post.title }}”</h1>
+{% if error %}<p class="error">{{ error }}</p>{% endif %}
+<form method="post" action="/posts/{{ post.slug }}/edit">
+  <input name="title" value="{{ post.title }}"> <button>Save</button>
+</form>
+{% endblock %}"#,
+    ),
+    (
+        "author.html",
+        r#"{% extends "layout.html" %}
+{% block title %}{{ author.name }}{% endblock %}
+{% block main %}
+<h1>{{ author.name }}</h1>
+<ul>{% for p in posts %}<li><a href="/posts/{{ p.slug }}">{{ p.title }}</a></li>{% endfor %}</ul>
+{% endblock %}"#,
+    ),
+    (
+        "stats.html",
+        r#"{% extends "layout.html" %}
+{% block main %}
+<h1>Cache statistics</h1>
+<h2>Per route</h2>
+<table><tr><th>route</th><th>hits</th><th>misses</th></tr>
+{% for r in routes %}<tr><td>{{ r.name }}</td><td>{{ r.hits }}</td><td>{{ r.misses }}</td></tr>
+{% endfor %}</table>
+<h2>Per cache</h2>
+<table><tr><th>cache</th><th>entries</th><th>hits</th><th>misses</th></tr>
+{% for c in caches %}<tr><td>{{ c.name }}</td><td>{{ c.entries }}</td><td>{{ c.hits }}</td><td>{{ c.misses }}</td></tr>
+{% endfor %}</table>
+{% endblock %}"#,
+    ),
+];

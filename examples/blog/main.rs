@@ -1,0 +1,19 @@
+//! The flagship example: a blog on axum, SQLite (sqlx) and minijinja, with
+//! every page cached by ultracache and kept exact by invalidation.
+//!
+//! `cargo run --example blog`, then open <http://127.0.0.1:8000>.
+//! `BLOG_ADDR` and `BLOG_DB` change the address and the database file.
+
+mod app;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::var("BLOG_ADDR").unwrap_or_else(|_| "127.0.0.1:8000".into());
+    let db_path = std::env::var("BLOG_DB").unwrap_or_else(|_| "blog.db".into());
+    let db = app::open(&db_path).await?;
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("blog on http://{addr} (database {db_path})");
+    println!("try: curl -i http://{addr}/   (twice: X-Cache MISS, then HIT)");
+    axum::serve(listener, app::router(db)).await?;
+    Ok(())
+}
