@@ -39,6 +39,9 @@ pub(crate) struct CachedArgs {
     /// Arguments left out of the default key.
     #[darling(default)]
     pub(crate) skip: Option<PathList>,
+    /// Values also go through the shared tier (Redis).
+    #[darling(default)]
+    pub(crate) shared: Flag,
     /// A named store from the configuration.
     #[darling(default)]
     pub(crate) store: Option<SpannedValue<String>>,

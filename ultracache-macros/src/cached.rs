@@ -56,10 +56,16 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
     });
     let body = &f.item.block;
     let stmts = &body.stmts;
+    let shared = args.shared.is_present();
+    let (call_sync, call_async) = if shared {
+        (quote!(call_shared), quote!(call_shared_async))
+    } else {
+        (quote!(call), quote!(call_async))
+    };
     let call = if f.is_async {
         let fake = fake_return(ret);
         quote! {
-            #p::call_async(
+            #p::#call_async(
                 &__ULTRACACHE_FN,
                 __ultracache_key,
                 __ultracache_outcome,
@@ -74,7 +80,7 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
         }
     } else {
         quote! {
-            #p::call(
+            #p::#call_sync(
                 &__ULTRACACHE_FN,
                 __ultracache_key,
                 __ultracache_outcome,
@@ -87,9 +93,14 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
         }
     };
     let pv = private_at(args.krate.as_ref(), ret_span);
-    let assert_value = quote_spanned! {ret_span=>
+    let mut assert_value = quote_spanned! {ret_span=>
         #pv::assert_value(&__ultracache_outcome, #pv::phantom::<#ret>());
     };
+    if shared {
+        assert_value.extend(quote_spanned! {ret_span=>
+            #pv::assert_shared_value(&__ultracache_outcome, #pv::phantom::<#ret>());
+        });
+    }
     let attrs = &f.item.attrs;
     let vis = &f.item.vis;
     let new_body = quote! {{

@@ -67,6 +67,7 @@ fn parse_args<A: FromMeta>(args: TokenStream) -> syn::Result<A> {
 /// | `forever` | entries live until invalidated or evicted |
 /// | `key = expr` | the key: any expression over the arguments (`key = (user.id, page)`, `key = self.slug`); by default, all arguments |
 /// | `skip(a, b)` | leave these arguments out of the default key |
+/// | `shared` | values also go through the shared tier (Redis), for every node; they must be serde types |
 /// | `store = "name"` | keep entries in a named store of the [`Config`](../ultracache/struct.Config.html) |
 /// | `crate = "path"` | where `ultracache` is, for crates that re-export it |
 ///

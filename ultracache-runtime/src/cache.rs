@@ -225,6 +225,8 @@ pub(crate) struct Core<K, V> {
     timeout: Option<Duration>,
     weigher: Option<fn(&V) -> usize>,
     counters: Counters,
+    #[cfg(feature = "redis")]
+    shared: Option<crate::redis::Shared<K, V>>,
 }
 
 /// One hit in this many (per thread) is reported to the store's eviction
@@ -407,11 +409,58 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             Ok(v) => return O::wrap(v),
             Err(lead) => lead,
         };
-        self.counters.misses.add(1);
         let start = generation::snapshot();
+        #[cfg(feature = "redis")]
+        let since = match self.shared.as_ref().map(|s| s.fetch_blocking(&key)) {
+            Some(crate::redis::Found::Hit(value, deps)) => {
+                return O::wrap(self.shared_hit(key, lead, value, deps, start));
+            }
+            Some(crate::redis::Found::Miss { since }) => Some(since),
+            _ => None,
+        };
+        self.counters.misses.add(1);
         let (result, deps) = recorder::capture(f);
+        #[cfg(feature = "redis")]
+        self.store_shared::<R, O>(&key, &result, &deps, since);
         self.finish::<R, O>(key, lead, &result, deps, start, weigh);
         result
+    }
+
+    /// A value the shared tier had: it joins this process's store (with its
+    /// dependencies, so invalidations reach it) and counts as a hit.
+    #[cfg(feature = "redis")]
+    fn shared_hit(
+        self: &Arc<Self>,
+        key: K,
+        lead: Option<Lead<K, V>>,
+        value: V,
+        deps: Vec<Dep>,
+        start: u64,
+    ) -> V {
+        let deps = recorder::normalize(deps);
+        recorder::track_deps(&deps);
+        self.counters.hits.add(1);
+        self.counters.shared_hits.add(1);
+        let slot = self.publish(key, value.clone(), deps, start, None);
+        if let Some(lead) = lead {
+            lead.finish(slot);
+        }
+        value
+    }
+
+    /// Offers a computed value to the shared tier (it refuses it there if
+    /// something it read was invalidated since `since`).
+    #[cfg(feature = "redis")]
+    fn store_shared<R, O: Outcome<R, Value = V>>(
+        &self,
+        key: &K,
+        result: &R,
+        deps: &[Dep],
+        since: Option<u64>,
+    ) {
+        if let (Some(shared), Some(since), Some(value)) = (&self.shared, since, O::value(result)) {
+            shared.store(key, value, deps, since);
+        }
     }
 
     async fn resolve_async<R, O, F>(
@@ -439,9 +488,22 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
                 }
             }
         };
-        self.counters.misses.add(1);
         let start = generation::snapshot();
+        #[cfg(feature = "redis")]
+        let since = match &self.shared {
+            Some(shared) => match shared.fetch(&key).await {
+                crate::redis::Found::Hit(value, deps) => {
+                    return O::wrap(self.shared_hit(key, lead, value, deps, start));
+                }
+                crate::redis::Found::Miss { since } => Some(since),
+                crate::redis::Found::Unavailable => None,
+            },
+            None => None,
+        };
+        self.counters.misses.add(1);
         let (result, deps) = recorder::capture_future(fut).await;
+        #[cfg(feature = "redis")]
+        self.store_shared::<R, O>(&key, &result, &deps, since);
         self.finish::<R, O>(key, lead, &result, deps, start, weigh);
         result
     }
@@ -463,6 +525,7 @@ impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
             expirations: c.expirations.get(),
             stale: c.stale.get(),
             coalesced: c.coalesced.get(),
+            shared_hits: c.shared_hits.get(),
         }
     }
 
@@ -525,6 +588,8 @@ pub struct Cache<K, V> {
     store: Option<&'static str>,
     timeout: Timeout,
     weigher: Option<fn(&V) -> usize>,
+    #[cfg(feature = "redis")]
+    codec: Option<crate::redis::Codec<K, V>>,
     core: OnceLock<Option<Arc<Core<K, V>>>>,
 }
 
@@ -548,6 +613,8 @@ impl<K, V> Cache<K, V> {
             store: None,
             timeout: Timeout::StoreDefault,
             weigher: None,
+            #[cfg(feature = "redis")]
+            codec: None,
             core: OnceLock::new(),
         }
     }
@@ -582,6 +649,25 @@ impl<K, V> Cache<K, V> {
         self
     }
 
+    /// Shares this cache's values through the Redis tier, when one is
+    /// configured (see [`redis`](crate::redis)); the in-process store stays in
+    /// front. Keys and values must be serde types. Without the `redis` feature,
+    /// or without a configured tier, it does nothing.
+    pub const fn shared(self) -> Self
+    where
+        K: serde::Serialize,
+        V: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        #[cfg(feature = "redis")]
+        {
+            let mut this = self;
+            this.codec = Some(crate::redis::Codec::new());
+            this
+        }
+        #[cfg(not(feature = "redis"))]
+        self
+    }
+
     /// Names the module the cache belongs to (statistics).
     pub const fn module(mut self, module: &'static str) -> Self {
         self.module = module;
@@ -612,15 +698,29 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             );
             return None;
         };
+        let timeout = self.timeout.resolve(store.default_timeout);
+        #[cfg(feature = "redis")]
+        let shared = match (self.codec, rt.tier()) {
+            (Some(codec), Some(tier)) => Some(crate::redis::Shared {
+                tier: Arc::clone(tier),
+                codec,
+                fingerprint: (codec.fingerprint)(),
+                name: self.name,
+                timeout,
+            }),
+            _ => None,
+        };
         let core = Arc::new(Core {
             name: self.name,
             module: self.module,
             front: papaya::HashMap::builder().hasher(Hasher::default()).build(),
             flights: Mutex::new(HashMap::with_hasher(Hasher::default())),
-            timeout: self.timeout.resolve(store.default_timeout),
+            timeout,
             store,
             weigher: self.weigher,
             counters: Counters::default(),
+            #[cfg(feature = "redis")]
+            shared,
         });
         let handle: Arc<dyn CacheHandle> = Arc::clone(&core) as Arc<dyn CacheHandle>;
         rt.register_cache(Arc::downgrade(&handle));

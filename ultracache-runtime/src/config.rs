@@ -95,6 +95,12 @@ impl StoreConfig {
 pub struct Config {
     pub(crate) default: StoreConfig,
     pub(crate) stores: BTreeMap<String, StoreConfig>,
+    #[cfg(feature = "redis")]
+    pub(crate) redis_url: Option<String>,
+    #[cfg(feature = "redis")]
+    pub(crate) redis_prefix: Option<String>,
+    #[cfg(feature = "redis")]
+    pub(crate) redis_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -117,6 +123,34 @@ impl Config {
         } else {
             self.stores.insert(name, config);
         }
+        self
+    }
+
+    /// Shares `#[cached(shared)]` caches through Redis at this URL (without it,
+    /// `ULTRACACHE_REDIS_URL` is used when set).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(url.into());
+        self
+    }
+
+    /// Starts every Redis key with `{prefix}` (default `ultracache`, or
+    /// `ULTRACACHE_REDIS_PREFIX`): applications, or tests, sharing one Redis
+    /// keep apart.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.redis_prefix = Some(prefix.into());
+        self
+    }
+
+    /// How long one Redis call may take before the tier counts as down
+    /// (default 250 ms).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_timeout(mut self, timeout: Duration) -> Self {
+        self.redis_timeout = Some(timeout);
         self
     }
 

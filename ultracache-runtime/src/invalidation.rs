@@ -72,22 +72,45 @@ pub fn invalidate_kind<T: Trackable + ?Sized>() -> usize {
 
 /// Like [`invalidate_kind`], by kind.
 pub fn invalidate_any_of(kind: Kind) -> usize {
-    generation::stamp_kind(kind);
-    let entries = registry().take_kind(kind);
-    let n = entries.len();
-    for entry in entries {
-        entry.kill(Cause::Invalidated);
-    }
-    n
+    forward(&[], &[kind]);
+    invalidate_local(&[], &[kind])
 }
 
 /// Drops every entry that depends on any of `deps` (exactly those: a kind
 /// dependency here means "the kind itself", not every object of it).
 pub fn invalidate_deps(deps: &[Dep]) -> usize {
-    generation::stamp(deps);
+    forward(deps, &[]);
+    invalidate_local(deps, &[])
+}
+
+/// Tells the shared tier first (its entries go, and every node hears of it),
+/// so that no read on this node can bring an old entry back from Redis after
+/// the local entries are dropped.
+fn forward(deps: &[Dep], kinds: &[Kind]) {
+    #[cfg(feature = "redis")]
+    if let Some(tier) = runtime::get().tier() {
+        tier.invalidate(deps, kinds);
+    }
+    #[cfg(not(feature = "redis"))]
+    let _ = (deps, kinds);
+}
+
+/// Drops this process's entries for `deps` and for whole `kinds`.
+pub(crate) fn invalidate_local(deps: &[Dep], kinds: &[Kind]) -> usize {
     let mut n = 0;
-    for dep in deps {
-        let entries = registry().take(dep);
+    if !deps.is_empty() {
+        generation::stamp(deps);
+        for dep in deps {
+            let entries = registry().take(dep);
+            n += entries.len();
+            for entry in entries {
+                entry.kill(Cause::Invalidated);
+            }
+        }
+    }
+    for kind in kinds {
+        generation::stamp_kind(*kind);
+        let entries = registry().take_kind(*kind);
         n += entries.len();
         for entry in entries {
             entry.kill(Cause::Invalidated);
@@ -96,8 +119,17 @@ pub fn invalidate_deps(deps: &[Dep]) -> usize {
     n
 }
 
-/// Drops every entry of every cache and store.
+/// Drops every entry of every cache and store, and of the shared tier.
 pub fn clear() {
+    #[cfg(feature = "redis")]
+    if let Some(tier) = runtime::get().tier() {
+        tier.clear();
+    }
+    clear_local();
+}
+
+/// Drops every entry of this process.
+pub(crate) fn clear_local() {
     generation::stamp_all();
     let rt = runtime::get();
     for store in rt.stores() {

@@ -22,6 +22,9 @@ mod invalidation;
 pub mod minijinja;
 mod paths;
 mod recorder;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod registration;
 mod registry;
 mod runtime;

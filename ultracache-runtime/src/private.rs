@@ -244,3 +244,72 @@ impl IntoTimeout for i32 {
 
 /// Makes "this is not a model" errors land on the return type of `#[tracks]`.
 pub struct AssertModels<M: Models + ?Sized>(PhantomData<M>);
+
+/// What a shared cache's value must be.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be shared through Redis",
+    label = "a `#[cached(shared)]` value must be `serde::Serialize + serde::Deserialize`",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for it, or drop `shared`"
+)]
+pub trait SharedValue: serde::Serialize + serde::de::DeserializeOwned {}
+impl<T: serde::Serialize + serde::de::DeserializeOwned> SharedValue for T {}
+
+/// What a shared cache's key must be.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot key a cache shared through Redis",
+    label = "a `#[cached(shared)]` key must be `serde::Serialize`"
+)]
+pub trait SharedKey: serde::Serialize {}
+impl<T: serde::Serialize> SharedKey for T {}
+
+/// Makes "cannot be shared" errors land on the return type.
+#[inline(always)]
+pub fn assert_shared_value<R, O: Outcome<R>>(_: &O, _: PhantomData<fn() -> R>)
+where
+    O::Value: SharedValue,
+{
+}
+
+/// Makes "cannot key a shared cache" errors land on the key.
+#[inline(always)]
+pub fn assert_shared_key<K: SharedKey>(_: &K) {}
+
+/// Calls a `#[cached(shared)]` function through its cache.
+#[inline]
+pub fn call_shared<K, R, O>(
+    f: &'static CachedFn,
+    key: K,
+    _outcome: O,
+    weigh: Option<fn(&R) -> usize>,
+    body: impl FnOnce() -> R,
+) -> R
+where
+    K: CacheKey + SharedKey,
+    O: Outcome<R>,
+    O::Value: CacheValue + SharedValue,
+{
+    match f.shared_cache::<K, O::Value>() {
+        Some(cache) => cache.resolve::<R, O>(key, weigh, body),
+        None => body(),
+    }
+}
+
+/// Calls an async `#[cached(shared)]` function through its cache.
+pub async fn call_shared_async<K, R, O, F>(
+    f: &'static CachedFn,
+    key: K,
+    _outcome: O,
+    weigh: Option<fn(&R) -> usize>,
+    body: F,
+) -> R
+where
+    K: CacheKey + SharedKey,
+    O: Outcome<R>,
+    O::Value: CacheValue + SharedValue,
+    F: Future<Output = R>,
+{
+    match f.shared_cache::<K, O::Value>() {
+        Some(cache) => cache.resolve_async::<R, O, F>(key, weigh, body).await,
+        None => body.await,
+    }
+}

@@ -59,6 +59,17 @@ impl CachedFn {
         }
     }
 
+    /// The function's cache for `#[cached(shared)]`: values also go through
+    /// the shared tier.
+    #[doc(hidden)]
+    pub fn shared_cache<K, V>(&'static self) -> Option<&'static Cache<K, V>>
+    where
+        K: CacheKey + serde::Serialize,
+        V: CacheValue + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.typed(|c| c.shared())
+    }
+
     /// The function's cache, typed by the key and value the call site infers.
     ///
     /// One function has one cache. A method of a generic `impl` is one
@@ -67,16 +78,23 @@ impl CachedFn {
     /// computes without caching (logged once).
     #[doc(hidden)]
     pub fn cache<K: CacheKey, V: CacheValue>(&'static self) -> Option<&'static Cache<K, V>> {
+        self.typed(|c| c)
+    }
+
+    fn typed<K: CacheKey, V: CacheValue>(
+        &'static self,
+        finish: impl FnOnce(Cache<K, V>) -> Cache<K, V>,
+    ) -> Option<&'static Cache<K, V>> {
         let typed = self
             .cache
             .get_or_init(|| {
                 let cache = Cache::<K, V>::new(self.name)
                     .module(self.module)
                     .with_timeout(self.timeout);
-                Box::new(match self.store {
+                Box::new(finish(match self.store {
                     Some(store) => cache.store(store),
                     None => cache,
-                })
+                }))
             })
             .downcast_ref();
         if typed.is_none() && !self.mismatch_logged.swap(true, Relaxed) {

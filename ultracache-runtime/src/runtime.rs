@@ -19,6 +19,8 @@ pub(crate) struct Runtime {
     default: Arc<Store>,
     stores: HashMap<String, Arc<Store>>,
     caches: Mutex<Vec<Weak<dyn CacheHandle>>>,
+    #[cfg(feature = "redis")]
+    tier: Option<Arc<crate::redis::Tier>>,
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -54,7 +56,15 @@ impl Runtime {
                 .map(|(name, c)| (name.clone(), Arc::new(Store::new(name, c))))
                 .collect(),
             caches: Mutex::new(Vec::new()),
+            #[cfg(feature = "redis")]
+            tier: start_tier(&config),
         }
+    }
+
+    /// The shared tier, when one is configured.
+    #[cfg(feature = "redis")]
+    pub(crate) fn tier(&self) -> Option<&Arc<crate::redis::Tier>> {
+        self.tier.as_ref()
     }
 
     /// The store named `name` (the default store for `None`).
@@ -78,5 +88,29 @@ impl Runtime {
     pub(crate) fn caches(&self) -> Vec<Arc<dyn CacheHandle>> {
         let caches = self.caches.lock().unwrap_or_else(PoisonError::into_inner);
         caches.iter().filter_map(Weak::upgrade).collect()
+    }
+}
+
+/// Starts the Redis tier the configuration (or `ULTRACACHE_REDIS_URL`) names.
+#[cfg(feature = "redis")]
+fn start_tier(config: &Config) -> Option<Arc<crate::redis::Tier>> {
+    let url = config
+        .redis_url
+        .clone()
+        .or_else(|| std::env::var("ULTRACACHE_REDIS_URL").ok())?;
+    let prefix = config
+        .redis_prefix
+        .clone()
+        .or_else(|| std::env::var("ULTRACACHE_REDIS_PREFIX").ok())
+        .unwrap_or_else(|| "ultracache".into());
+    let timeout = config
+        .redis_timeout
+        .unwrap_or(crate::redis::DEFAULT_TIMEOUT);
+    match crate::redis::Tier::start(&url, &prefix, timeout) {
+        Ok(tier) => Some(tier),
+        Err(e) => {
+            tracing::error!("ultracache: no shared tier: {e}");
+            None
+        }
     }
 }

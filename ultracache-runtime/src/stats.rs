@@ -62,6 +62,7 @@ pub(crate) struct Counters {
     pub(crate) expirations: Counter,
     pub(crate) stale: Counter,
     pub(crate) coalesced: Counter,
+    pub(crate) shared_hits: Counter,
 }
 
 /// A snapshot of one cache's statistics.
@@ -95,6 +96,9 @@ pub struct CacheStats {
     /// Calls that missed while another caller computed the same key, and
     /// waited for it instead of computing too (single flight).
     pub coalesced: u64,
+    /// Hits answered by the shared tier (Redis) after an in-process miss;
+    /// included in `hits`.
+    pub shared_hits: u64,
 }
 
 impl CacheStats {

@@ -1,0 +1,133 @@
+//! Fail open: a Redis of the test's own (redis-server on a free loopback port)
+//! is stopped mid-run and started again. Requests keep succeeding while it is
+//! down, invalidations keep working, and the shared tier resumes by itself.
+//!
+//! Without `redis-server` the test says so loudly and passes; with `CI=true`
+//! it fails.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Runs;
+use serde::{Deserialize, Serialize};
+use ultracache::redis::tier_stats;
+use ultracache::{cached, invalidate, tracks, Config, Trackable};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn start_redis(port: u16) -> Option<Child> {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(child)
+}
+
+fn stop(mut redis: Child) {
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Trackable)]
+#[trackable(kind = "faults.post")]
+struct Post {
+    id: i64,
+}
+
+#[tracks]
+fn load(id: i64) -> Post {
+    Post { id }
+}
+
+static RUNS: Runs = Runs::new();
+
+#[cached(shared, forever)]
+fn page(id: i64) -> i64 {
+    RUNS.hit();
+    load(id).id * 10
+}
+
+#[test]
+fn redis_going_away_and_coming_back_never_fails_a_request() {
+    let port = free_port();
+    let Some(redis) = start_redis(port) else {
+        let message = "redis-server cannot be started: the fault test cannot run";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{message} (CI=true: a skipped test is a failed test)");
+        }
+        eprintln!("\n*** SKIPPED: {message} ***\n");
+        return;
+    };
+    Config::new()
+        .redis(format!("redis://127.0.0.1:{port}"))
+        .redis_prefix("faults")
+        .redis_timeout(Duration::from_millis(100))
+        .install()
+        .expect("configured once");
+
+    assert_eq!(page(1), 10);
+    wait_until("Redis stores the page", || tier_stats().stores >= 1);
+
+    // Redis goes away.
+    stop(redis);
+    assert_eq!(page(1), 10, "an in-process hit");
+    assert_eq!(page(2), 20, "a miss computes");
+    assert_eq!(page(3), 30);
+    assert_eq!(RUNS.get(), 3);
+    assert!(
+        tier_stats().errors >= 1,
+        "the failures were seen and counted"
+    );
+    // Invalidation still works in process.
+    invalidate(&load(1));
+    assert_eq!(page(1), 10);
+    assert_eq!(RUNS.get(), 4);
+
+    // Redis comes back on the same port: the tier resumes by itself.
+    let redis = start_redis(port).expect("redis-server starts again");
+    let stored = tier_stats().stores;
+    let mut id = 100;
+    wait_until("the shared tier stores again", || {
+        id += 1;
+        page(id);
+        tier_stats().stores > stored
+    });
+    wait_until("the subscription is back (and dropped the L1)", || {
+        tier_stats().reconnects >= 1
+    });
+    stop(redis);
+}

@@ -1,0 +1,647 @@
+//! The Redis tier: one background thread per process owns the connections
+//! (a multiplexed one for commands, one for pub/sub) on a small runtime of its
+//! own, so sync and async callers on any executor use it alike.
+//!
+//! Fail open: every call has a timeout; a failure marks the tier down (logged
+//! once per outage) and callers compute instead. While down, the tier is
+//! retried at most once a second; invalidations that could not reach Redis
+//! are kept (bounded) and applied when it is back. When the pub/sub
+//! connection comes back after a break, this node drops its whole L1: it
+//! cannot know which invalidations it missed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, Script};
+use tokio::sync::{mpsc as tmpsc, oneshot};
+
+use crate::clock;
+use crate::dep::Dep;
+
+use super::codec::{dep_name, parse_dep};
+
+/// How long one Redis call may take before the tier counts as down.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+/// How often a down tier is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+/// Invalidations kept while Redis is down; past this, the key space is
+/// cleared when it returns.
+const MAX_PENDING: usize = 10_000;
+/// How long an invalidation's generation is kept in Redis: a computation that
+/// runs longer than this may store a value read before the invalidation.
+const GENERATION_TTL_SECS: u64 = 86_400;
+
+const STORE: &str = r"
+local since = tonumber(ARGV[3])
+local prefix = ARGV[4]
+local cleared = redis.call('GET', prefix .. 'cleared')
+if cleared and tonumber(cleared) > since then return 0 end
+for i = 5, #ARGV do
+  local dep = ARGV[i]
+  local g = redis.call('GET', prefix .. 'gen:' .. dep)
+  if g and tonumber(g) > since then return 0 end
+  local kind = string.match(dep, '^(.*):%d+$') or dep
+  local w = redis.call('GET', prefix .. 'wgen:' .. kind)
+  if w and tonumber(w) > since then return 0 end
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+-- A registry set never expires before an entry it guards: a set first made
+-- for a timed entry gets its timeout, is extended for longer ones, and made
+-- permanent for an entry without timeout.
+local function guard(set, member)
+  local existed = redis.call('EXISTS', set)
+  redis.call('SADD', set, member)
+  if ttl == 0 then
+    redis.call('PERSIST', set)
+  elseif existed == 0 then
+    redis.call('PEXPIRE', set, ttl)
+  else
+    local current = redis.call('PTTL', set)
+    if current >= 0 and current < ttl then redis.call('PEXPIRE', set, ttl) end
+  end
+end
+for i = 5, #ARGV do
+  local dep = ARGV[i]
+  guard(prefix .. 'dep:' .. dep, KEYS[1])
+  local kind = string.match(dep, '^(.*):%d+$') or dep
+  guard(prefix .. 'kind:' .. kind, dep)
+end
+return 1
+";
+
+const INVALIDATE: &str = r"
+local prefix = ARGV[1]
+local objects = tonumber(ARGV[4])
+local tick = redis.call('INCR', prefix .. 'tick')
+local dropped = 0
+local function drop(dep)
+  local set = prefix .. 'dep:' .. dep
+  for _, key in ipairs(redis.call('SMEMBERS', set)) do
+    dropped = dropped + redis.call('DEL', key)
+  end
+  redis.call('DEL', set)
+end
+for i = 5, 4 + objects do
+  redis.call('SET', prefix .. 'gen:' .. ARGV[i], tick, 'EX', tonumber(ARGV[3]))
+  drop(ARGV[i])
+end
+for i = 5 + objects, #ARGV do
+  local kind = ARGV[i]
+  redis.call('SET', prefix .. 'wgen:' .. kind, tick, 'EX', tonumber(ARGV[3]))
+  local index = prefix .. 'kind:' .. kind
+  for _, dep in ipairs(redis.call('SMEMBERS', index)) do drop(dep) end
+  redis.call('DEL', index)
+end
+redis.call('PUBLISH', prefix .. 'invalidations', ARGV[2])
+return dropped
+";
+
+/// What the tier is asked to do.
+enum Op {
+    Fetch {
+        key: String,
+        reply: Box<dyn FnOnce(Option<Fetched>) + Send>,
+    },
+    Store {
+        key: String,
+        bytes: Vec<u8>,
+        ttl: Option<Duration>,
+        deps: Vec<String>,
+        since: u64,
+    },
+    Invalidate {
+        objects: Vec<String>,
+        kinds: Vec<String>,
+        reply: Box<dyn FnOnce(Option<u64>) + Send>,
+    },
+    Delete {
+        key: String,
+    },
+    Clear {
+        reply: Box<dyn FnOnce(Option<()>) + Send>,
+    },
+}
+
+/// An entry's bytes, if Redis has them, and the invalidation tick they were
+/// read at (a value computed after a miss stores only if nothing it read was
+/// invalidated since).
+pub(crate) struct Fetched {
+    pub(crate) bytes: Option<Vec<u8>>,
+    pub(crate) since: u64,
+}
+
+/// Counts of what the tier did, for statistics and tests.
+#[derive(Default)]
+pub(crate) struct TierCounts {
+    pub(crate) errors: AtomicU64,
+    pub(crate) stores: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+}
+
+pub(crate) struct Tier {
+    pub(crate) prefix: String,
+    ops: tmpsc::UnboundedSender<Op>,
+    down: AtomicBool,
+    last_failure: AtomicU64,
+    timeout: Duration,
+    pending: Mutex<Pending>,
+    pub(crate) counts: TierCounts,
+}
+
+#[derive(Default)]
+struct Pending {
+    objects: Vec<String>,
+    kinds: Vec<String>,
+    overflow: bool,
+}
+
+impl Tier {
+    /// Starts the tier for `url`; keys are `{prefix}…` (one hash tag, so a
+    /// script's keys share a cluster slot).
+    pub(crate) fn start(url: &str, prefix: &str, timeout: Duration) -> Result<Arc<Tier>, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("Redis URL {url:?}: {e}"))?;
+        let (tx, rx) = tmpsc::unbounded_channel();
+        let tier = Arc::new(Tier {
+            prefix: format!("{{{prefix}}}"),
+            ops: tx,
+            down: AtomicBool::new(false),
+            last_failure: AtomicU64::new(0),
+            timeout,
+            pending: Mutex::new(Pending::default()),
+            counts: TierCounts::default(),
+        });
+        let worker = Arc::downgrade(&tier);
+        std::thread::Builder::new()
+            .name("ultracache-redis".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("ultracache: cannot start the Redis tier's runtime: {e}");
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, run(client, worker, rx));
+            })
+            .map_err(|e| format!("cannot start the Redis tier's thread: {e}"))?;
+        Ok(tier)
+    }
+
+    /// Whether calls should be tried now (not down, or down long enough ago).
+    pub(crate) fn available(&self) -> bool {
+        !self.down.load(SeqCst)
+            || clock::now().saturating_sub(self.last_failure.load(SeqCst)) > RETRY.as_nanos() as u64
+    }
+
+    fn failed(&self, what: &str, error: &dyn std::fmt::Display) {
+        self.counts.errors.fetch_add(1, SeqCst);
+        self.last_failure.store(clock::now(), SeqCst);
+        if !self.down.swap(true, SeqCst) {
+            tracing::error!(
+                "ultracache: Redis unavailable ({what}: {error}); serving from the \
+                 in-process cache and computing until it is back"
+            );
+        }
+    }
+
+    fn succeeded(self: &Arc<Self>) {
+        if self.down.swap(false, SeqCst) {
+            tracing::info!("ultracache: Redis reachable again");
+            let replay =
+                std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+            if replay.overflow {
+                self.send(Op::Clear {
+                    reply: Box::new(|_| {}),
+                });
+            } else if !replay.objects.is_empty() || !replay.kinds.is_empty() {
+                self.send(Op::Invalidate {
+                    objects: replay.objects,
+                    kinds: replay.kinds,
+                    reply: Box::new(|_| {}),
+                });
+            }
+        }
+    }
+
+    fn send(&self, op: Op) -> bool {
+        self.ops.send(op).is_ok()
+    }
+
+    fn key(&self, cache: &str, key_hash: u64) -> String {
+        format!("{}e:{cache}:{key_hash:016x}", self.prefix)
+    }
+
+    /// The entry key of `cache`'s entry with these key bytes.
+    pub(crate) fn entry_key(&self, cache: &str, key: &[u8]) -> String {
+        self.key(cache, super::codec::hash(key) ^ key.len() as u64)
+    }
+
+    /// Fetches an entry, blocking this thread (for sync callers) at most the
+    /// tier's timeout.
+    pub(crate) fn fetch_blocking(&self, key: String) -> Option<Fetched> {
+        if !self.available() {
+            return None;
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Op::Fetch {
+            key,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        });
+        rx.recv_timeout(self.timeout).ok().flatten()
+    }
+
+    /// Fetches an entry (for async callers, on any executor).
+    pub(crate) async fn fetch(&self, key: String) -> Option<Fetched> {
+        if !self.available() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Fetch {
+            key,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        });
+        tokio::time::timeout(self.timeout, rx)
+            .await
+            .ok()?
+            .ok()
+            .flatten()
+    }
+
+    /// Stores an entry (in the background: the Redis-side check refuses a
+    /// value whose dependencies were invalidated since `since`).
+    pub(crate) fn store(
+        &self,
+        key: String,
+        bytes: Vec<u8>,
+        ttl: Option<Duration>,
+        deps: &[Dep],
+        since: u64,
+    ) {
+        if self.available() {
+            self.send(Op::Store {
+                key,
+                bytes,
+                ttl,
+                deps: deps.iter().map(dep_name).collect(),
+                since,
+            });
+        }
+    }
+
+    /// Deletes an entry that did not decode.
+    pub(crate) fn delete(&self, key: String) {
+        self.send(Op::Delete { key });
+    }
+
+    /// Invalidates in Redis and on every node; waits (at most the timeout) so
+    /// that no node reads the old entries from Redis after this returns.
+    pub(crate) fn invalidate(&self, deps: &[Dep], kinds: &[crate::dep::Kind]) {
+        let objects: Vec<String> = deps.iter().map(dep_name).collect();
+        let kinds: Vec<String> = kinds.iter().map(|k| k.name().to_owned()).collect();
+        if objects.is_empty() && kinds.is_empty() {
+            return;
+        }
+        if !self.available() {
+            self.keep(objects, kinds);
+            return;
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let sent = self.send(Op::Invalidate {
+            objects: objects.clone(),
+            kinds: kinds.clone(),
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        });
+        if !sent || !matches!(rx.recv_timeout(self.timeout), Ok(Some(_))) {
+            self.keep(objects, kinds);
+        }
+    }
+
+    fn keep(&self, objects: Vec<String>, kinds: Vec<String>) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.objects.len() + pending.kinds.len() + objects.len() + kinds.len() > MAX_PENDING {
+            pending.overflow = true;
+            pending.objects.clear();
+            pending.kinds.clear();
+        } else if !pending.overflow {
+            pending.objects.extend(objects);
+            pending.kinds.extend(kinds);
+        }
+    }
+
+    /// Drops every entry under the prefix, on every node.
+    pub(crate) fn clear(&self) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Op::Clear {
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        });
+        let _ = rx.recv_timeout(self.timeout * 4);
+    }
+}
+
+/// The message published for an invalidation: one dependency a line, `*kind`
+/// for a whole kind; `clear` for everything.
+fn message(objects: &[String], kinds: &[String]) -> String {
+    let mut m = String::from("v1");
+    for o in objects {
+        m.push('\n');
+        m.push_str(o);
+    }
+    for k in kinds {
+        m.push_str("\n*");
+        m.push_str(k);
+    }
+    m
+}
+
+/// Applies an invalidation message from another node (or this one) locally.
+fn apply(message: &str) {
+    let mut lines = message.lines();
+    match lines.next() {
+        Some("clear") => crate::invalidation::clear_local(),
+        Some("v1") => {
+            let mut deps = Vec::new();
+            let mut kinds = Vec::new();
+            for line in lines {
+                match line.strip_prefix('*') {
+                    Some(kind) => {
+                        if let Some(d) = parse_dep(kind) {
+                            kinds.push(d.model_kind());
+                        }
+                    }
+                    None => deps.extend(parse_dep(line)),
+                }
+            }
+            crate::invalidation::invalidate_local(&deps, &kinds);
+        }
+        _ => tracing::warn!("ultracache: ignored an invalidation message it does not understand"),
+    }
+}
+
+type Conn = std::rc::Rc<std::cell::RefCell<Option<MultiplexedConnection>>>;
+
+async fn connection(
+    client: &redis::Client,
+    conn: &Conn,
+    timeout: Duration,
+) -> redis::RedisResult<MultiplexedConnection> {
+    if let Some(c) = conn.borrow().clone() {
+        return Ok(c);
+    }
+    let c = tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+    *conn.borrow_mut() = Some(c.clone());
+    Ok(c)
+}
+
+async fn run(
+    client: redis::Client,
+    tier: std::sync::Weak<Tier>,
+    mut ops: tmpsc::UnboundedReceiver<Op>,
+) {
+    let conn: Conn = Default::default();
+    let store = std::rc::Rc::new(Script::new(STORE));
+    let invalidate = std::rc::Rc::new(Script::new(INVALIDATE));
+    tokio::task::spawn_local(listen(client.clone(), tier.clone()));
+    while let Some(op) = ops.recv().await {
+        let Some(t) = tier.upgrade() else { return };
+        let (client, conn, store, invalidate) = (
+            client.clone(),
+            conn.clone(),
+            store.clone(),
+            invalidate.clone(),
+        );
+        tokio::task::spawn_local(async move {
+            let timeout = t.timeout;
+            let result = tokio::time::timeout(
+                timeout,
+                execute(op, &client, &conn, &t, &store, &invalidate),
+            )
+            .await;
+            match result {
+                Ok(Ok(())) => t.succeeded(),
+                Ok(Err(e)) => {
+                    *conn.borrow_mut() = None;
+                    t.failed("command", &e);
+                }
+                Err(_) => t.failed("command", &"timed out"),
+            }
+        });
+    }
+}
+
+async fn execute(
+    op: Op,
+    client: &redis::Client,
+    conn: &Conn,
+    tier: &Tier,
+    store: &Script,
+    invalidate: &Script,
+) -> redis::RedisResult<()> {
+    let timeout = tier.timeout;
+    match op {
+        Op::Fetch { key, reply } => {
+            let mut c = match connection(client, conn, timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    reply(None);
+                    return Err(e);
+                }
+            };
+            let result: redis::RedisResult<(Option<Vec<u8>>, Option<u64>)> = redis::pipe()
+                .get(&key)
+                .get(format!("{}tick", tier.prefix))
+                .query_async(&mut c)
+                .await;
+            match result {
+                Ok((bytes, since)) => {
+                    reply(Some(Fetched {
+                        bytes,
+                        since: since.unwrap_or(0),
+                    }));
+                    Ok(())
+                }
+                Err(e) => {
+                    reply(None);
+                    Err(e)
+                }
+            }
+        }
+        Op::Store {
+            key,
+            bytes,
+            ttl,
+            deps,
+            since,
+        } => {
+            let mut c = connection(client, conn, timeout).await?;
+            let ttl_ms = ttl.map_or(0, |t| t.as_millis().max(1) as u64);
+            let mut invocation = store.key(&key);
+            invocation
+                .arg(bytes)
+                .arg(ttl_ms)
+                .arg(since)
+                .arg(&tier.prefix);
+            for d in &deps {
+                invocation.arg(d);
+            }
+            let stored: i64 = invocation.invoke_async(&mut c).await?;
+            if stored == 1 {
+                tier.counts.stores.fetch_add(1, SeqCst);
+            }
+            Ok(())
+        }
+        Op::Invalidate {
+            objects,
+            kinds,
+            reply,
+        } => {
+            let mut c = match connection(client, conn, timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    reply(None);
+                    return Err(e);
+                }
+            };
+            let mut invocation = invalidate.prepare_invoke();
+            invocation
+                .arg(&tier.prefix)
+                .arg(message(&objects, &kinds))
+                .arg(GENERATION_TTL_SECS)
+                .arg(objects.len());
+            for o in &objects {
+                invocation.arg(o);
+            }
+            for k in &kinds {
+                invocation.arg(k);
+            }
+            match invocation.invoke_async::<u64>(&mut c).await {
+                Ok(n) => {
+                    reply(Some(n));
+                    Ok(())
+                }
+                Err(e) => {
+                    reply(None);
+                    Err(e)
+                }
+            }
+        }
+        Op::Delete { key } => {
+            let mut c = connection(client, conn, timeout).await?;
+            let _: () = c.del(&key).await?;
+            Ok(())
+        }
+        Op::Clear { reply } => {
+            let mut c = match connection(client, conn, timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    reply(None);
+                    return Err(e);
+                }
+            };
+            let tick: u64 = c.incr(format!("{}tick", tier.prefix), 1).await?;
+            let _: () = c.set(format!("{}cleared", tier.prefix), tick).await?;
+            let pattern = format!("{}e:*", escape_glob(&tier.prefix));
+            let keys: Vec<String> = {
+                let mut iter = c.scan_match::<_, String>(&pattern).await?;
+                let mut keys = Vec::new();
+                while let Some(k) = iter.next().await {
+                    keys.push(k?);
+                }
+                keys
+            };
+            for chunk in keys.chunks(500) {
+                let _: () = c.del(chunk).await?;
+            }
+            let _: () = c
+                .publish(format!("{}invalidations", tier.prefix), "clear")
+                .await?;
+            reply(Some(()));
+            Ok(())
+        }
+    }
+}
+
+/// Escapes glob characters in a prefix for SCAN MATCH.
+fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Listens for invalidations from every node. A break in the subscription
+/// drops this node's whole L1 once it is back.
+async fn listen(client: redis::Client, tier: std::sync::Weak<Tier>) {
+    let mut broken = false;
+    loop {
+        let Some(t) = tier.upgrade() else { return };
+        let channel = format!("{}invalidations", t.prefix);
+        let timeout = t.timeout;
+        drop(t);
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(timeout * 4, subscribed).await {
+            Ok(Ok(pubsub)) => {
+                if broken {
+                    if let Some(t) = tier.upgrade() {
+                        t.counts.reconnects.fetch_add(1, SeqCst);
+                        t.succeeded();
+                    }
+                    // Invalidations may have been missed: forget everything.
+                    crate::invalidation::clear_local();
+                }
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    if let Ok(payload) = msg.get_payload::<String>() {
+                        apply(&payload);
+                    }
+                }
+                broken = true;
+                if let Some(t) = tier.upgrade() {
+                    t.failed("subscription", &"connection lost");
+                }
+            }
+            Ok(Err(e)) => {
+                broken = true;
+                if let Some(t) = tier.upgrade() {
+                    t.failed("subscribe", &e);
+                }
+            }
+            Err(_) => {
+                broken = true;
+                if let Some(t) = tier.upgrade() {
+                    t.failed("subscribe", &"timed out");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
