@@ -84,8 +84,10 @@ local tick = redis.call('INCR', prefix .. 'tick')
 local dropped = 0
 local function drop(dep)
   local set = prefix .. 'dep:' .. dep
-  for _, key in ipairs(redis.call('SMEMBERS', set)) do
-    dropped = dropped + redis.call('DEL', key)
+  local keys = redis.call('SMEMBERS', set)
+  -- one DEL per 500 keys (unpack has a limit)
+  for i = 1, #keys, 500 do
+    dropped = dropped + redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))
   end
   redis.call('DEL', set)
 end

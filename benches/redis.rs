@@ -1,0 +1,143 @@
+//! The shared tier against a raw client, in one run, on the local Redis
+//! (127.0.0.1:6379 or `ULTRACACHE_REDIS_URL`):
+//! - an L2 hit (the in-process L1 cold) against a raw `GET` of the same bytes
+//!   with the same client library;
+//! - invalidating one object that 1,000 shared entries depend on: time, and
+//!   the Redis commands it costs.
+//!
+//! `cargo bench --bench redis`
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use ultracache::{invalidate, track, Cache, Config, Trackable};
+
+#[derive(Clone, Serialize, Deserialize, Trackable)]
+#[trackable(kind = "bench.redis-post")]
+struct Post {
+    id: i64,
+}
+
+static WRITER: Cache<u64, String> = Cache::new("bench-l2").forever().shared();
+static READER: Cache<u64, String> = Cache::new("bench-l2").forever().shared();
+static DEPENDENTS: Cache<u64, u64> = Cache::new("bench-dependents").forever().shared();
+
+const KEYS: u64 = 1000;
+const ROUNDS: u64 = 10;
+const DEPENDENTS_N: u64 = 1000;
+
+fn main() {
+    let url =
+        std::env::var("ULTRACACHE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let Ok(client) = redis::Client::open(url.as_str()) else {
+        println!("redis bench skipped: bad URL {url}");
+        return;
+    };
+    let Ok(mut raw) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+        println!("redis bench skipped: no Redis at {url}");
+        return;
+    };
+    let prefix = format!("bench-{}", std::process::id());
+    Config::new()
+        .redis(url.clone())
+        .redis_prefix(prefix.clone())
+        .install()
+        .expect("configured once");
+
+    // Fill Redis through one node; wait until every entry is there.
+    let value = |k: u64| format!("{k:064}");
+    for k in 0..KEYS {
+        WRITER.get_or_compute(k, || value(k));
+    }
+    wait(|| ultracache::redis::tier_stats().stores >= KEYS);
+    let raw_keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{prefix}}}e:bench-l2:*"))
+        .query(&mut raw)
+        .expect("keys");
+
+    // L2 hits: the reader's L1 entry is dropped (locally) after each read.
+    let start = Instant::now();
+    for _ in 0..ROUNDS {
+        for k in 0..KEYS {
+            let v = READER.get_or_compute(k, || unreachable_compute(k));
+            assert_eq!(v.len(), 64);
+            READER.invalidate(&k);
+        }
+    }
+    let l2 = start.elapsed() / (ROUNDS * KEYS) as u32;
+    let hits = READER.stats().shared_hits;
+
+    let start = Instant::now();
+    for _ in 0..ROUNDS {
+        for key in &raw_keys {
+            let bytes: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(&mut raw).expect("get");
+            assert!(bytes.is_some());
+        }
+    }
+    let get = start.elapsed() / (ROUNDS * raw_keys.len() as u64) as u32;
+
+    // One object, 1,000 shared dependents.
+    let post = Post { id: 1 };
+    for k in 0..DEPENDENTS_N {
+        DEPENDENTS.get_or_compute(k, || {
+            track(&post);
+            k
+        });
+    }
+    wait(|| ultracache::redis::tier_stats().stores >= KEYS + DEPENDENTS_N);
+    let before = commands(&mut raw);
+    let start = Instant::now();
+    let dropped = invalidate(&post);
+    let took = start.elapsed();
+    let after = commands(&mut raw);
+
+    println!(
+        "L2 hit (L1 cold), {} hits: {:?} each, {:.0}/s",
+        hits,
+        l2,
+        1.0 / l2.as_secs_f64()
+    );
+    println!(
+        "raw GET, same bytes:   {:?} each, {:.0}/s",
+        get,
+        1.0 / get.as_secs_f64()
+    );
+    println!(
+        "ratio L2 hit / raw GET: {:.2}",
+        l2.as_secs_f64() / get.as_secs_f64()
+    );
+    println!(
+        "invalidate 1 object with {DEPENDENTS_N} dependents: {took:?} ({dropped} dropped in process); \
+         Redis commands: {} (the invalidation script and what it ran, plus the INFO calls)",
+        after.saturating_sub(before)
+    );
+    let _: redis::RedisResult<()> = redis::cmd("EVAL")
+        .arg("for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end")
+        .arg(0)
+        .arg(format!("{{{prefix}}}*"))
+        .query(&mut raw);
+}
+
+fn unreachable_compute(k: u64) -> String {
+    panic!("key {k} should come from Redis")
+}
+
+fn wait(mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Commands Redis has run, by its own count (scripts' calls included).
+fn commands(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(con)
+        .unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split("calls=").nth(1))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
