@@ -129,5 +129,10 @@ fn redis_going_away_and_coming_back_never_fails_a_request() {
     wait_until("the subscription is back (and dropped the L1)", || {
         tier_stats().reconnects >= 1
     });
+    // Page 2 was computed while Redis was away: only the L1 had it, and the
+    // L1 was dropped when the subscription came back.
+    let runs = RUNS.get();
+    assert_eq!(page(2), 20);
+    assert_eq!(RUNS.get(), runs + 1, "the L1 copy was dropped on reconnect");
     stop(redis);
 }

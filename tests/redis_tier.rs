@@ -254,3 +254,21 @@ fn a_shared_value_read_on_another_node_keeps_its_dependencies() {
     invalidate(&load(30));
     assert_eq!(READER.get(&30), None);
 }
+
+#[test]
+fn redis_refuses_a_value_whose_inputs_were_written_while_it_was_computed() {
+    let Some(_) = setup() else { return };
+    static SLOW: Cache<u32, String> = Cache::new("slow").forever().shared();
+    let refused = ultracache::redis::tier_stats().refused;
+    let value = SLOW.get_or_compute(40, || {
+        let title = load(40).title;
+        // Another node writes post 40 while this value is being computed.
+        invalidate(&load(40));
+        title
+    });
+    assert_eq!(value, "post 40");
+    wait_until("Redis refuses the stale value", || {
+        ultracache::redis::tier_stats().refused > refused
+    });
+    assert_eq!(SLOW.get(&40), None, "not kept in process either");
+}

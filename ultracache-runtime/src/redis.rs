@@ -156,6 +156,9 @@ pub struct TierStats {
     pub errors: u64,
     /// Values Redis accepted.
     pub stores: u64,
+    /// Values Redis refused: something they read was invalidated (on any
+    /// node) while they were computed.
+    pub refused: u64,
     /// Times the invalidation subscription came back after a break (each
     /// dropped this node's L1).
     pub reconnects: u64,
@@ -169,6 +172,7 @@ pub fn tier_stats() -> TierStats {
             configured: true,
             errors: t.counts.errors.load(SeqCst),
             stores: t.counts.stores.load(SeqCst),
+            refused: t.counts.refused.load(SeqCst),
             reconnects: t.counts.reconnects.load(SeqCst),
         },
         None => TierStats::default(),

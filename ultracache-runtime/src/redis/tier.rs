@@ -145,6 +145,7 @@ pub(crate) struct Fetched {
 pub(crate) struct TierCounts {
     pub(crate) errors: AtomicU64,
     pub(crate) stores: AtomicU64,
+    pub(crate) refused: AtomicU64,
     pub(crate) reconnects: AtomicU64,
 }
 
@@ -510,6 +511,8 @@ async fn execute(
             let stored: i64 = invocation.invoke_async(&mut c).await?;
             if stored == 1 {
                 tier.counts.stores.fetch_add(1, SeqCst);
+            } else {
+                tier.counts.refused.fetch_add(1, SeqCst);
             }
             Ok(())
         }
