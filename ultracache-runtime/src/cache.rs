@@ -142,6 +142,11 @@ impl<K: CacheKey, V: CacheValue> Slot<K, V> {
                 core.store.remove(self.id);
             }
             let counters = &core.counters;
+            if matches!(cause, Cause::Invalidated | Cause::Cleared) {
+                if let Some(hook) = core.on_invalidated {
+                    hook(&self.key, &self.value);
+                }
+            }
             let _ = match cause {
                 Cause::Invalidated | Cause::Cleared => counters.invalidations.add(1),
                 Cause::Evicted => counters.evictions.add(1),
@@ -225,6 +230,7 @@ pub(crate) struct Core<K, V> {
     timeout: Option<Duration>,
     weigher: Option<fn(&V) -> usize>,
     counters: Counters,
+    on_invalidated: Option<fn(&K, &V)>,
     #[cfg(feature = "redis")]
     shared: Option<crate::redis::Shared<K, V>>,
 }
@@ -588,6 +594,7 @@ pub struct Cache<K, V> {
     store: Option<&'static str>,
     timeout: Timeout,
     weigher: Option<fn(&V) -> usize>,
+    on_invalidated: Option<fn(&K, &V)>,
     #[cfg(feature = "redis")]
     codec: Option<crate::redis::Codec<K, V>>,
     core: OnceLock<Option<Arc<Core<K, V>>>>,
@@ -613,6 +620,7 @@ impl<K, V> Cache<K, V> {
             store: None,
             timeout: Timeout::StoreDefault,
             weigher: None,
+            on_invalidated: None,
             #[cfg(feature = "redis")]
             codec: None,
             core: OnceLock::new(),
@@ -668,6 +676,13 @@ impl<K, V> Cache<K, V> {
         self
     }
 
+    /// Calls `hook` with each entry an invalidation (or `clear`) drops, after
+    /// it is dropped; evictions and expiry do not call it.
+    pub const fn on_invalidated(mut self, hook: fn(&K, &V)) -> Self {
+        self.on_invalidated = Some(hook);
+        self
+    }
+
     /// Names the module the cache belongs to (statistics).
     pub const fn module(mut self, module: &'static str) -> Self {
         self.module = module;
@@ -719,6 +734,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             store,
             weigher: self.weigher,
             counters: Counters::default(),
+            on_invalidated: self.on_invalidated,
             #[cfg(feature = "redis")]
             shared,
         });

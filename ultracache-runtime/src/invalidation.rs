@@ -87,6 +87,17 @@ pub fn invalidate_deps(deps: &[Dep]) -> usize {
 /// so that no read on this node can bring an old entry back from Redis after
 /// the local entries are dropped.
 fn forward(deps: &[Dep], kinds: &[Kind]) {
+    #[cfg(feature = "purge")]
+    if crate::purge::installed() {
+        let keys: Vec<String> = deps
+            .iter()
+            .map(ToString::to_string)
+            .chain(kinds.iter().map(|k| format!("{}:*", k.name())))
+            .collect();
+        if !keys.is_empty() {
+            crate::purge::enqueue(crate::purge::PurgeRequest::Keys(keys));
+        }
+    }
     #[cfg(feature = "redis")]
     if let Some(tier) = runtime::get().tier() {
         tier.invalidate(deps, kinds);

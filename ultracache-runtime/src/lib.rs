@@ -21,6 +21,9 @@ mod invalidation;
 #[cfg_attr(docsrs, doc(cfg(feature = "minijinja")))]
 pub mod minijinja;
 mod paths;
+#[cfg(feature = "purge")]
+#[cfg_attr(docsrs, doc(cfg(feature = "purge")))]
+pub mod purge;
 mod recorder;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -61,6 +61,7 @@ struct Options {
     shared_max_age: Option<Duration>,
     max_body: usize,
     store: Option<&'static str>,
+    surrogate: Option<HeaderName>,
 }
 
 /// Caches whole responses of the routes it wraps; see the [module
@@ -148,6 +149,7 @@ impl CacheLayer {
                 shared_max_age: None,
                 max_body: DEFAULT_MAX_BODY,
                 store: None,
+                surrogate: None,
             },
             policy: Arc::new(OnceLock::new()),
         }
@@ -275,6 +277,14 @@ impl CacheLayer {
         self.set(|o| o.shared_max_age = Some(max_age))
     }
 
+    /// Tags responses with their surrogate keys in this header (`xkey` for
+    /// Varnish's xkey vmod, `Surrogate-Key`, `Cache-Tag`): their dependencies
+    /// (`blog.post:42`, `blog.post`) and `kind:*` for each kind of object they
+    /// show, so a proxy can drop every page that showed an object at once.
+    pub fn surrogate_keys(self, header: HeaderName) -> Self {
+        self.set(|o| o.surrogate = Some(header))
+    }
+
     /// Larger bodies are streamed through and not stored (default 4 MiB).
     pub fn max_body_size(self, bytes: usize) -> Self {
         self.set(|o| o.max_body = bytes)
@@ -296,6 +306,8 @@ impl CacheLayer {
                 Some(s) => cache.store(s),
                 None => cache,
             };
+            #[cfg(feature = "purge")]
+            let cache = cache.on_invalidated(page_dropped);
             let policy = Arc::new(Policy {
                 options: o.clone(),
                 cache,
@@ -509,6 +521,7 @@ impl Policy {
             o.client,
             o.timeout,
             o.shared_max_age,
+            o.surrogate.as_ref(),
         );
         self.served(response, served)
     }
@@ -721,6 +734,15 @@ impl Policy {
         let mut headers = storable_headers(&parts.headers);
         headers.remove(ETAG);
         let names = vary_names(&headers);
+        let mut varied: Vec<(String, String)> = Vec::new();
+        for name in names.iter().chain(&o.vary_headers) {
+            for value in request_parts.headers.get_all(name) {
+                varied.push((
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                ));
+            }
+        }
         let page = Arc::new(Page {
             status: parts.status,
             headers,
@@ -733,6 +755,8 @@ impl Policy {
                 .map(|t| stored_at + t),
             url: plan.url.clone(),
             route: plan.route.clone(),
+            varied,
+            tags: super::page::tags(&deps),
         });
         let store = if learned || names.is_empty() {
             Stored::Page(Arc::clone(&page))
@@ -823,4 +847,15 @@ fn variant_key(base: &str, parts: &Parts, names: &[HeaderName]) -> String {
     key.push_str("\nvary");
     push_headers(&mut key, parts, names);
     key
+}
+
+/// Tells the purgers which URL an invalidation dropped.
+#[cfg(feature = "purge")]
+fn page_dropped(_key: &String, stored: &Stored) {
+    if let Stored::Page(page) = stored {
+        crate::purge::enqueue(crate::purge::PurgeRequest::Url {
+            path: page.url.clone(),
+            headers: page.varied.clone(),
+        });
+    }
 }

@@ -38,6 +38,25 @@ pub(crate) struct Page {
     /// The request's path and normalized query.
     pub(crate) url: String,
     pub(crate) route: Option<String>,
+    /// The request headers the page varied on (for purging proxies).
+    pub(crate) varied: Vec<(String, String)>,
+    /// Its surrogate keys: its dependencies, and `kind:*` for each kind of
+    /// object among them.
+    pub(crate) tags: String,
+}
+
+/// Surrogate keys for a page computed from `deps`.
+pub(crate) fn tags(deps: &[crate::dep::Dep]) -> String {
+    let mut tags: Vec<String> = deps.iter().map(ToString::to_string).collect();
+    let mut kinds: Vec<String> = deps
+        .iter()
+        .filter(|d| d.id_key().is_some())
+        .map(|d| format!("{}:*", d.model_kind().name()))
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    tags.extend(kinds);
+    tags.join(" ")
 }
 
 /// How a response was served.
@@ -237,6 +256,7 @@ pub(crate) fn mark(headers: &mut HeaderMap, served: Served) {
 
 impl Page {
     /// The response for a request served from this page.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn respond(
         &self,
         method: &Method,
@@ -245,6 +265,7 @@ impl Page {
         client: ClientCaching,
         timeout: Option<Duration>,
         shared_max_age: Option<Duration>,
+        surrogate: Option<&HeaderName>,
     ) -> Response<Body> {
         let age = SystemTime::now()
             .duration_since(self.stored_at)
@@ -269,6 +290,11 @@ impl Page {
             headers.insert(AGE, HeaderValue::from(age));
         }
         client_headers(headers, client, timeout, shared_max_age);
+        if let Some(name) = surrogate {
+            if let Ok(v) = HeaderValue::from_str(&self.tags) {
+                headers.insert(name.clone(), v);
+            }
+        }
         mark(headers, served);
         response
     }

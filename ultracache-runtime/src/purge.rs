@@ -1,0 +1,391 @@
+//! Downstream purging: reverse proxies forget what the application forgot
+//! (feature `purge`).
+//!
+//! Install purgers once ([`install`]). From then on:
+//! - when an invalidation drops cached responses, each purger is told their
+//!   URLs (path and query, with the request headers the response varied on),
+//!   once each;
+//! - every invalidation's dependencies are offered as surrogate keys
+//!   (`blog.post:42`, `blog.post`) to purgers that purge by key (Varnish's
+//!   xkey), matching the header [`CacheLayer::surrogate_keys`] puts on
+//!   responses.
+//!
+//! Purges run after the drop, off the request path, on a thread of their own:
+//! bounded concurrency, a timeout per attempt, retries with backoff. Failures
+//! are logged and counted ([`stats`]), never surfaced to the writer.
+//!
+//! The VCL and nginx configuration the purgers expect ship in `proxy/`.
+//!
+//! [`CacheLayer::surrogate_keys`]: crate::http::CacheLayer::surrogate_keys
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{mpsc, Semaphore};
+
+/// What a proxy is asked to forget.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PurgeRequest {
+    /// One URL (path and query), as requested with these headers (the ones
+    /// the cached response varied on).
+    Url {
+        /// Path and query, such as `/posts/hello?page=2`.
+        path: String,
+        /// Request headers, lower-case names.
+        headers: Vec<(String, String)>,
+    },
+    /// Every page tagged with one of these surrogate keys.
+    Keys(Vec<String>),
+}
+
+/// Why a purge failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurgeError(pub String);
+
+impl fmt::Display for PurgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PurgeError {}
+
+/// The future a purger returns.
+pub type PurgeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), PurgeError>> + Send + 'a>>;
+
+/// Something outside the process that must forget too.
+pub trait Purger: Send + Sync + 'static {
+    /// Its name, in logs and statistics.
+    fn name(&self) -> &str;
+
+    /// Purges what `request` names. A purger that does not handle a kind of
+    /// request (a URL purger and keys) returns `Ok(())` for it.
+    fn purge<'a>(&'a self, client: &'a HttpClient, request: &'a PurgeRequest) -> PurgeFuture<'a>;
+}
+
+/// The HTTP client purgers share.
+pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// Purging options; see [`install`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PurgeOptions {
+    /// Purge requests in flight at once (default 8).
+    pub concurrency: usize,
+    /// Time one attempt may take (default 2 s).
+    pub timeout: Duration,
+    /// Attempts after the first (default 3), with backoff doubling from
+    /// `backoff`.
+    pub retries: u32,
+    /// The first retry's delay (default 100 ms).
+    pub backoff: Duration,
+}
+
+impl PurgeOptions {
+    /// Purge requests in flight at once.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Time one attempt may take.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Attempts after the first, and the first retry's delay (doubling).
+    pub fn retries(mut self, retries: u32, backoff: Duration) -> Self {
+        self.retries = retries;
+        self.backoff = backoff;
+        self
+    }
+}
+
+impl Default for PurgeOptions {
+    fn default() -> Self {
+        PurgeOptions {
+            concurrency: 8,
+            timeout: Duration::from_secs(2),
+            retries: 3,
+            backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Counts of purge requests (one per request and purger).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PurgeStats {
+    /// Requests handed to purgers.
+    pub queued: u64,
+    /// Requests a purger carried out.
+    pub sent: u64,
+    /// Requests that still failed after every retry.
+    pub failed: u64,
+    /// Attempts that were retried.
+    pub retried: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    queued: AtomicU64,
+    sent: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+}
+
+struct Pipeline {
+    tx: mpsc::UnboundedSender<PurgeRequest>,
+    counts: Arc<Counts>,
+}
+
+static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
+
+/// Installs the purgers for the life of the process. Fails if purgers were
+/// installed already.
+pub fn install(purgers: Vec<Arc<dyn Purger>>, options: PurgeOptions) -> Result<(), PurgeError> {
+    let counts = Arc::new(Counts::default());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let pipeline = Pipeline {
+        tx,
+        counts: Arc::clone(&counts),
+    };
+    PIPELINE
+        .set(pipeline)
+        .map_err(|_| PurgeError("purgers are installed once".into()))?;
+    std::thread::Builder::new()
+        .name("ultracache-purge".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("ultracache: cannot start the purge runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(run(purgers, options, rx, counts));
+        })
+        .map_err(|e| PurgeError(format!("cannot start the purge thread: {e}")))?;
+    Ok(())
+}
+
+/// Counts of purge requests so far.
+pub fn stats() -> PurgeStats {
+    PIPELINE
+        .get()
+        .map_or_else(PurgeStats::default, |p| PurgeStats {
+            queued: p.counts.queued.load(SeqCst),
+            sent: p.counts.sent.load(SeqCst),
+            failed: p.counts.failed.load(SeqCst),
+            retried: p.counts.retried.load(SeqCst),
+        })
+}
+
+/// Hands a request to the purgers (nothing happens when none are installed).
+pub fn enqueue(request: PurgeRequest) {
+    if let Some(p) = PIPELINE.get() {
+        let _ = p.tx.send(request);
+    }
+}
+
+/// Whether purgers are installed.
+pub(crate) fn installed() -> bool {
+    PIPELINE.get().is_some()
+}
+
+async fn run(
+    purgers: Vec<Arc<dyn Purger>>,
+    options: PurgeOptions,
+    mut rx: mpsc::UnboundedReceiver<PurgeRequest>,
+    counts: Arc<Counts>,
+) {
+    let client: Arc<HttpClient> = Arc::new(Client::builder(TokioExecutor::new()).build_http());
+    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    while let Some(first) = rx.recv().await {
+        // What arrived together is purged once.
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let mut seen = HashSet::new();
+        batch.retain(|r| seen.insert(r.clone()));
+        for request in batch {
+            for purger in &purgers {
+                counts.queued.fetch_add(1, SeqCst);
+                let (purger, client, permits, counts, options, request) = (
+                    Arc::clone(purger),
+                    Arc::clone(&client),
+                    Arc::clone(&permits),
+                    Arc::clone(&counts),
+                    options.clone(),
+                    request.clone(),
+                );
+                tokio::spawn(async move {
+                    let Ok(_permit) = permits.acquire().await else {
+                        return;
+                    };
+                    let mut delay = options.backoff;
+                    for attempt in 0..=options.retries {
+                        let result =
+                            tokio::time::timeout(options.timeout, purger.purge(&client, &request))
+                                .await;
+                        let error = match result {
+                            Ok(Ok(())) => {
+                                counts.sent.fetch_add(1, SeqCst);
+                                return;
+                            }
+                            Ok(Err(e)) => e.0,
+                            Err(_) => "timed out".into(),
+                        };
+                        if attempt == options.retries {
+                            counts.failed.fetch_add(1, SeqCst);
+                            tracing::warn!(
+                                purger = purger.name(),
+                                "ultracache: purge of {request:?} failed: {error}"
+                            );
+                            return;
+                        }
+                        counts.retried.fetch_add(1, SeqCst);
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn send(
+    client: &HttpClient,
+    method: &Method,
+    url: String,
+    headers: &[(String, String)],
+) -> Result<u16, PurgeError> {
+    let mut request = Request::builder().method(method.clone()).uri(&url);
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request
+        .body(Empty::new())
+        .map_err(|e| PurgeError(format!("bad purge request for {url}: {e}")))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| PurgeError(format!("{url}: {e}")))?;
+    Ok(response.status().as_u16())
+}
+
+fn purge_method() -> Method {
+    Method::from_bytes(b"PURGE").unwrap_or(Method::DELETE)
+}
+
+/// How a [`VarnishPurger`] purges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VarnishMode {
+    /// `PURGE /path` for each dropped URL (Varnish drops every variant of it).
+    Url,
+    /// `PURGE /` with `xkey-purge: key1 key2…` for each invalidation: one
+    /// request clears every page that showed the objects (vmod xkey).
+    Xkey,
+}
+
+/// Purges a Varnish in front of this node, with `proxy/varnish/ultracache.vcl`.
+#[derive(Debug, Clone)]
+pub struct VarnishPurger {
+    base: String,
+    mode: VarnishMode,
+}
+
+impl VarnishPurger {
+    /// A purger for the Varnish at `base` (`http://127.0.0.1:6081`).
+    pub fn new(base: impl Into<String>, mode: VarnishMode) -> Self {
+        VarnishPurger {
+            base: base.into().trim_end_matches('/').to_owned(),
+            mode,
+        }
+    }
+}
+
+impl Purger for VarnishPurger {
+    fn name(&self) -> &str {
+        "varnish"
+    }
+
+    fn purge<'a>(&'a self, client: &'a HttpClient, request: &'a PurgeRequest) -> PurgeFuture<'a> {
+        Box::pin(async move {
+            let status = match (self.mode, request) {
+                (VarnishMode::Url, PurgeRequest::Url { path, headers }) => {
+                    send(
+                        client,
+                        &purge_method(),
+                        format!("{}{path}", self.base),
+                        headers,
+                    )
+                    .await?
+                }
+                (VarnishMode::Xkey, PurgeRequest::Keys(keys)) => {
+                    let header = vec![("xkey-purge".to_owned(), keys.join(" "))];
+                    send(client, &purge_method(), format!("{}/", self.base), &header).await?
+                }
+                _ => return Ok(()),
+            };
+            match status {
+                200..=299 | 404 => Ok(()),
+                other => Err(PurgeError(format!("varnish answered {other}"))),
+            }
+        })
+    }
+}
+
+/// Purges an nginx `proxy_cache` in front of this node, with the
+/// cache-purge module and `proxy/nginx/ultracache.conf`: `GET
+/// /_purge/<path>?<query>` for each dropped URL.
+#[derive(Debug, Clone)]
+pub struct NginxPurger {
+    base: String,
+}
+
+impl NginxPurger {
+    /// A purger for the nginx at `base` (`http://127.0.0.1:8080`).
+    pub fn new(base: impl Into<String>) -> Self {
+        NginxPurger {
+            base: base.into().trim_end_matches('/').to_owned(),
+        }
+    }
+}
+
+impl Purger for NginxPurger {
+    fn name(&self) -> &str {
+        "nginx"
+    }
+
+    fn purge<'a>(&'a self, client: &'a HttpClient, request: &'a PurgeRequest) -> PurgeFuture<'a> {
+        Box::pin(async move {
+            let PurgeRequest::Url { path, headers } = request else {
+                return Ok(());
+            };
+            let url = format!("{}/_purge{path}", self.base);
+            let status = send(client, &Method::GET, url, headers).await?;
+            match status {
+                // 404: nothing cached under that key.
+                200..=299 | 404 => Ok(()),
+                other => Err(PurgeError(format!("nginx answered {other}"))),
+            }
+        })
+    }
+}
