@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+pub mod broadcast;
+pub mod proxies;
+
 /// A table of titles by id.
 pub struct Table {
     rows: Mutex<BTreeMap<i64, String>>,

@@ -34,6 +34,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{mpsc, Semaphore};
 
+mod broadcast;
+
+#[cfg(feature = "rabbitmq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]
+pub use broadcast::RabbitBroadcast;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use broadcast::RedisBroadcast;
+pub use broadcast::{Deliver, SubscribeFuture, Transport};
+
 /// What a proxy is asked to forget.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PurgeRequest {
@@ -69,18 +79,28 @@ pub trait Purger: Send + Sync + 'static {
     /// Its name, in logs and statistics.
     fn name(&self) -> &str;
 
-    /// Purges what `request` names. A purger that does not handle a kind of
-    /// request (a URL purger and keys) returns `Ok(())` for it.
+    /// Purges what `request` names.
     fn purge<'a>(&'a self, client: &'a HttpClient, request: &'a PurgeRequest) -> PurgeFuture<'a>;
+
+    /// What this purger needs to be sent for `request`, or `None` when it
+    /// has nothing to do with it (a URL purger and keys). Requests that turn
+    /// out equal are sent once: a proxy that drops every variant of a URL
+    /// needs one request per URL, not one per variant.
+    fn relevant(&self, request: &PurgeRequest) -> Option<PurgeRequest> {
+        Some(request.clone())
+    }
 }
 
 /// The HTTP client purgers share.
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// Purging options; see [`install`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct PurgeOptions {
+    /// Where purges are published so that every node purges its own
+    /// proxies; `None`: this node's purgers only.
+    pub broadcast: Option<Arc<dyn Transport>>,
     /// Purge requests in flight at once (default 8).
     pub concurrency: usize,
     /// Time one attempt may take (default 2 s).
@@ -93,6 +113,13 @@ pub struct PurgeOptions {
 }
 
 impl PurgeOptions {
+    /// Publishes every purge through `transport`: each node (this one too)
+    /// receives it and purges its own proxies.
+    pub fn broadcast(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.broadcast = Some(transport);
+        self
+    }
+
     /// Purge requests in flight at once.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n;
@@ -113,9 +140,25 @@ impl PurgeOptions {
     }
 }
 
+impl fmt::Debug for PurgeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PurgeOptions")
+            .field(
+                "broadcast",
+                &self.broadcast.as_ref().map(|t| t.name().to_owned()),
+            )
+            .field("concurrency", &self.concurrency)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
 impl Default for PurgeOptions {
     fn default() -> Self {
         PurgeOptions {
+            broadcast: None,
             concurrency: 8,
             timeout: Duration::from_secs(2),
             retries: 3,
@@ -136,17 +179,25 @@ pub struct PurgeStats {
     pub failed: u64,
     /// Attempts that were retried.
     pub retried: u64,
+    /// Requests published to the other nodes.
+    pub published: u64,
+    /// Requests received from the broadcast (this node's own included).
+    pub received: u64,
 }
 
 #[derive(Default)]
-struct Counts {
+pub(crate) struct Counts {
     queued: AtomicU64,
     sent: AtomicU64,
     failed: AtomicU64,
     retried: AtomicU64,
+    pub(crate) published: AtomicU64,
+    pub(crate) received: AtomicU64,
 }
 
 struct Pipeline {
+    /// Requests made here: to the broadcast when there is one, else to the
+    /// local purgers.
     tx: mpsc::UnboundedSender<PurgeRequest>,
     counts: Arc<Counts>,
 }
@@ -178,7 +229,21 @@ pub fn install(purgers: Vec<Arc<dyn Purger>>, options: PurgeOptions) -> Result<(
                     return;
                 }
             };
-            rt.block_on(run(purgers, options, rx, counts));
+            rt.block_on(async move {
+                match options.broadcast.clone() {
+                    None => run(purgers, options, rx, counts).await,
+                    Some(transport) => {
+                        let (local_tx, local_rx) = mpsc::unbounded_channel();
+                        tokio::spawn(broadcast::publish(
+                            Arc::clone(&transport),
+                            rx,
+                            Arc::clone(&counts),
+                        ));
+                        tokio::spawn(broadcast::receive(transport, local_tx, Arc::clone(&counts)));
+                        run(purgers, options, local_rx, counts).await;
+                    }
+                }
+            });
         })
         .map_err(|e| PurgeError(format!("cannot start the purge thread: {e}")))?;
     Ok(())
@@ -193,6 +258,8 @@ pub fn stats() -> PurgeStats {
             sent: p.counts.sent.load(SeqCst),
             failed: p.counts.failed.load(SeqCst),
             retried: p.counts.retried.load(SeqCst),
+            published: p.counts.published.load(SeqCst),
+            received: p.counts.received.load(SeqCst),
         })
 }
 
@@ -222,10 +289,14 @@ async fn run(
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let mut seen = HashSet::new();
-        batch.retain(|r| seen.insert(r.clone()));
-        for request in batch {
-            for purger in &purgers {
+        for purger in &purgers {
+            let mut seen = HashSet::new();
+            let requests: Vec<PurgeRequest> = batch
+                .iter()
+                .filter_map(|r| purger.relevant(r))
+                .filter(|r| seen.insert(r.clone()))
+                .collect();
+            for request in requests {
                 counts.queued.fetch_add(1, SeqCst);
                 let (purger, client, permits, counts, options, request) = (
                     Arc::clone(purger),
@@ -326,6 +397,18 @@ impl Purger for VarnishPurger {
         "varnish"
     }
 
+    fn relevant(&self, request: &PurgeRequest) -> Option<PurgeRequest> {
+        match (self.mode, request) {
+            // `return (purge)` drops every variant of the URL at once.
+            (VarnishMode::Url, PurgeRequest::Url { path, .. }) => Some(PurgeRequest::Url {
+                path: path.clone(),
+                headers: Vec::new(),
+            }),
+            (VarnishMode::Xkey, PurgeRequest::Keys(_)) => Some(request.clone()),
+            _ => None,
+        }
+    }
+
     fn purge<'a>(&'a self, client: &'a HttpClient, request: &'a PurgeRequest) -> PurgeFuture<'a> {
         Box::pin(async move {
             let status = match (self.mode, request) {
@@ -372,6 +455,10 @@ impl NginxPurger {
 impl Purger for NginxPurger {
     fn name(&self) -> &str {
         "nginx"
+    }
+
+    fn relevant(&self, request: &PurgeRequest) -> Option<PurgeRequest> {
+        matches!(request, PurgeRequest::Url { .. }).then(|| request.clone())
     }
 
     fn purge<'a>(&'a self, client: &'a HttpClient, request: &'a PurgeRequest) -> PurgeFuture<'a> {
