@@ -147,6 +147,7 @@ impl<K: CacheKey, V: CacheValue> Slot<K, V> {
                     hook(&self.key, &self.value);
                 }
             }
+            crate::telemetry::dropped(core.name, cause);
             let _ = match cause {
                 Cause::Invalidated | Cause::Cleared => counters.invalidations.add(1),
                 Cause::Evicted => counters.evictions.add(1),
@@ -280,6 +281,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         }
         if self.counters.hits.add(1).is_multiple_of(TOUCH_EVERY) {
             self.store.touch(slot.id);
+            crate::telemetry::hits(self.name, crate::telemetry::HIT_BATCH);
         }
     }
 
@@ -341,6 +343,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         self.store.insert(entry);
         if generation::stale(&slot.deps, start) {
             self.counters.stale.add(1);
+            crate::telemetry::stale(self.name);
             slot.end(Cause::Stale, true);
             return None;
         }
@@ -360,6 +363,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             return None;
         }
         self.counters.inserts.add(1);
+        crate::telemetry::insert(self.name, slot.deps.len());
         Some(slot)
     }
 
@@ -425,6 +429,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             _ => None,
         };
         self.counters.misses.add(1);
+        crate::telemetry::miss(self.name);
         let (result, deps) = recorder::capture(f);
         #[cfg(feature = "redis")]
         self.store_shared::<R, O>(&key, &result, &deps, since);
@@ -507,6 +512,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             None => None,
         };
         self.counters.misses.add(1);
+        crate::telemetry::miss(self.name);
         let (result, deps) = recorder::capture_future(fut).await;
         #[cfg(feature = "redis")]
         self.store_shared::<R, O>(&key, &result, &deps, since);

@@ -113,6 +113,7 @@ pub(crate) fn invalidate_local(deps: &[Dep], kinds: &[Kind]) -> usize {
         generation::stamp(deps);
         for dep in deps {
             let entries = registry().take(dep);
+            crate::telemetry::invalidated(dep, entries.len());
             n += entries.len();
             for entry in entries {
                 entry.kill(Cause::Invalidated);
@@ -122,6 +123,7 @@ pub(crate) fn invalidate_local(deps: &[Dep], kinds: &[Kind]) -> usize {
     for kind in kinds {
         generation::stamp_kind(*kind);
         let entries = registry().take_kind(*kind);
+        crate::telemetry::invalidated_kind(kind.name(), entries.len());
         n += entries.len();
         for entry in entries {
             entry.kill(Cause::Invalidated);

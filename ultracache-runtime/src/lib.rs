@@ -33,6 +33,7 @@ mod registry;
 mod runtime;
 mod stats;
 mod store;
+pub mod telemetry;
 mod trackable;
 mod weigh;
 
