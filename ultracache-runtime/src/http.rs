@@ -45,6 +45,7 @@ mod layer;
 mod page;
 mod urls;
 
+pub(crate) use layer::intern;
 pub use layer::{CacheLayer, CacheService};
 pub use page::{ClientCaching, X_CACHE};
 pub use urls::{find_urls, purge_urls, route_stats, url_stats, CachedUrl, UrlStats};

@@ -104,7 +104,7 @@ impl fmt::Debug for CacheLayer {
 
 /// Names live for the program: a cache's name is `&'static str`. Each distinct
 /// name is leaked once.
-fn intern(name: &str) -> &'static str {
+pub(crate) fn intern(name: &str) -> &'static str {
     static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
     let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(n) = names.iter().find(|n| **n == name) {

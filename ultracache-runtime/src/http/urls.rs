@@ -41,6 +41,10 @@ pub struct CachedUrl {
     pub status: u16,
     /// Time until the server drops it; `None` for never.
     pub expires_in: Option<Duration>,
+    /// How long ago it was stored.
+    pub age: Duration,
+    /// What it was computed from (`blog.post:42`, `blog.post`, its path).
+    pub dependencies: Vec<String>,
 }
 
 /// Lists the cached URLs whose path matches one of `patterns` (`*` matches
@@ -63,6 +67,10 @@ pub fn find_urls<S: AsRef<str>>(patterns: &[S]) -> Vec<CachedUrl> {
                     route: page.route.clone(),
                     status: page.status.as_u16(),
                     expires_in: entry.expires_in,
+                    age: std::time::SystemTime::now()
+                        .duration_since(page.stored_at)
+                        .unwrap_or_default(),
+                    dependencies: entry.dependencies.iter().map(ToString::to_string).collect(),
                 });
             }
         }
@@ -107,7 +115,7 @@ impl Counts {
 }
 
 /// Statistics of one URL or route; see [`url_stats`] and [`route_stats`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct UrlStats {
     /// The URL (path and normalized query) or the route.
