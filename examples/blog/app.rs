@@ -344,6 +344,11 @@ pub struct Blog {
 /// cached for an hour and dropped the moment something they showed changes;
 /// POSTs pass through; `/stats` is never cached.
 pub fn router(db: Db) -> Router {
+    router_with_admin(db, None)
+}
+
+/// The site, with the admin page at `/_cache` when a token is given.
+pub fn router_with_admin(db: Db, admin_token: Option<String>) -> Router {
     let mut env = Environment::new();
     ultracache::minijinja::register(&mut env);
     for (name, source) in TEMPLATES {
@@ -353,7 +358,7 @@ pub fn router(db: Db) -> Router {
         db,
         templates: Arc::new(env),
     };
-    Router::new()
+    let router = Router::new()
         .route("/", get(index))
         .route("/posts", axum::routing::post(new_post))
         .route("/posts/{slug}", get(show_post).post(comment))
@@ -365,7 +370,14 @@ pub fn router(db: Db) -> Router {
                 .name("pages")
                 .ignore_paths(["/stats"]),
         )
-        .with_state(blog)
+        .with_state(blog);
+    match admin_token {
+        Some(token) => router.nest(
+            "/_cache",
+            ultracache::admin::router(ultracache::admin::Auth::bearer(token)),
+        ),
+        None => router,
+    }
 }
 
 /// What goes wrong in a handler: a missing page or a database error.

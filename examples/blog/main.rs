@@ -12,8 +12,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db_path = std::env::var("BLOG_DB").unwrap_or_else(|_| "blog.db".into());
     let db = app::open(&db_path).await?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
+    // The admin page's token: BLOG_ADMIN_TOKEN, or a fresh one each start.
+    let token = std::env::var("BLOG_ADMIN_TOKEN").unwrap_or_else(|_| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        format!("{:016x}", h.finish())
+    });
     println!("blog on http://{addr} (database {db_path})");
     println!("try: curl -i http://{addr}/   (twice: X-Cache MISS, then HIT)");
-    axum::serve(listener, app::router(db)).await?;
+    println!("admin: http://{addr}/_cache/login?token={token}");
+    axum::serve(listener, app::router_with_admin(db, Some(token))).await?;
     Ok(())
 }

@@ -528,7 +528,16 @@ async fn urls(
             r.misses,
             human(Some(Duration::from_secs(r.age_secs))),
             human(r.expires_in_secs.map(Duration::from_secs)),
-            deps.join(" "),
+            if deps.len() > 6 {
+                format!(
+                    "{} <details><summary>{} more</summary>{}</details>",
+                    deps[..6].join(" "),
+                    deps.len() - 6,
+                    deps[6..].join(" ")
+                )
+            } else {
+                deps.join(" ")
+            },
             csrf_field(&admin),
             esc(r.url.split('?').next().unwrap_or_default()),
         );
