@@ -12,6 +12,7 @@
 //! ```
 
 mod admin;
+mod proxy;
 mod shared;
 mod warm;
 
@@ -77,6 +78,9 @@ enum Command {
     Clear,
     /// Requests a list of URLs so that they are cached when visitors come.
     Warm(Box<warm::WarmArgs>),
+    /// Serves pages straight from the shared tier in front of the origin app
+    /// (needs --redis).
+    Proxy(proxy::ProxyArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,24 +105,32 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    if let Command::Warm(args) = cli.command {
-        return warm::run(*args).await;
-    }
+    let command = match cli.command {
+        Command::Warm(args) => return warm::run(*args).await,
+        Command::Proxy(args) => {
+            let redis = cli
+                .redis
+                .as_deref()
+                .ok_or("the proxy serves pages from the shared tier: give --redis")?;
+            return proxy::run(args, redis, &cli.prefix).await;
+        }
+        other => other,
+    };
     match (&cli.url, &cli.redis) {
         (Some(url), _) => {
             let admin = admin::Admin::new(url, cli.token.as_deref())?;
-            match cli.command {
+            match command {
                 Command::Stats => admin.stats().await,
                 Command::Keys { pattern } => admin.keys(pattern.as_deref()).await,
                 Command::Purge { patterns } => admin.purge(&patterns).await,
                 Command::Invalidate { dependency } => admin.invalidate(&dependency).await,
                 Command::Clear => admin.clear().await,
-                Command::Warm(_) => Ok(()),
+                Command::Warm(_) | Command::Proxy(_) => Ok(()),
             }
         }
         (None, Some(redis)) => {
             let tier = shared::Shared::new(redis, &cli.prefix)?;
-            match cli.command {
+            match command {
                 Command::Stats => tier.stats(),
                 Command::Keys { pattern } => tier.keys(pattern.as_deref()),
                 Command::Purge { .. } => Err(
@@ -127,7 +139,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 ),
                 Command::Invalidate { dependency } => tier.invalidate(&dependency),
                 Command::Clear => tier.clear(),
-                Command::Warm(_) => Ok(()),
+                Command::Warm(_) | Command::Proxy(_) => Ok(()),
             }
         }
         (None, None) => Err("say where the cache is: --url <admin page> or --redis <URL>".into()),

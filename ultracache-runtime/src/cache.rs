@@ -756,6 +756,24 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         self.core()?.lookup(key)
     }
 
+    /// The cached value for `key` from this process or, for a
+    /// [`shared`](Self::shared) cache, from the shared tier (which then joins
+    /// this process's store); never computes.
+    pub async fn fetch(&self, key: &K) -> Option<V> {
+        let core = self.core()?;
+        if let Some(v) = core.lookup(key) {
+            return Some(v);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &core.shared {
+            let start = generation::snapshot();
+            if let crate::redis::Found::Hit(value, deps) = shared.fetch(key).await {
+                return Some(core.shared_hit(key.clone(), None, value, deps, start));
+            }
+        }
+        None
+    }
+
     /// The cached value for `key`, or the value `f` computes (once, however many
     /// callers miss at the same time), stored with what `f` read.
     pub fn get_or_compute(&self, key: K, f: impl FnOnce() -> V) -> V {

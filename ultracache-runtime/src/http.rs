@@ -43,9 +43,14 @@
 mod key;
 mod layer;
 mod page;
+#[cfg(feature = "redis")]
+mod reader;
 mod urls;
 
 pub(crate) use layer::intern;
 pub use layer::{CacheLayer, CacheService};
-pub use page::{ClientCaching, X_CACHE};
+pub use page::{ClientCaching, Page, Stored, X_CACHE};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use reader::PageReader;
 pub use urls::{find_urls, purge_urls, route_stats, url_stats, CachedUrl, UrlStats};

@@ -63,6 +63,7 @@ struct Options {
     store: Option<&'static str>,
     surrogate: Option<HeaderName>,
     warm_token: Option<Arc<str>>,
+    shared: bool,
 }
 
 /// Caches whole responses of the routes it wraps; see the [module
@@ -152,6 +153,7 @@ impl CacheLayer {
                 store: None,
                 surrogate: None,
                 warm_token: None,
+                shared: false,
             },
             policy: Arc::new(OnceLock::new()),
         }
@@ -296,6 +298,13 @@ impl CacheLayer {
         self.set(|o| o.warm_token = Some(token))
     }
 
+    /// Keeps pages in the shared Redis tier too (see [`redis`](crate::redis)):
+    /// every app server, and `ultracache proxy`, can serve them. Without the
+    /// `redis` feature or a configured tier it does nothing.
+    pub fn shared(self) -> Self {
+        self.set(|o| o.shared = true)
+    }
+
     /// Larger bodies are streamed through and not stored (default 4 MiB).
     pub fn max_body_size(self, bytes: usize) -> Self {
         self.set(|o| o.max_body = bytes)
@@ -319,6 +328,7 @@ impl CacheLayer {
             };
             #[cfg(feature = "purge")]
             let cache = cache.on_invalidated(page_dropped);
+            let cache = if o.shared { cache.shared() } else { cache };
             let policy = Arc::new(Policy {
                 options: o.clone(),
                 cache,

@@ -15,9 +15,10 @@ use http::{HeaderMap, Method, Response, StatusCode};
 /// The response header that says how a response was served.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// What the response cache keeps under one key.
+/// What the response cache keeps under one key (public only so that a
+/// proxy can read pages from the shared tier; see [`PageReader`](super::PageReader)).
 #[derive(Clone, Debug)]
-pub(crate) enum Stored {
+pub enum Stored {
     /// The request headers the responses for this URL vary on; the pages are
     /// stored under keys that include their values.
     Variants(Arc<[HeaderName]>),
@@ -27,7 +28,7 @@ pub(crate) enum Stored {
 
 /// A stored response.
 #[derive(Debug)]
-pub(crate) struct Page {
+pub struct Page {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
@@ -347,5 +348,98 @@ mod tests {
             &tag
         ));
         assert!(!not_modified(&headers(&[("if-none-match", "\"x\"")]), &tag));
+    }
+}
+
+/// How a stored page travels through the shared tier.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum StoredWire {
+    Variants(Vec<String>),
+    Page(PageWire),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PageWire {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    etag: Vec<u8>,
+    stored_at_ms: u64,
+    fresh_until_ms: Option<u64>,
+    url: String,
+    route: Option<String>,
+    varied: Vec<(String, String)>,
+    tags: String,
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn time(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+impl serde::Serialize for Stored {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let wire = match self {
+            Stored::Variants(names) => {
+                StoredWire::Variants(names.iter().map(|n| n.as_str().to_owned()).collect())
+            }
+            Stored::Page(p) => StoredWire::Page(PageWire {
+                status: p.status.as_u16(),
+                headers: p
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                    .collect(),
+                body: p.body.to_vec(),
+                etag: p.etag.as_bytes().to_vec(),
+                stored_at_ms: millis(p.stored_at),
+                fresh_until_ms: p.fresh_until.map(millis),
+                url: p.url.clone(),
+                route: p.route.clone(),
+                varied: p.varied.clone(),
+                tags: p.tags.clone(),
+            }),
+        };
+        wire.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Stored {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        Ok(match StoredWire::deserialize(d)? {
+            StoredWire::Variants(names) => Stored::Variants(
+                names
+                    .iter()
+                    .map(|n| HeaderName::from_bytes(n.as_bytes()).map_err(D::Error::custom))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into(),
+            ),
+            StoredWire::Page(w) => {
+                let mut headers = HeaderMap::with_capacity(w.headers.len());
+                for (n, v) in w.headers {
+                    headers.append(
+                        HeaderName::from_bytes(n.as_bytes()).map_err(D::Error::custom)?,
+                        HeaderValue::from_bytes(&v).map_err(D::Error::custom)?,
+                    );
+                }
+                Stored::Page(Arc::new(Page {
+                    status: StatusCode::from_u16(w.status).map_err(D::Error::custom)?,
+                    headers,
+                    body: Bytes::from(w.body),
+                    etag: HeaderValue::from_bytes(&w.etag).map_err(D::Error::custom)?,
+                    stored_at: time(w.stored_at_ms),
+                    fresh_until: w.fresh_until_ms.map(time),
+                    url: w.url,
+                    route: w.route,
+                    varied: w.varied,
+                    tags: w.tags,
+                }))
+            }
+        })
     }
 }
