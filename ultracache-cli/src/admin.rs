@@ -171,13 +171,17 @@ impl Admin {
         Ok(())
     }
 
-    pub(crate) async fn clear(&self) -> Result<(), String> {
-        self.send(
-            self.request(reqwest::Method::POST, "clear")
-                .json(&json!({})),
-        )
-        .await?;
-        println!("cleared");
+    pub(crate) async fn clear(&self, store: Option<&str>) -> Result<(), String> {
+        let body = match store {
+            Some(s) => json!({ "store": s }),
+            None => json!({}),
+        };
+        self.send(self.request(reqwest::Method::POST, "clear").json(&body))
+            .await?;
+        match store {
+            Some(s) => println!("cleared store {s}"),
+            None => println!("cleared"),
+        }
         Ok(())
     }
 }

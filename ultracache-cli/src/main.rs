@@ -74,8 +74,12 @@ enum Command {
         /// `blog.post:42` or `blog.post`.
         dependency: String,
     },
-    /// Drops everything.
-    Clear,
+    /// Drops everything (or one named store of the app, with --store).
+    Clear {
+        /// A named store of the app (`Config::store`).
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// Requests a list of URLs so that they are cached when visitors come.
     Warm(Box<warm::WarmArgs>),
     /// Serves pages straight from the shared tier in front of the origin app
@@ -124,7 +128,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Command::Keys { pattern } => admin.keys(pattern.as_deref()).await,
                 Command::Purge { patterns } => admin.purge(&patterns).await,
                 Command::Invalidate { dependency } => admin.invalidate(&dependency).await,
-                Command::Clear => admin.clear().await,
+                Command::Clear { store } => admin.clear(store.as_deref()).await,
                 Command::Warm(_) | Command::Proxy(_) => Ok(()),
             }
         }
@@ -138,7 +142,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                         .into(),
                 ),
                 Command::Invalidate { dependency } => tier.invalidate(&dependency),
-                Command::Clear => tier.clear(),
+                Command::Clear { store: None } => tier.clear(),
+                Command::Clear { store: Some(_) } => {
+                    Err("named stores live in the app: use --url to clear one".into())
+                }
                 Command::Warm(_) | Command::Proxy(_) => Ok(()),
             }
         }

@@ -87,10 +87,18 @@ async fn stats_keys_purge_invalidate_and_clear_against_a_running_blog() {
     let keys = stdout(&tokio::task::block_in_place(|| run(&["keys"])));
     assert!(!keys.contains("/posts/post-6"), "{keys}");
 
-    let out = tokio::task::block_in_place(|| run(&["clear"]));
-    assert!(stdout(&out).contains("cleared"));
+    let out = tokio::task::block_in_place(|| run(&["clear", "--store", "no-such-store"]));
+    assert!(!out.status.success(), "an unknown store is an error");
+    let out = tokio::task::block_in_place(|| run(&["clear", "--store", "default"]));
+    assert!(
+        stdout(&out).contains("cleared store default"),
+        "{}",
+        stderr(&out)
+    );
     let keys = stdout(&tokio::task::block_in_place(|| run(&["keys"])));
     assert!(keys.trim().is_empty(), "{keys}");
+    let out = tokio::task::block_in_place(|| run(&["clear"]));
+    assert!(stdout(&out).contains("cleared"));
 
     // A wrong token is an error with a message, not an empty listing.
     let out =

@@ -285,6 +285,14 @@ fn ratio(hits: u64, misses: u64) -> String {
     }
 }
 
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20)),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
 fn human(d: Option<Duration>) -> String {
     match d {
         None => "never".into(),
@@ -378,19 +386,21 @@ async fn overview(State(admin): State<Shared>, parts: Parts) -> Response {
     let (hits, misses) = totals();
     let mut body = format!(
         "<div class=\"cards\"><div><div class=\"big\">{}</div>entries</div>\
+         <div><div class=\"big\">{}</div>memory</div>\
          <div><div class=\"big\">{}</div>hit ratio</div>\
          <div><div class=\"big\">{}</div>dependencies</div></div>{}",
         stats.entries,
+        size(stats.caches.iter().map(|c| c.bytes).sum()),
         ratio(hits, misses),
         stats.dependencies,
         chart(&admin)
     );
-    body.push_str("<h2>Per cache</h2><table><tr><th>cache</th><th>store</th><th class=num>entries</th><th class=num>hits</th><th class=num>misses</th><th class=num>ratio</th><th class=num>invalidated</th><th class=num>evicted</th></tr>");
+    body.push_str("<h2>Per cache</h2><table><tr><th>cache</th><th>store</th><th class=num>entries</th><th class=num>memory</th><th class=num>hits</th><th class=num>misses</th><th class=num>ratio</th><th class=num>invalidated</th><th class=num>evicted</th></tr>");
     for c in &stats.caches {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
-            esc(c.name), esc(&c.store), c.entries, c.hits, c.misses, ratio(c.hits, c.misses), c.invalidations, c.evictions
+            "<tr><td>{}</td><td>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
+            esc(c.name), esc(&c.store), c.entries, size(c.bytes), c.hits, c.misses, ratio(c.hits, c.misses), c.invalidations, c.evictions
         );
     }
     body.push_str("</table><h2>Per route</h2><table><tr><th>route</th><th class=num>hits</th><th class=num>misses</th><th class=num>ratio</th></tr>");
@@ -752,6 +762,7 @@ struct CacheRow {
     module: &'static str,
     store: String,
     entries: u64,
+    bytes: u64,
     hits: u64,
     misses: u64,
     inserts: u64,
@@ -780,6 +791,7 @@ async fn api_stats(State(admin): State<Shared>, parts: Parts) -> Response {
                 module: c.module,
                 store: c.store.clone(),
                 entries: c.entries,
+                bytes: c.bytes,
                 hits: c.hits,
                 misses: c.misses,
                 inserts: c.inserts,
@@ -872,6 +884,9 @@ async fn api_invalidate(
 struct ClearBody {
     #[serde(default)]
     csrf: String,
+    /// One named store only.
+    #[serde(default)]
+    store: Option<String>,
 }
 
 async fn api_clear(
@@ -882,6 +897,14 @@ async fn api_clear(
     if let Err(denied) = guard(&admin, &parts, &body.csrf) {
         return denied.into_response();
     }
-    crate::clear();
-    StatusCode::NO_CONTENT.into_response()
+    match body.store {
+        Some(store) if !crate::clear_store(&store) => {
+            (StatusCode::NOT_FOUND, format!("no store named {store:?}")).into_response()
+        }
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => {
+            crate::clear();
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
 }

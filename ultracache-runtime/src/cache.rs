@@ -524,11 +524,16 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
 impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
     fn stats(&self) -> CacheStats {
         let c = &self.counters;
+        let bytes = {
+            let guard = self.front.guard();
+            self.front.values(&guard).map(|s| u64::from(s.weight)).sum()
+        };
         CacheStats {
             name: self.name,
             module: self.module,
             store: self.store.name.clone(),
             entries: self.front.len() as u64,
+            bytes,
             hits: c.hits.get(),
             misses: c.misses.get(),
             inserts: c.inserts.get(),

@@ -141,6 +141,24 @@ pub fn clear() {
     clear_local();
 }
 
+/// Drops every entry of the store named `name` (in this process), and
+/// nothing else; `false` when no such store is configured.
+///
+/// ```
+/// assert!(ultracache::clear_store("default"));
+/// assert!(!ultracache::clear_store("no-such-store"));
+/// ```
+pub fn clear_store(name: &str) -> bool {
+    match runtime::get().store(Some(name)) {
+        Some(store) => {
+            generation::stamp_all();
+            store.clear();
+            true
+        }
+        None => false,
+    }
+}
+
 /// Drops every entry of this process.
 pub(crate) fn clear_local() {
     generation::stamp_all();

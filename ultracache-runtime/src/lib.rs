@@ -52,7 +52,7 @@ pub use dep::{id_key, Dep, IdHasher, Kind};
 pub use fragment::fragment;
 pub use generation::Snapshot;
 pub use invalidation::{
-    clear, dependents, invalidate, invalidate_any_of, invalidate_deps, invalidate_id,
+    clear, clear_store, dependents, invalidate, invalidate_any_of, invalidate_deps, invalidate_id,
     invalidate_kind, run_pending_tasks, stats,
 };
 pub use paths::{invalidate_paths, path_dep, DependentPaths, PATH_KIND};

@@ -77,6 +77,9 @@ pub struct CacheStats {
     pub store: String,
     /// Entries it holds now.
     pub entries: u64,
+    /// The estimated memory of those entries (keys, values with
+    /// [`HeapSize`](crate::HeapSize) where known, dependency lists).
+    pub bytes: u64,
     /// Calls answered from the cache (including callers that waited for another
     /// caller's computation of the same key).
     pub hits: u64,
