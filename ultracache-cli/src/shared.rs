@@ -85,8 +85,8 @@ impl Shared {
     pub(crate) fn invalidate(&self, dependency: &str) -> Result<(), String> {
         self.connection()?;
         self.runtime()?;
-        let dep =
-            parse(dependency).ok_or_else(|| format!("{dependency:?}: expected kind:id or kind"))?;
+        let dep = ultracache::Dep::parse(dependency)
+            .ok_or_else(|| format!("{dependency:?}: expected kind:id or kind"))?;
         ultracache::invalidate_deps(&[dep]);
         let stats = ultracache::redis::tier_stats();
         if stats.errors > 0 {
@@ -103,23 +103,6 @@ impl Shared {
         println!("cleared the shared tier (prefix {})", self.prefix);
         Ok(())
     }
-}
-
-/// `kind:id` (integers keep their value, other ids are hashed as strings) or
-/// `kind`.
-fn parse(dep: &str) -> Option<ultracache::Dep> {
-    let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
-    let dep = dep.trim();
-    if dep.is_empty() {
-        return None;
-    }
-    Some(match dep.rsplit_once(':') {
-        Some((kind, id)) => match id.parse::<i64>() {
-            Ok(n) => ultracache::Dep::object(ultracache::Kind::new(leak(kind)), &n),
-            Err(_) => ultracache::Dep::object(ultracache::Kind::new(leak(kind)), id),
-        },
-        None => ultracache::Dep::kind(ultracache::Kind::new(leak(dep))),
-    })
 }
 
 fn glob(pattern: &str, text: &str) -> bool {

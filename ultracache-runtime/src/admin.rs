@@ -570,7 +570,7 @@ struct ModelView {
 }
 
 fn model_view(dep: &str) -> Option<ModelView> {
-    let parsed = parse_dep(dep)?;
+    let parsed = crate::Dep::parse(dep)?;
     let urls = find_urls(&["*"])
         .into_iter()
         .filter(|u| u.dependencies.iter().any(|d| d == dep))
@@ -580,22 +580,6 @@ fn model_view(dep: &str) -> Option<ModelView> {
         dependency: dep.to_owned(),
         entries: crate::dependents(&parsed),
         urls,
-    })
-}
-
-/// `kind:id` or `kind` (an id that is not a number is hashed as a string).
-fn parse_dep(dep: &str) -> Option<crate::Dep> {
-    let dep = dep.trim();
-    if dep.is_empty() {
-        return None;
-    }
-    let intern = |s: &str| -> &'static str { crate::http::intern(s) };
-    Some(match dep.rsplit_once(':') {
-        Some((kind, id)) => match id.parse::<i64>() {
-            Ok(n) => crate::Dep::object(crate::Kind::new(intern(kind)), &n),
-            Err(_) => crate::Dep::object(crate::Kind::new(intern(kind)), id),
-        },
-        None => crate::Dep::kind(crate::Kind::new(intern(dep))),
     })
 }
 
@@ -727,7 +711,7 @@ async fn invalidate_form(
     if let Err(denied) = guard(&admin, &parts, &form.csrf) {
         return denied.into_response();
     }
-    if let Some(dep) = form.dep.as_deref().and_then(parse_dep) {
+    if let Some(dep) = form.dep.as_deref().and_then(crate::Dep::parse) {
         crate::invalidate_deps(&[dep]);
     }
     back(&parts)
@@ -874,7 +858,7 @@ async fn api_invalidate(
     if let Err(denied) = guard(&admin, &parts, &body.csrf) {
         return denied.into_response();
     }
-    match parse_dep(&body.dep) {
+    match crate::Dep::parse(&body.dep) {
         Some(dep) => Json(crate::invalidate_deps(&[dep])).into_response(),
         None => (StatusCode::BAD_REQUEST, "dep=kind:id or dep=kind").into_response(),
     }

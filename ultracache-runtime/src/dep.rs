@@ -135,6 +135,53 @@ impl Dep {
     }
 }
 
+impl Dep {
+    /// The dependency written as [`Display`](fmt::Display) writes it:
+    /// `kind:id` or `kind`. An id that is a number is taken as written (the
+    /// id key of an integer id); any other id is reduced like a string id.
+    ///
+    /// ```
+    /// use ultracache::{Dep, Kind};
+    /// const POST: Kind = Kind::new("blog.post");
+    /// assert_eq!(Dep::parse("blog.post:42"), Some(Dep::object(POST, &42i64)));
+    /// assert_eq!(Dep::parse("blog.post:-1"), Some(Dep::object(POST, &-1i64)));
+    /// assert_eq!(Dep::parse("blog.post:hello"), Some(Dep::object(POST, "hello")));
+    /// assert_eq!(Dep::parse("blog.post"), Some(Dep::kind(POST)));
+    /// assert_eq!(Dep::parse(" "), None);
+    /// ```
+    pub fn parse(text: &str) -> Option<Dep> {
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        Some(match text.rsplit_once(':') {
+            Some((kind, id)) => {
+                let kind = Kind::new(intern(kind));
+                match (id.parse::<u64>(), id.parse::<i64>()) {
+                    (Ok(key), _) => Dep::object_key(kind, key),
+                    (_, Ok(n)) => Dep::object(kind, &n),
+                    _ => Dep::object(kind, id),
+                }
+            }
+            None => Dep::kind(Kind::new(intern(text))),
+        })
+    }
+}
+
+/// Names read at run time (from Redis, a URL, the command line) live for the
+/// program, once each: kinds and caches are a handful.
+pub(crate) fn intern(name: &str) -> &'static str {
+    use std::sync::{Mutex, PoisonError};
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(n) = names.iter().find(|n| **n == name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
 impl fmt::Debug for Dep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Dep({self})")

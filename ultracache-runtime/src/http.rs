@@ -47,7 +47,6 @@ mod page;
 mod reader;
 mod urls;
 
-pub(crate) use layer::intern;
 pub use layer::{CacheLayer, CacheService};
 pub use page::{ClientCaching, Page, Stored, X_CACHE};
 #[cfg(feature = "redis")]

@@ -104,19 +104,6 @@ impl fmt::Debug for CacheLayer {
     }
 }
 
-/// Names live for the program: a cache's name is `&'static str`. Each distinct
-/// name is leaked once.
-pub(crate) fn intern(name: &str) -> &'static str {
-    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(n) = names.iter().find(|n| **n == name) {
-        return n;
-    }
-    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    names.push(leaked);
-    leaked
-}
-
 impl CacheLayer {
     /// Keeps responses for `timeout`. A timeout of zero stores nothing and
     /// tells clients not to cache either.
@@ -168,7 +155,7 @@ impl CacheLayer {
 
     /// The name its statistics appear under (default `"http"`).
     pub fn name(self, name: &str) -> Self {
-        let name = intern(name);
+        let name = crate::dep::intern(name);
         self.set(|o| o.name = name)
     }
 

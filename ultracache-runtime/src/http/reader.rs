@@ -7,9 +7,9 @@ use http::{HeaderValue, Response};
 use std::time::{Duration, SystemTime};
 
 use super::key::{normalized_query, QueryParams};
-use super::layer::intern;
 use super::page::{ClientCaching, Served, Stored};
 use crate::cache::Cache;
+use crate::dep::intern;
 
 /// Reads the pages a [`CacheLayer::shared`](super::CacheLayer::shared) named
 /// `name` stored, from any process configured with the same Redis tier and

@@ -115,7 +115,7 @@ pub(crate) fn decode<V: DeserializeOwned>(
         .deps
         .iter()
         .map(|StoredDep(kind, id)| {
-            let kind = Kind::new(intern(kind));
+            let kind = Kind::new(crate::dep::intern(kind));
             match id {
                 Some(id) => Dep::object_key(kind, *id),
                 None => Dep::kind(kind),
@@ -125,34 +125,11 @@ pub(crate) fn decode<V: DeserializeOwned>(
     Some((decoded.value, deps))
 }
 
-/// Kind names read from Redis live for the program (a program has a handful).
-fn intern(name: &str) -> &'static str {
-    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(n) = names.iter().find(|n| **n == name) {
-        return n;
-    }
-    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    names.push(leaked);
-    leaked
-}
-
 /// A dependency as it is named in Redis keys and invalidation messages.
 pub(crate) fn dep_name(dep: &Dep) -> String {
     match dep.id_key() {
         Some(id) => format!("{}:{id}", dep.model_kind().name()),
         None => dep.model_kind().name().to_owned(),
-    }
-}
-
-/// The dependency named `name` (see [`dep_name`]).
-pub(crate) fn parse_dep(name: &str) -> Option<Dep> {
-    match name.rsplit_once(':') {
-        Some((kind, id)) => id
-            .parse()
-            .ok()
-            .map(|id| Dep::object_key(Kind::new(intern(kind)), id)),
-        None => Some(Dep::kind(Kind::new(intern(name)))),
     }
 }
 
@@ -200,10 +177,8 @@ mod tests {
     fn dependency_names_round_trip() {
         let d = Dep::object(Kind::new("blog.post"), &42u32);
         assert_eq!(dep_name(&d), "blog.post:42");
-        assert_eq!(parse_dep("blog.post:42"), Some(d));
-        assert_eq!(
-            parse_dep("blog.post"),
-            Some(Dep::kind(Kind::new("blog.post")))
-        );
+        assert_eq!(Dep::parse(&dep_name(&d)), Some(d));
+        let k = Dep::kind(Kind::new("blog.post"));
+        assert_eq!(Dep::parse(&dep_name(&k)), Some(k));
     }
 }

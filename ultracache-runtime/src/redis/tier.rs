@@ -21,7 +21,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 use crate::clock;
 use crate::dep::Dep;
 
-use super::codec::{dep_name, parse_dep};
+use super::codec::dep_name;
 
 /// How long one Redis call may take before the tier counts as down.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -387,11 +387,11 @@ fn apply(message: &str) {
             for line in lines {
                 match line.strip_prefix('*') {
                     Some(kind) => {
-                        if let Some(d) = parse_dep(kind) {
+                        if let Some(d) = Dep::parse(kind) {
                             kinds.push(d.model_kind());
                         }
                     }
-                    None => deps.extend(parse_dep(line)),
+                    None => deps.extend(Dep::parse(line)),
                 }
             }
             crate::invalidation::invalidate_local(&deps, &kinds);
