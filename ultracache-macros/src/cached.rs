@@ -4,10 +4,11 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::{Expr, Lit};
+use syn::Expr;
 
 use crate::args::CachedArgs;
 use crate::ast::{check_wrappable, Function};
+use crate::timeout;
 use crate::util::{fake_return, private, private_at, Errors};
 
 pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> {
@@ -25,7 +26,7 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
         errors.spanned(p, "`#[cached]` functions cannot be generic over consts");
     }
 
-    let timeout = timeout(&args, &mut errors);
+    let timeout = timeout::parse(args.timeout.as_ref(), &args.forever, &mut errors);
     let p = private(args.krate.as_ref());
     let (key, assert_key) = key(&args, &f, &mut errors);
     errors.finish()?;
@@ -38,16 +39,7 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
         }
         None => quote!(::core::option::Option::None),
     };
-    let timeout = match timeout {
-        Timeout::Default => quote!(#p::Timeout::StoreDefault),
-        Timeout::Forever => quote!(#p::Timeout::Forever),
-        Timeout::Secs(lit) => {
-            quote!(#p::Timeout::After(::core::time::Duration::from_secs(#lit)))
-        }
-        Timeout::Expr(e) => quote_spanned! {e.span()=>
-            #p::Timeout::Computed(|| #p::IntoTimeout::into_timeout(#e))
-        },
-    };
+    let timeout = timeout::tokens(&p, timeout);
     let ret = &f.ret;
     let ret_span = ret.span();
     let track_args = f.args.iter().filter_map(|a| a.ident.as_ref()).map(|ident| {
@@ -129,66 +121,6 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
         #(#attrs)*
         #vis #sig #new_body
     })
-}
-
-enum Timeout {
-    Default,
-    Forever,
-    Secs(syn::LitInt),
-    Expr(Expr),
-}
-
-fn timeout(args: &CachedArgs, errors: &mut Errors) -> Timeout {
-    let forever = args.forever.is_present();
-    let Some(expr) = &args.timeout else {
-        return if forever {
-            Timeout::Forever
-        } else {
-            Timeout::Default
-        };
-    };
-    let expr = &expr.0;
-    if forever {
-        errors.push(syn::Error::new(
-            args.forever.span(),
-            "`forever` and `timeout` contradict each other: keep one",
-        ));
-    }
-    match expr {
-        Expr::Lit(l) => match &l.lit {
-            Lit::Int(i) if i.base10_digits().starts_with('-') => {
-                errors.spanned(expr, "`timeout` cannot be negative");
-                Timeout::Default
-            }
-            Lit::Int(i) => match i.base10_parse::<u64>() {
-                Ok(_) => Timeout::Secs(i.clone()),
-                Err(_) => {
-                    errors.spanned(i, "`timeout` must fit in whole seconds (a u64)");
-                    Timeout::Default
-                }
-            },
-            Lit::Float(x) => {
-                errors.spanned(
-                    x,
-                    "`timeout` is whole seconds: write an integer, or a `Duration` \
-                     such as `Duration::from_millis(1500)`",
-                );
-                Timeout::Default
-            }
-            other => {
-                errors.spanned(
-                    other,
-                    "`timeout` is whole seconds or a `Duration` expression, not a literal of this kind",
-                );
-                Timeout::Default
-            }
-        },
-        Expr::Unary(u) if matches!(u.op, syn::UnOp::Neg(_)) => {
-            errors.spanned(u, "`timeout` cannot be negative");
-            Timeout::Default
-        }
-        other => Timeout::Expr(other.clone()),
-    }
 }
 
 /// The key expression (owned), and assertions that put "not a key" errors on

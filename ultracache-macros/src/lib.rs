@@ -7,6 +7,8 @@ mod args;
 mod ast;
 mod cached;
 mod invalidates;
+mod model;
+mod timeout;
 mod trackable;
 mod tracks;
 mod util;
@@ -172,6 +174,51 @@ pub fn derive_trackable(input: TokenStream) -> TokenStream {
             trackable::TrackableInput::from_derive_input(&input).map_err(syn::Error::from)
         })
         .and_then(trackable::expand);
+    match result {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// Makes a struct a cache model: kept in the cache under a key made from its
+/// `#[cache(key)]` fields, with `save`, `get` and `delete` (see the
+/// `CacheModel` trait for the arguments), and a generated `<Type>Key` struct.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use ultracache::{CacheModel, Reference};
+///
+/// #[derive(CacheModel, Serialize, Deserialize)]
+/// struct Workplace { #[cache(key)] name: String, phone: String, employees: u32 }
+///
+/// #[derive(CacheModel, Serialize, Deserialize)]
+/// #[cache(timeout = 600)]
+/// struct User {
+///     #[cache(key)]
+///     username: String,
+///     email: String,
+///     workplace: Reference<Workplace>,
+///     mother: Option<Reference<User>>,
+/// }
+///
+/// let acme = Workplace { name: "Acme".into(), phone: "555-0100".into(), employees: 12 };
+/// acme.save().unwrap();
+/// let bob = User {
+///     username: "bob".into(),
+///     email: "bob@example.com".into(),
+///     workplace: Reference::new(acme),
+///     mother: None,
+/// };
+/// bob.save().unwrap();
+/// let u = User::get(&UserKey { username: "bob".into() }).unwrap();
+/// assert_eq!(u.workplace.get().unwrap().employees, 12);
+/// ```
+#[proc_macro_derive(CacheModel, attributes(cache))]
+pub fn derive_cache_model(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as syn::DeriveInput);
+    let result = model::check_shape(&input)
+        .and_then(|()| model::ModelInput::from_derive_input(&input).map_err(syn::Error::from))
+        .and_then(model::expand);
     match result {
         Ok(t) => t.into(),
         Err(e) => e.to_compile_error().into(),

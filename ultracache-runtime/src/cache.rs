@@ -687,6 +687,24 @@ impl<K, V> Cache<K, V> {
         self
     }
 
+    /// Like [`shared`](Self::shared), for values that are the bytes of a `T`:
+    /// the entries carry `T`'s fingerprint, so a changed `T` reads as a miss.
+    pub(crate) const fn shared_as<T>(self) -> Self
+    where
+        K: serde::Serialize,
+        V: serde::Serialize + serde::de::DeserializeOwned + 'static,
+        T: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        #[cfg(feature = "redis")]
+        {
+            let mut this = self;
+            this.codec = Some(crate::redis::Codec::new().fingerprint_of::<T>());
+            this
+        }
+        #[cfg(not(feature = "redis"))]
+        self
+    }
+
     /// Calls `hook` with each entry an invalidation (or `clear`) drops, after
     /// it is dropped; evictions and expiry do not call it.
     pub const fn on_invalidated(mut self, hook: fn(&K, &V)) -> Self {
@@ -752,6 +770,11 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         let handle: Arc<dyn CacheHandle> = Arc::clone(&core) as Arc<dyn CacheHandle>;
         rt.register_cache(Arc::downgrade(&handle));
         Some(core)
+    }
+
+    /// Whether the cache's store is configured (else every call computes).
+    pub(crate) fn connected(&self) -> bool {
+        self.core().is_some()
     }
 
     /// The cached value for `key`, if there is a live one. A hit inside a
@@ -903,6 +926,35 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             Some(core) => core.publish(key, value, deps, since.0, None).is_some(),
             None => false,
         }
+    }
+
+    /// Stores `value` for `key`, replacing the entry there is: a value the
+    /// caller *wrote* rather than computed, so it is stored whatever was
+    /// invalidated before. It depends on `deps`: invalidating one drops it. A
+    /// [`shared`](Self::shared) cache also writes it through to the shared
+    /// tier, and returns once Redis has it (or the tier's timeout passed).
+    ///
+    /// Returns whether this process stored it (`false` when the cache's store
+    /// is not configured, or when one of `deps` was invalidated meanwhile).
+    ///
+    /// ```
+    /// use ultracache::Cache;
+    ///
+    /// static NAMES: Cache<u32, String> = Cache::new("names-by-id");
+    /// assert!(NAMES.insert(1, "Ada".into(), &[]));
+    /// assert_eq!(NAMES.get(&1).as_deref(), Some("Ada"));
+    /// ```
+    pub fn insert(&self, key: K, value: V, deps: &[Dep]) -> bool {
+        let Some(core) = self.core() else {
+            return false;
+        };
+        let start = generation::snapshot();
+        let deps = recorder::normalize(deps.to_vec());
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &core.shared {
+            shared.store_now(&key, &value, &deps);
+        }
+        core.publish(key, value, deps, start, None).is_some()
     }
 
     /// The live entries: key, value, time left and dependencies. Entries found

@@ -23,6 +23,7 @@ mod invalidation;
 #[cfg(feature = "minijinja")]
 #[cfg_attr(docsrs, doc(cfg(feature = "minijinja")))]
 pub mod minijinja;
+mod model;
 mod paths;
 #[cfg(feature = "purge")]
 #[cfg_attr(docsrs, doc(cfg(feature = "purge")))]
@@ -55,6 +56,7 @@ pub use invalidation::{
     clear, clear_store, dependents, invalidate, invalidate_any_of, invalidate_deps, invalidate_id,
     invalidate_kind, run_pending_tasks, stats,
 };
+pub use model::{CacheModel, FromMiss, Missing, ModelKey, Reference, SaveError};
 pub use paths::{invalidate_paths, path_dep, DependentPaths, PATH_KIND};
 pub use recorder::{
     capture, capture_future, track, track_dep, track_deps, track_id, track_kind, track_value,

@@ -13,11 +13,13 @@ pub use std::vec::Vec;
 pub use crate::cache::{Cache, CacheKey, CacheValue, OkOnly, Outcome, Plain, Timeout};
 pub use crate::dep::{Dep, Kind};
 pub use crate::invalidation::{invalidate_any_of, invalidate_deps};
+pub use crate::model::{assert_key_field, CacheModel, FromMiss, ModelCache, Stored};
 pub use crate::paths::DependentPaths;
 pub use crate::recorder::{track_kind_of, track_value};
 pub use crate::registration::{CachedFn, FnRegistration, ModelInfo};
 pub use crate::trackable::{model_visit_deps, model_visit_paths, Models, Trackable};
 pub use crate::weigh::HeapSize;
+pub use serde;
 
 /// Selects how a return type is stored: `Result` stores its `Ok`, anything
 /// else is stored whole. Autoref specialization: `(&&OutcomeProbe::<R>::NEW)
@@ -313,3 +315,27 @@ where
         None => body.await,
     }
 }
+
+/// Calls `FromMiss::from_miss` when the model implements it (autoref
+/// specialization: `(&&FromMissProbe::<M>::NEW).__ultracache_from_miss(key)`).
+pub struct FromMissProbe<M>(PhantomData<fn() -> M>);
+
+impl<M> FromMissProbe<M> {
+    pub const NEW: Self = FromMissProbe(PhantomData);
+}
+
+pub trait HasFromMiss<M: CacheModel> {
+    fn __ultracache_from_miss(&self, key: &M::Key) -> Option<M>;
+}
+impl<M: FromMiss> HasFromMiss<M> for &FromMissProbe<M> {
+    fn __ultracache_from_miss(&self, key: &M::Key) -> Option<M> {
+        M::from_miss(key)
+    }
+}
+
+pub trait NoFromMiss<M: CacheModel> {
+    fn __ultracache_from_miss(&self, _key: &M::Key) -> Option<M> {
+        None
+    }
+}
+impl<M: CacheModel> NoFromMiss<M> for FromMissProbe<M> {}

@@ -72,6 +72,14 @@ impl<K: Serialize, V: Serialize + DeserializeOwned + 'static> Codec<K, V> {
             fingerprint: codec::fingerprint::<V>,
         }
     }
+
+    /// The codec with the fingerprint of `T`: for values that are `T`'s bytes.
+    pub(crate) const fn fingerprint_of<T: Serialize + DeserializeOwned + 'static>(
+        mut self,
+    ) -> Self {
+        self.fingerprint = codec::fingerprint::<T>;
+        self
+    }
 }
 
 /// A shared cache's link to the tier.
@@ -142,6 +150,17 @@ impl<K, V> Shared<K, V> {
         };
         if let Some(bytes) = (self.codec.encode)(self.fingerprint, &key_bytes, deps, value) {
             self.tier.store(redis_key, bytes, self.timeout, deps, since);
+        }
+    }
+
+    /// Stores a value written (not computed) and waits until Redis has it.
+    pub(crate) fn store_now(&self, key: &K, value: &V, deps: &[Dep]) -> bool {
+        let Some((redis_key, key_bytes)) = self.entry_key(key) else {
+            return false;
+        };
+        match (self.codec.encode)(self.fingerprint, &key_bytes, deps, value) {
+            Some(bytes) => self.tier.store_now(redis_key, bytes, self.timeout, deps),
+            None => false,
         }
     }
 }

@@ -118,6 +118,8 @@ enum Op {
         ttl: Option<Duration>,
         deps: Vec<String>,
         since: u64,
+        /// Told whether Redis stored the entry (`None`: it could not be asked).
+        reply: Option<Box<dyn FnOnce(Option<bool>) + Send>>,
     },
     Invalidate {
         objects: Vec<String>,
@@ -303,8 +305,37 @@ impl Tier {
                 ttl,
                 deps: deps.iter().map(dep_name).collect(),
                 since,
+                reply: None,
             });
         }
+    }
+
+    /// Stores an entry whatever was invalidated before (a value written, not
+    /// computed), and waits (at most the timeout) until Redis has it, so that
+    /// no node reads an older entry from Redis after this returns. Whether
+    /// Redis stored it.
+    pub(crate) fn store_now(
+        &self,
+        key: String,
+        bytes: Vec<u8>,
+        ttl: Option<Duration>,
+        deps: &[Dep],
+    ) -> bool {
+        if !self.available() {
+            return false;
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let sent = self.send(Op::Store {
+            key,
+            bytes,
+            ttl,
+            deps: deps.iter().map(dep_name).collect(),
+            since: u64::MAX,
+            reply: Some(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
+        });
+        sent && matches!(rx.recv_timeout(self.timeout), Ok(Some(true)))
     }
 
     /// Deletes an entry that did not decode.
@@ -496,8 +527,17 @@ async fn execute(
             ttl,
             deps,
             since,
+            reply,
         } => {
-            let mut c = connection(client, conn, timeout).await?;
+            let mut c = match connection(client, conn, timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    if let Some(reply) = reply {
+                        reply(None);
+                    }
+                    return Err(e);
+                }
+            };
             let ttl_ms = ttl.map_or(0, |t| t.as_millis().max(1) as u64);
             let mut invocation = store.key(&key);
             invocation
@@ -508,13 +548,16 @@ async fn execute(
             for d in &deps {
                 invocation.arg(d);
             }
-            let stored: i64 = invocation.invoke_async(&mut c).await?;
-            if stored == 1 {
-                tier.counts.stores.fetch_add(1, SeqCst);
-            } else {
-                tier.counts.refused.fetch_add(1, SeqCst);
+            let stored = invocation.invoke_async::<i64>(&mut c).await;
+            match &stored {
+                Ok(1) => tier.counts.stores.fetch_add(1, SeqCst),
+                Ok(_) => tier.counts.refused.fetch_add(1, SeqCst),
+                Err(_) => 0,
+            };
+            if let Some(reply) = reply {
+                reply(stored.as_ref().ok().map(|n| *n == 1));
             }
-            Ok(())
+            stored.map(drop)
         }
         Op::Invalidate {
             objects,

@@ -1,0 +1,535 @@
+//! Cache models (`#[derive(CacheModel)]`) in the in-process store: round
+//! trips, missing keys, references (present, missing, to the same type, in a
+//! cycle), `FromMiss`, keys that never collide across types, and the
+//! dependencies that keep what was computed from a model fresh.
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use common::Runs;
+use serde::{Deserialize, Serialize};
+use ultracache::{
+    cached, invalidate, tracks, CacheModel, FromMiss, Missing, Reference, SaveError, Trackable,
+};
+
+#[derive(CacheModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cache(name = "models.workplace")]
+struct Workplace {
+    #[cache(key)]
+    name: String,
+    phone: String,
+    employees: u32,
+}
+
+#[derive(CacheModel, Serialize, Deserialize, Debug)]
+#[cache(name = "models.user", timeout = 600)]
+struct User {
+    #[cache(key)]
+    username: String,
+    email: String,
+    workplace: Reference<Workplace>,
+    mother: Option<Reference<User>>,
+}
+
+fn workplace(name: &str, phone: &str) -> Workplace {
+    Workplace {
+        name: name.into(),
+        phone: phone.into(),
+        employees: 3,
+    }
+}
+
+fn user(username: &str, workplace: &str, mother: Option<&str>) -> User {
+    User {
+        username: username.into(),
+        email: format!("{username}@example.com"),
+        workplace: Reference::to(WorkplaceKey::new(workplace.into())),
+        mother: mother.map(|m| Reference::to(UserKey::new(m.into()))),
+    }
+}
+
+#[test]
+fn round_trip_and_missing_key() {
+    let w = workplace("RoundTrip Ltd", "555-0001");
+    w.save().unwrap();
+    let key = WorkplaceKey {
+        name: "RoundTrip Ltd".into(),
+    };
+    assert_eq!(Workplace::get(&key), Ok(w.clone()));
+    assert_eq!(w.key(), key);
+
+    let absent = WorkplaceKey::from("Nowhere Inc".to_owned());
+    let err = Workplace::get(&absent).unwrap_err();
+    assert_eq!(err.model, "models.workplace");
+    assert!(err.key.contains("Nowhere Inc"), "{err}");
+    assert_eq!(err.referenced_by, None);
+    assert!(err.to_string().contains("models.workplace"), "{err}");
+
+    // Saving again replaces; deleting removes.
+    let mut w2 = w.clone();
+    w2.employees = 40;
+    w2.save().unwrap();
+    assert_eq!(Workplace::get(&key).unwrap().employees, 40);
+    Workplace::delete(&key);
+    assert!(Workplace::get(&key).is_err());
+}
+
+#[test]
+fn references_load_with_their_holder_and_are_always_current() {
+    workplace("RefCo", "555-0100").save().unwrap();
+    user("ref-bob", "RefCo", None).save().unwrap();
+
+    let bob = User::get(&UserKey::new("ref-bob".into())).unwrap();
+    let loaded = bob.workplace.loaded().expect("loaded by get");
+    assert_eq!(loaded.phone, "555-0100");
+    assert_eq!(bob.workplace.key().name, "RefCo");
+
+    // The workplace changes: the user, read again, sees the new one.
+    workplace("RefCo", "555-0199").save().unwrap();
+    let bob = User::get(&UserKey::new("ref-bob".into())).unwrap();
+    assert_eq!(bob.workplace.get().unwrap().phone, "555-0199");
+}
+
+#[test]
+fn a_missing_reference_makes_get_fail() {
+    workplace("GoneCo", "555-0200").save().unwrap();
+    user("gone-bob", "GoneCo", None).save().unwrap();
+    assert!(User::get(&UserKey::new("gone-bob".into())).is_ok());
+
+    Workplace::delete(&WorkplaceKey::new("GoneCo".into()));
+    let err = User::get(&UserKey::new("gone-bob".into())).unwrap_err();
+    assert_eq!(err.model, "models.workplace");
+    assert!(err.key.contains("GoneCo"));
+    assert_eq!(err.referenced_by, Some("models.user"));
+
+    // The user itself is still stored: once the workplace is back, it loads.
+    workplace("GoneCo", "555-0201").save().unwrap();
+    let bob = User::get(&UserKey::new("gone-bob".into())).unwrap();
+    assert_eq!(bob.workplace.get().unwrap().phone, "555-0201");
+
+    // A missing mother (a self-reference) fails the same way.
+    user("orphan", "GoneCo", Some("nobody")).save().unwrap();
+    let err = User::get(&UserKey::new("orphan".into())).unwrap_err();
+    assert_eq!(
+        (err.model, err.referenced_by),
+        ("models.user", Some("models.user"))
+    );
+    assert!(err.key.contains("nobody"));
+}
+
+#[test]
+fn self_references_and_cycles() {
+    workplace("FamilyCo", "555-0300").save().unwrap();
+    user("grandma", "FamilyCo", None).save().unwrap();
+    user("mum", "FamilyCo", Some("grandma")).save().unwrap();
+    user("kid", "FamilyCo", Some("mum")).save().unwrap();
+
+    let kid = User::get(&UserKey::new("kid".into())).unwrap();
+    let mum = kid.mother.as_ref().unwrap().loaded().expect("loaded");
+    assert_eq!(mum.username, "mum");
+    let grandma = mum.mother.as_ref().unwrap().loaded().expect("loaded");
+    assert_eq!(grandma.username, "grandma");
+    assert!(grandma.mother.is_none());
+    assert_eq!(grandma.workplace.loaded().unwrap().phone, "555-0300");
+
+    // Her own mother: the reference that closes the cycle loads when read.
+    user("ouroboros", "FamilyCo", Some("ouroboros"))
+        .save()
+        .unwrap();
+    let o = User::get(&UserKey::new("ouroboros".into())).unwrap();
+    let again = o.mother.as_ref().unwrap();
+    assert!(again.loaded().is_none(), "the cycle is not loaded eagerly");
+    assert_eq!(again.get().unwrap().username, "ouroboros");
+
+    // A two-step cycle.
+    user("ann", "FamilyCo", Some("eve")).save().unwrap();
+    user("eve", "FamilyCo", Some("ann")).save().unwrap();
+    let ann = User::get(&UserKey::new("ann".into())).unwrap();
+    let eve = ann.mother.as_ref().unwrap().loaded().expect("eve loads");
+    assert_eq!(eve.username, "eve");
+    let back = eve.mother.as_ref().unwrap();
+    assert!(back.loaded().is_none());
+    assert_eq!(back.get().unwrap().username, "ann");
+}
+
+// ---- from_miss ----
+
+static PROFILE_RUNS: Runs = Runs::new();
+
+#[derive(CacheModel, Serialize, Deserialize, Debug, PartialEq)]
+#[cache(name = "models.profile")]
+struct Profile {
+    #[cache(key)]
+    user_id: u64,
+    display_name: String,
+}
+
+impl FromMiss for Profile {
+    fn from_miss(key: &ProfileKey) -> Option<Self> {
+        PROFILE_RUNS.hit();
+        (key.user_id < 1000).then(|| Profile {
+            // The key fields are set from the key asked for.
+            user_id: 0,
+            display_name: format!("user {}", key.user_id),
+        })
+    }
+}
+
+#[test]
+fn from_miss_builds_saves_and_returns() {
+    let p = Profile::get(&ProfileKey::new(7)).unwrap();
+    assert_eq!(
+        p,
+        Profile {
+            user_id: 7,
+            display_name: "user 7".into()
+        }
+    );
+    assert_eq!(PROFILE_RUNS.get(), 1);
+    assert_eq!(Profile::get(&ProfileKey::new(7)).unwrap().user_id, 7);
+    assert_eq!(PROFILE_RUNS.get(), 1, "saved: the second get is a hit");
+
+    // `None`: missing, and nothing stored (asked again next time).
+    assert!(Profile::get(&ProfileKey::new(5000)).is_err());
+    assert!(Profile::get(&ProfileKey::new(5000)).is_err());
+    assert_eq!(PROFILE_RUNS.get(), 3);
+
+    // A saved object wins over building one.
+    Profile {
+        user_id: 8,
+        display_name: "Eight".into(),
+    }
+    .save()
+    .unwrap();
+    assert_eq!(
+        Profile::get(&ProfileKey::new(8)).unwrap().display_name,
+        "Eight"
+    );
+    assert_eq!(PROFILE_RUNS.get(), 3);
+}
+
+// ---- Trackable-aware ----
+
+#[derive(Clone, Debug, Trackable)]
+#[trackable(kind = "models.author")]
+struct Author {
+    id: u64,
+    name: String,
+}
+
+static AUTHOR_NAMES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+#[tracks]
+fn load_author(id: u64) -> Author {
+    let names = AUTHOR_NAMES.lock().unwrap();
+    Author {
+        id,
+        name: names
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_else(|| "?".into()),
+    }
+}
+
+static CARD_RUNS: Runs = Runs::new();
+
+#[derive(CacheModel, Serialize, Deserialize, Debug)]
+#[cache(name = "models.author_card", forever)]
+struct AuthorCard {
+    #[cache(key)]
+    author_id: u64,
+    headline: String,
+}
+
+impl FromMiss for AuthorCard {
+    fn from_miss(key: &AuthorCardKey) -> Option<Self> {
+        CARD_RUNS.hit();
+        let author = load_author(key.author_id);
+        Some(AuthorCard {
+            author_id: key.author_id,
+            headline: format!("By {}", author.name),
+        })
+    }
+}
+
+#[test]
+fn a_model_built_from_tracked_reads_is_invalidated_with_them() {
+    *AUTHOR_NAMES.lock().unwrap() = vec!["Ada".into(), "Grace".into()];
+    let key = AuthorCardKey::new(1);
+    assert_eq!(AuthorCard::get(&key).unwrap().headline, "By Grace");
+    assert_eq!(AuthorCard::get(&key).unwrap().headline, "By Grace");
+    assert_eq!(CARD_RUNS.get(), 1);
+
+    AUTHOR_NAMES.lock().unwrap()[1] = "Grace H.".into();
+    invalidate(&load_author(1));
+    assert_eq!(AuthorCard::get(&key).unwrap().headline, "By Grace H.");
+    assert_eq!(CARD_RUNS.get(), 2);
+
+    // Another author's write leaves it alone.
+    invalidate(&load_author(0));
+    AuthorCard::get(&key).unwrap();
+    assert_eq!(CARD_RUNS.get(), 2);
+}
+
+static BADGE_RUNS: Runs = Runs::new();
+
+/// A page computed from a user (and, through the reference, its workplace).
+#[cached(forever)]
+fn badge(username: String) -> String {
+    BADGE_RUNS.hit();
+    match User::get(&UserKey::new(username)) {
+        Ok(u) => format!("{} at {}", u.email, u.workplace.get().unwrap().phone),
+        Err(m) => format!("({m})"),
+    }
+}
+
+#[test]
+fn computations_that_read_a_model_are_dropped_when_it_is_saved() {
+    // Read while missing: saving it later must refresh the page.
+    assert!(badge("badge-amy".into()).starts_with("(no `models.user`"));
+    assert_eq!(BADGE_RUNS.get(), 1);
+    workplace("BadgeCo", "555-0400").save().unwrap();
+    user("badge-amy", "BadgeCo", None).save().unwrap();
+    assert_eq!(
+        badge("badge-amy".into()),
+        "badge-amy@example.com at 555-0400"
+    );
+    assert_eq!(BADGE_RUNS.get(), 2);
+    assert_eq!(
+        badge("badge-amy".into()),
+        "badge-amy@example.com at 555-0400"
+    );
+    assert_eq!(BADGE_RUNS.get(), 2, "a hit");
+
+    // The user changes.
+    let mut amy = user("badge-amy", "BadgeCo", None);
+    amy.email = "amy@new.example".into();
+    amy.save().unwrap();
+    assert_eq!(badge("badge-amy".into()), "amy@new.example at 555-0400");
+    assert_eq!(BADGE_RUNS.get(), 3);
+
+    // The referenced workplace changes.
+    workplace("BadgeCo", "555-0499").save().unwrap();
+    assert_eq!(badge("badge-amy".into()), "amy@new.example at 555-0499");
+    assert_eq!(BADGE_RUNS.get(), 4);
+
+    // An unrelated save does not touch it.
+    workplace("OtherCo", "555-0000").save().unwrap();
+    badge("badge-amy".into());
+    assert_eq!(BADGE_RUNS.get(), 4);
+}
+
+// ---- keys ----
+
+#[derive(CacheModel, Serialize, Deserialize, Debug, PartialEq)]
+#[cache(name = "models.team")]
+struct Team {
+    #[cache(key)]
+    name: String,
+    city: String,
+}
+
+#[derive(CacheModel, Serialize, Deserialize, Debug, PartialEq)]
+#[cache(name = "models.shared-name")]
+struct ById {
+    #[cache(key)]
+    id: u32,
+    label: String,
+}
+
+// The same stable name, a key of another type: `42` and `"42"` stay apart.
+#[derive(CacheModel, Serialize, Deserialize, Debug, PartialEq)]
+#[cache(name = "models.shared-name")]
+struct ByText {
+    #[cache(key)]
+    id: String,
+    label: String,
+}
+
+#[derive(CacheModel, Serialize, Deserialize, Debug, PartialEq)]
+#[cache(name = "models.membership")]
+struct Membership {
+    #[cache(key)]
+    org: String,
+    role: String,
+    #[cache(key)]
+    user: u32,
+}
+
+static TEXT_RUNS: Runs = Runs::new();
+
+#[cached(forever)]
+fn text_label(id: String) -> String {
+    TEXT_RUNS.hit();
+    ByText::get(&ByTextKey::new(id)).map_or_else(|m| m.to_string(), |t| t.label)
+}
+
+#[test]
+fn keys_never_collide_across_types() {
+    // Equal key values in two models.
+    Workplace {
+        name: "Rovers".into(),
+        phone: "1".into(),
+        employees: 1,
+    }
+    .save()
+    .unwrap();
+    Team {
+        name: "Rovers".into(),
+        city: "Leeds".into(),
+    }
+    .save()
+    .unwrap();
+    assert_eq!(
+        Team::get(&TeamKey::new("Rovers".into())).unwrap().city,
+        "Leeds"
+    );
+    assert_eq!(
+        Workplace::get(&WorkplaceKey::new("Rovers".into()))
+            .unwrap()
+            .phone,
+        "1"
+    );
+    Team::delete(&TeamKey::new("Rovers".into()));
+    assert!(Workplace::get(&WorkplaceKey::new("Rovers".into())).is_ok());
+
+    // 42 and "42" are different keys, even under one name.
+    assert_ne!(
+        ById::dep(&ByIdKey::new(42)),
+        ByText::dep(&ByTextKey::new("42".into()))
+    );
+    ByText {
+        id: "42".into(),
+        label: "text".into(),
+    }
+    .save()
+    .unwrap();
+    assert_eq!(text_label("42".into()), "text");
+    ById {
+        id: 42,
+        label: "number".into(),
+    }
+    .save()
+    .unwrap();
+    assert_eq!(text_label("42".into()), "text");
+    assert_eq!(
+        TEXT_RUNS.get(),
+        1,
+        "saving the number 42 left the text 42 alone"
+    );
+    assert_eq!(ById::get(&ByIdKey::new(42)).unwrap().label, "number");
+}
+
+#[test]
+fn keys_of_several_fields_in_declaration_order() {
+    let m = Membership {
+        org: "acme".into(),
+        role: "admin".into(),
+        user: 7,
+    };
+    m.save().unwrap();
+    let key = MembershipKey::new("acme".into(), 7);
+    assert_eq!(m.key(), key);
+    assert_eq!(Membership::get(&key).unwrap(), m);
+    assert!(Membership::get(&MembershipKey::new("acme".into(), 8)).is_err());
+    assert!(Membership::get(&MembershipKey::new("other".into(), 7)).is_err());
+}
+
+// ---- concurrency: no stale write-back ----
+
+static RACE_GATE: std::sync::Mutex<Option<(Arc<Barrier>, mpsc::Receiver<()>)>> =
+    std::sync::Mutex::new(None);
+
+#[derive(CacheModel, Serialize, Deserialize, Debug, PartialEq)]
+#[cache(name = "models.race")]
+struct Racer {
+    #[cache(key)]
+    id: u32,
+    version: u32,
+}
+
+impl FromMiss for Racer {
+    fn from_miss(key: &RacerKey) -> Option<Self> {
+        let gate = RACE_GATE.lock().unwrap().take();
+        if let Some((started, release)) = gate {
+            started.wait();
+            release.recv().unwrap();
+        }
+        Some(Racer {
+            id: key.id,
+            version: 1,
+        })
+    }
+}
+
+#[test]
+fn a_save_during_from_miss_is_not_overwritten_by_it() {
+    let started = Arc::new(Barrier::new(2));
+    let (release, gate) = mpsc::channel();
+    *RACE_GATE.lock().unwrap() = Some((Arc::clone(&started), gate));
+
+    let reader = thread::spawn(|| Racer::get(&RacerKey::new(1)).unwrap());
+    started.wait(); // from_miss is running
+    Racer { id: 1, version: 2 }.save().unwrap();
+    release.send(()).unwrap();
+    let seen = reader.join().unwrap();
+    assert_eq!(seen.version, 1, "the reader gets what it built");
+    assert_eq!(
+        Racer::get(&RacerKey::new(1)).unwrap().version,
+        2,
+        "but the save is what stays"
+    );
+}
+
+// ---- errors ----
+
+#[derive(CacheModel, Serialize, Deserialize, Debug)]
+#[cache(name = "models.nowhere", store = "no-such-store")]
+struct Nowhere {
+    #[cache(key)]
+    id: u32,
+}
+
+#[test]
+fn saving_to_a_store_that_is_not_configured_is_an_error() {
+    let err = Nowhere { id: 1 }.save().unwrap_err();
+    assert_eq!(
+        err,
+        SaveError::NoStore {
+            model: "models.nowhere"
+        }
+    );
+    assert!(matches!(
+        Nowhere::get(&NowhereKey::new(1)),
+        Err(Missing { .. })
+    ));
+}
+
+#[derive(CacheModel, Serialize, Deserialize, Debug)]
+#[cache(name = "models.bad")]
+struct Unencodable {
+    #[cache(key)]
+    id: u32,
+    #[serde(serialize_with = "refuse")]
+    payload: u32,
+}
+
+fn refuse<S: serde::Serializer>(_: &u32, _: S) -> Result<S::Ok, S::Error> {
+    Err(serde::ser::Error::custom("this payload cannot be stored"))
+}
+
+#[test]
+fn a_value_that_does_not_serialize_is_an_error_and_stores_nothing() {
+    let err = Unencodable { id: 1, payload: 2 }.save().unwrap_err();
+    match err {
+        SaveError::Encode { model, message } => {
+            assert_eq!(model, "models.bad");
+            assert!(!message.is_empty());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(Unencodable::get(&UnencodableKey::new(1)).is_err());
+}
