@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 pub mod broadcast;
 pub mod proxies;
+pub mod shared_tier;
 
 /// A table of titles by id.
 pub struct Table {

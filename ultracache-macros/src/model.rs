@@ -133,6 +133,24 @@ pub(crate) fn expand(input: ModelInput) -> syn::Result<TokenStream> {
     let asserts = types
         .iter()
         .map(|ty| quote_spanned!(ty.span()=> #p::assert_key_field::<#ty>();));
+    let count = keys.len();
+    let expecting = format!("the key of a `{type_name}`");
+    let ser_fields = keys.iter().map(|(n, ty)| {
+        quote_spanned! {ty.span()=>
+            #p::serde::ser::SerializeTuple::serialize_element(&mut __tuple, &self.#n)?;
+        }
+    });
+    let de_fields = keys.iter().enumerate().map(|(i, (n, ty))| {
+        quote_spanned! {ty.span()=>
+            let ::core::option::Option::Some(#n) =
+                #p::serde::de::SeqAccess::next_element::<#ty>(&mut __seq)?
+            else {
+                return ::core::result::Result::Err(
+                    #p::serde::de::Error::invalid_length(#i, &self),
+                );
+            };
+        }
+    });
     let key_doc = format!("The key of a [`{type_name}`]: its `#[cache(key)]` fields.");
     let new_doc = format!("The key of the `{type_name}` with these key fields.");
     let field_docs = names
@@ -179,14 +197,18 @@ pub(crate) fn expand(input: ModelInput) -> syn::Result<TokenStream> {
 
             #from
 
-            // The key's bytes: its fields in order, as a tuple.
+            // The key's bytes: its fields in order, as a tuple. Each field's
+            // part is spanned on its type, where a missing trait is reported.
             #[automatically_derived]
             impl #p::serde::Serialize for #key_ident {
                 fn serialize<__S: #p::serde::Serializer>(
                     &self,
                     __serializer: __S,
                 ) -> ::core::result::Result<__S::Ok, __S::Error> {
-                    #p::serde::Serialize::serialize(&(#(&self.#names,)*), __serializer)
+                    let mut __tuple =
+                        #p::serde::Serializer::serialize_tuple(__serializer, #count)?;
+                    #(#ser_fields)*
+                    #p::serde::ser::SerializeTuple::end(__tuple)
                 }
             }
 
@@ -195,9 +217,24 @@ pub(crate) fn expand(input: ModelInput) -> syn::Result<TokenStream> {
                 fn deserialize<__D: #p::serde::Deserializer<'de>>(
                     __deserializer: __D,
                 ) -> ::core::result::Result<Self, __D::Error> {
-                    let (#(#names,)*) =
-                        <(#(#types,)*) as #p::serde::Deserialize<'de>>::deserialize(__deserializer)?;
-                    ::core::result::Result::Ok(#key_ident { #(#names),* })
+                    struct __Visitor;
+                    impl<'de> #p::serde::de::Visitor<'de> for __Visitor {
+                        type Value = #key_ident;
+                        fn expecting(
+                            &self,
+                            __f: &mut ::core::fmt::Formatter<'_>,
+                        ) -> ::core::fmt::Result {
+                            __f.write_str(#expecting)
+                        }
+                        fn visit_seq<__A: #p::serde::de::SeqAccess<'de>>(
+                            self,
+                            mut __seq: __A,
+                        ) -> ::core::result::Result<#key_ident, __A::Error> {
+                            #(#de_fields)*
+                            ::core::result::Result::Ok(#key_ident { #(#names),* })
+                        }
+                    }
+                    #p::serde::Deserializer::deserialize_tuple(__deserializer, #count, __Visitor)
                 }
             }
 

@@ -11,7 +11,7 @@ pub type Result<T> = ::std::result::Result<T, String>;
 /// A shadowing `Option`.
 pub struct Option;
 
-use ultracache::{cached, invalidates, tracks, Trackable};
+use ultracache::{cached, invalidates, tracks, CacheModel, FromMiss, Reference, Trackable};
 
 /// A model.
 #[derive(Clone, Debug, Trackable)]
@@ -103,6 +103,37 @@ mod reexport {
 #[cached(timeout = 1, crate = "reexport::uc")]
 pub fn via_reexport(n: u8) -> u8 {
     n
+}
+
+/// A cache model with a two-field key and references.
+#[derive(CacheModel, serde::Serialize, serde::Deserialize)]
+#[cache(timeout = 60)]
+pub struct Member {
+    /// Part of the key.
+    #[cache(key)]
+    pub org: String,
+    /// Part of the key.
+    #[cache(key)]
+    pub number: u32,
+    /// A reference to the same type.
+    pub sponsor: ::std::option::Option<Reference<Member>>,
+    /// A reference to another model.
+    pub badge: Reference<Badge>,
+}
+
+/// A cache model built on a miss.
+#[derive(CacheModel, serde::Serialize, serde::Deserialize)]
+#[cache(name = "pass.badge", forever, local)]
+pub struct Badge {
+    /// The key.
+    #[cache(key)]
+    pub id: u64,
+}
+
+impl FromMiss for Badge {
+    fn from_miss(key: &BadgeKey) -> ::std::option::Option<Self> {
+        ::std::option::Option::Some(Badge { id: key.id })
+    }
 }
 
 fn main() {
