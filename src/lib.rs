@@ -49,6 +49,9 @@
 //!   [`invalidate_kind`] drop exactly the dependent entries.
 //! - [`Config`] names stores with their capacities; with none, one in-process
 //!   store is used.
+//! - [`CacheModel`] records (derive it) are kept in the cache under typed keys
+//!   made from their key fields, with [`Reference`]s between them and an
+//!   optional [`FromMiss`]; saving one drops what was computed from it.
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub, rust_2018_idioms)]
