@@ -74,8 +74,7 @@ fn cached_fn_clone() -> u32 {
 
 #[divan::bench(sample_count = 200, sample_size = 2000)]
 fn model_get() -> u32 {
-    Workplace::get(&WorkplaceKey::new(black_box(next_key())))
-        .map_or(0, |w| w.employees)
+    Workplace::get(&WorkplaceKey::new(black_box(next_key()))).map_or(0, |w| w.employees)
 }
 
 #[divan::bench(sample_count = 200, sample_size = 2000)]

@@ -533,3 +533,168 @@ fn a_value_that_does_not_serialize_is_an_error_and_stores_nothing() {
     }
     assert!(Unencodable::get(&UnencodableKey::new(1)).is_err());
 }
+
+// ---- async ----
+
+static QUOTE_RUNS: Runs = Runs::new();
+static QUOTE_GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[derive(CacheModel, Serialize, Deserialize, Debug)]
+#[cache(name = "models.quote")]
+struct Quote {
+    #[cache(key)]
+    symbol: String,
+    headline: String,
+}
+
+#[derive(Clone, Debug, Trackable)]
+#[trackable(kind = "models.analyst")]
+struct Analyst {
+    id: u64,
+    name: String,
+}
+
+static ANALYST_NAME: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+#[tracks]
+fn load_analyst(id: u64) -> Analyst {
+    Analyst {
+        id,
+        name: ANALYST_NAME.lock().unwrap().clone(),
+    }
+}
+
+impl ultracache::AsyncFromMiss for Quote {
+    async fn from_miss(key: &QuoteKey) -> Option<Self> {
+        QUOTE_RUNS.hit();
+        // Held by the test while it lines callers up behind this one.
+        let _gate = QUOTE_GATE.lock().await;
+        tokio::task::yield_now().await;
+        let analyst = load_analyst(1); // a tracked read after an await
+        (key.symbol != "NONE").then(|| Quote {
+            symbol: String::new(),
+            headline: format!("{} by {}", key.symbol, analyst.name),
+        })
+    }
+}
+
+fn coalesced(name: &str) -> u64 {
+    ultracache::stats().cache(name).map_or(0, |c| c.coalesced)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_async_builds_once_with_async_from_miss_and_tracks_its_reads() {
+    *ANALYST_NAME.lock().unwrap() = "Lin".into();
+    let gate = QUOTE_GATE.lock().await;
+    let key = QuoteKey::new("ACME".into());
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let key = key.clone();
+            tokio::spawn(async move { Quote::get_async(&key).await })
+        })
+        .collect();
+    // One caller builds; the other three wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while coalesced("models.quote") < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "callers never lined up"
+        );
+        tokio::task::yield_now().await;
+    }
+    drop(gate);
+    for c in callers {
+        assert_eq!(c.await.unwrap().unwrap().headline, "ACME by Lin");
+    }
+    assert_eq!(QUOTE_RUNS.get(), 1);
+    assert_eq!(Quote::get_async(&key).await.unwrap().symbol, "ACME");
+    assert_eq!(QUOTE_RUNS.get(), 1);
+
+    // The analyst it read after an await changes: the quote is built again.
+    *ANALYST_NAME.lock().unwrap() = "Lin Y.".into();
+    invalidate(&load_analyst(1));
+    assert_eq!(
+        Quote::get_async(&key).await.unwrap().headline,
+        "ACME by Lin Y."
+    );
+    assert_eq!(QUOTE_RUNS.get(), 2);
+
+    // The synchronous `get` does not call an async `from_miss`.
+    assert!(Quote::get(&QuoteKey::new("SYNC".into())).is_err());
+    assert_eq!(QUOTE_RUNS.get(), 2);
+    assert!(Quote::get_async(&QuoteKey::new("NONE".into()))
+        .await
+        .is_err());
+}
+
+static ASYNC_BADGE_RUNS: Runs = Runs::new();
+
+#[cached(forever)]
+async fn async_badge(username: String) -> String {
+    ASYNC_BADGE_RUNS.hit();
+    let user = User::get_async(&UserKey::new(username)).await.unwrap();
+    let workplace = user.workplace.loaded().expect("loaded by get_async");
+    let mother = user.mother.as_ref().and_then(|m| m.loaded());
+    format!(
+        "{} at {}, mother {}",
+        user.email,
+        workplace.phone,
+        mother.map_or("-", |m| m.username.as_str())
+    )
+}
+
+#[tokio::test]
+async fn get_async_loads_references_and_a_sync_from_miss() {
+    workplace("AsyncCo", "555-0500").save().unwrap();
+    user("async-mum", "AsyncCo", None).save().unwrap();
+    user("async-kid", "AsyncCo", Some("async-mum"))
+        .save()
+        .unwrap();
+    assert_eq!(
+        async_badge("async-kid".into()).await,
+        "async-kid@example.com at 555-0500, mother async-mum"
+    );
+    // A cycle through `get_async` stops too.
+    user("async-loop", "AsyncCo", Some("async-loop"))
+        .save()
+        .unwrap();
+    let looped = User::get_async(&UserKey::new("async-loop".into()))
+        .await
+        .unwrap();
+    let mother = looped.mother.as_ref().unwrap();
+    assert!(mother.loaded().is_none());
+    assert_eq!(mother.get_async().await.unwrap().username, "async-loop");
+
+    // Saving the mother, then the workplace, recomputes the badge each time.
+    user("async-mum", "AsyncCo", None).save().unwrap();
+    async_badge("async-kid".into()).await;
+    assert_eq!(
+        ASYNC_BADGE_RUNS.get(),
+        2,
+        "the mother was saved: recomputed"
+    );
+    workplace("AsyncCo", "555-0599").save().unwrap();
+    assert!(async_badge("async-kid".into()).await.contains("555-0599"));
+    assert_eq!(ASYNC_BADGE_RUNS.get(), 3);
+
+    // A model with a synchronous `FromMiss` works with `get_async` too.
+    let g = Greeting::get_async(&GreetingKey::new(77)).await.unwrap();
+    assert_eq!(g.text, "hello 77");
+}
+
+#[derive(CacheModel, Serialize, Deserialize, Debug)]
+#[cache(name = "models.greeting")]
+struct Greeting {
+    #[cache(key)]
+    id: u64,
+    text: String,
+}
+
+impl FromMiss for Greeting {
+    fn from_miss(key: &GreetingKey) -> Option<Self> {
+        Some(Greeting {
+            id: key.id,
+            text: format!("hello {}", key.id),
+        })
+    }
+}

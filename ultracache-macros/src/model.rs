@@ -267,6 +267,15 @@ pub(crate) fn expand(input: ModelInput) -> syn::Result<TokenStream> {
                     use #p::{HasFromMiss as _, NoFromMiss as _};
                     (&&#p::FromMissProbe::<#ident>::NEW).__ultracache_from_miss(__key)
                 }
+
+                fn __from_miss_async(
+                    __key: &#key_ident,
+                ) -> impl ::core::future::Future<Output = ::core::option::Option<Self>>
+                       + ::core::marker::Send {
+                    #[allow(unused_imports)]
+                    use #p::{HasAsyncFromMiss as _, NoFromMissAsync as _, SyncFromMissAsync as _};
+                    (&&&#p::FromMissProbe::<#ident>::NEW).__ultracache_from_miss_async(__key)
+                }
             }
 
             fn __ultracache_assert_key_fields() {

@@ -56,7 +56,7 @@ pub use invalidation::{
     clear, clear_store, dependents, invalidate, invalidate_any_of, invalidate_deps, invalidate_id,
     invalidate_kind, run_pending_tasks, stats,
 };
-pub use model::{CacheModel, FromMiss, Missing, ModelKey, Reference, SaveError};
+pub use model::{AsyncFromMiss, CacheModel, FromMiss, Missing, ModelKey, Reference, SaveError};
 pub use paths::{invalidate_paths, path_dep, DependentPaths, PATH_KIND};
 pub use recorder::{
     capture, capture_future, track, track_dep, track_deps, track_id, track_kind, track_value,

@@ -5,19 +5,27 @@
 //! model; [`CacheModel::save`] stores it, [`CacheModel::get`] loads it by its
 //! key, [`Reference`] links one model to another by key.
 
-use std::cell::{Cell, RefCell};
-use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::marker::PhantomData;
-use std::sync::{Arc, OnceLock};
+mod reference;
+mod stored;
 
-use serde::de::{DeserializeOwned, Deserializer, Error as _, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::cache::{Cache, Timeout};
 use crate::dep::{Dep, Kind};
 use crate::invalidation::invalidate_deps;
 use crate::recorder::track_dep;
+
+pub use reference::Reference;
+pub use stored::Stored;
+
+/// References load depth first down to this depth; deeper ones load when read.
+const MAX_DEPTH: usize = 32;
 
 /// What a key field of a cache model must be: serde (its bytes are part of
 /// the stored key), hashable and comparable (the in-process key), printable
@@ -83,7 +91,7 @@ impl<T> ModelKey for T where
 /// - `get` inside a cached computation records the object (found or not), so
 ///   a `save` or `delete` of it drops that computation's entries, here and on
 ///   every node; an object built by [`FromMiss`] depends on what it read.
-pub trait CacheModel: Serialize + DeserializeOwned + Sized + 'static {
+pub trait CacheModel: Serialize + DeserializeOwned + Send + Sync + Sized + 'static {
     /// The generated key struct (`<Type>Key`).
     type Key: ModelKey;
 
@@ -99,7 +107,15 @@ pub trait CacheModel: Serialize + DeserializeOwned + Sized + 'static {
     /// it). [`Missing`] when neither has it, or when an object it references
     /// is missing.
     fn get(key: &Self::Key) -> Result<Self, Missing> {
-        get::<Self>(key)
+        get_in::<Self>(key, &mut Vec::new())
+    }
+
+    /// The async form of [`get`](Self::get): the shared tier is read without
+    /// blocking a thread, and a miss is built with [`AsyncFromMiss`] when the
+    /// model implements it (else with [`FromMiss`]). Concurrent misses on one
+    /// key build it once.
+    fn get_async(key: &Self::Key) -> impl Future<Output = Result<Self, Missing>> + Send {
+        async move { get_in_async::<Self>(key, &mut Vec::new()).await }
     }
 
     /// Stores the object under its key, replacing what was there, and
@@ -127,6 +143,9 @@ pub trait CacheModel: Serialize + DeserializeOwned + Sized + 'static {
 
     #[doc(hidden)]
     fn __from_miss(key: &Self::Key) -> Option<Self>;
+
+    #[doc(hidden)]
+    fn __from_miss_async(key: &Self::Key) -> impl Future<Output = Option<Self>> + Send;
 }
 
 /// Builds a cache model that is not in the cache: implement it next to
@@ -156,6 +175,35 @@ pub trait FromMiss: CacheModel {
     fn from_miss(key: &Self::Key) -> Option<Self>;
 }
 
+/// The async form of [`FromMiss`], for models built from async sources (a
+/// database pool, an HTTP API): [`CacheModel::get_async`] awaits it on a miss
+/// (the synchronous [`CacheModel::get`] does not call it). What it reads is
+/// recorded across `.await`s.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use ultracache::{AsyncFromMiss, CacheModel};
+///
+/// #[derive(CacheModel, Serialize, Deserialize)]
+/// struct Quote { #[cache(key)] symbol: String, price_cents: u64 }
+///
+/// impl AsyncFromMiss for Quote {
+///     async fn from_miss(key: &QuoteKey) -> Option<Self> {
+///         // e.g. `sqlx::query_as(…).fetch_optional(&pool).await.ok()?`
+///         Some(Quote { symbol: key.symbol.clone(), price_cents: 12_345 })
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let q = Quote::get_async(&QuoteKey::new("ACME".into())).await.unwrap();
+/// assert_eq!(q.price_cents, 12_345);
+/// # });
+/// ```
+pub trait AsyncFromMiss: CacheModel {
+    /// The object for `key`, or `None` when there is none.
+    fn from_miss(key: &Self::Key) -> impl Future<Output = Option<Self>> + Send;
+}
+
 /// No object is stored for a key (and the model's [`FromMiss`], if any, found
 /// none), or an object it references is missing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,6 +223,13 @@ impl Missing {
             key: format!("{key:?}"),
             referenced_by: None,
         }
+    }
+
+    /// This missing object was referenced by a `by` (unless it already names
+    /// the object whose reference led to it).
+    fn via(mut self, by: &'static str) -> Self {
+        self.referenced_by.get_or_insert(by);
+        self
     }
 }
 
@@ -224,249 +279,6 @@ impl fmt::Display for SaveError {
 
 impl std::error::Error for SaveError {}
 
-/// A link to another cache model, stored as its key: [`CacheModel::get`]
-/// loads the referenced object with the one that holds the reference (and
-/// fails with [`Missing`] when it is gone), so it is always the current one.
-///
-/// ```
-/// use serde::{Deserialize, Serialize};
-/// use ultracache::{CacheModel, Reference};
-///
-/// #[derive(CacheModel, Serialize, Deserialize)]
-/// struct Team { #[cache(key)] name: String, city: String }
-///
-/// #[derive(CacheModel, Serialize, Deserialize)]
-/// struct Player {
-///     #[cache(key)] id: u32,
-///     team: Reference<Team>,
-///     mentor: Option<Reference<Player>>, // a model may reference its own type
-/// }
-///
-/// let team = Team { name: "Rovers".into(), city: "Leeds".into() };
-/// team.save().unwrap();
-/// Player { id: 1, team: Reference::new(team), mentor: None }.save().unwrap();
-///
-/// let player = Player::get(&PlayerKey::new(1)).unwrap();
-/// assert_eq!(player.team.get().unwrap().city, "Leeds");
-/// ```
-///
-/// References are loaded depth first, up to 32 levels; a reference that
-/// closes a cycle (an object that references itself, directly or through
-/// others) and references deeper than that are loaded when first read, by
-/// [`get`](Self::get). Serialized, a reference is its key alone.
-pub struct Reference<T: CacheModel> {
-    key: T::Key,
-    value: OnceLock<Arc<T>>,
-}
-
-impl<T: CacheModel> Reference<T> {
-    /// A reference to `obj` (which is already loaded).
-    pub fn new(obj: T) -> Self {
-        Reference {
-            key: obj.key(),
-            value: OnceLock::from(Arc::new(obj)),
-        }
-    }
-
-    /// A reference to the object with `key`, loaded when first read.
-    pub fn to(key: T::Key) -> Self {
-        Reference {
-            key,
-            value: OnceLock::new(),
-        }
-    }
-
-    /// The referenced object's key.
-    pub fn key(&self) -> &T::Key {
-        &self.key
-    }
-
-    /// The referenced object: the one loaded with the object holding the
-    /// reference, or (if it was not loaded) the one in the cache now.
-    pub fn get(&self) -> Result<&T, Missing> {
-        if let Some(v) = self.value.get() {
-            return Ok(v);
-        }
-        let loaded = Arc::new(T::get(&self.key)?);
-        Ok(self.value.get_or_init(|| loaded))
-    }
-
-    /// The referenced object, if it is loaded.
-    pub fn loaded(&self) -> Option<&T> {
-        self.value.get().map(|v| &**v)
-    }
-}
-
-impl<T: CacheModel> From<T> for Reference<T> {
-    fn from(obj: T) -> Self {
-        Reference::new(obj)
-    }
-}
-
-impl<T: CacheModel> Clone for Reference<T> {
-    fn clone(&self) -> Self {
-        Reference {
-            key: self.key.clone(),
-            value: self.value.clone(),
-        }
-    }
-}
-
-impl<T: CacheModel> fmt::Debug for Reference<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reference")
-            .field("key", &self.key)
-            .field("loaded", &self.value.get().is_some())
-            .finish()
-    }
-}
-
-/// References are equal when they name the same object.
-impl<T: CacheModel> PartialEq for Reference<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-impl<T: CacheModel> Eq for Reference<T> {}
-
-impl<T: CacheModel> Hash for Reference<T> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
-    }
-}
-
-impl<T: CacheModel> Serialize for Reference<T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.key.serialize(serializer)
-    }
-}
-
-impl<'de, T: CacheModel> Deserialize<'de> for Reference<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let reference = Reference::to(T::Key::deserialize(deserializer)?);
-        if !loading::eager() || loading::deferred(T::dep(&reference.key)) {
-            return Ok(reference);
-        }
-        match loading::paused(|| T::get(&reference.key)) {
-            Ok(obj) => {
-                let _ = reference.value.set(Arc::new(obj));
-                Ok(reference)
-            }
-            Err(missing) => {
-                loading::set_missing(missing);
-                Err(D::Error::custom("a referenced object is missing"))
-            }
-        }
-    }
-}
-
-/// Which objects this thread is loading, so that references load with their
-/// holder and cycles stop.
-mod loading {
-    use super::*;
-
-    /// Deeper references load when they are read.
-    const MAX_DEPTH: usize = 32;
-
-    thread_local! {
-        static EAGER: Cell<bool> = const { Cell::new(false) };
-        static STACK: RefCell<Vec<Dep>> = const { RefCell::new(Vec::new()) };
-        static MISSING: RefCell<Option<Missing>> = const { RefCell::new(None) };
-    }
-
-    /// Whether references met now are loaded (while a `get` decodes).
-    pub(super) fn eager() -> bool {
-        EAGER.with(Cell::get)
-    }
-
-    /// Whether the object `dep` is one being loaded up the stack (a cycle),
-    /// or too deep: its reference stays unloaded.
-    pub(super) fn deferred(dep: Dep) -> bool {
-        STACK.with(|s| {
-            let s = s.borrow();
-            s.len() >= MAX_DEPTH || s.contains(&dep)
-        })
-    }
-
-    /// Runs `f` with eager loading off (a nested `get` turns it on again for
-    /// its own bytes only).
-    pub(super) fn paused<R>(f: impl FnOnce() -> R) -> R {
-        let before = EAGER.with(|e| e.replace(false));
-        let _restore = Restore(before);
-        f()
-    }
-
-    pub(super) fn set_missing(m: Missing) {
-        MISSING.with(|slot| *slot.borrow_mut() = Some(m));
-    }
-
-    pub(super) fn take_missing() -> Option<Missing> {
-        MISSING.with(|slot| slot.borrow_mut().take())
-    }
-
-    /// Runs `f` (which decodes the object `dep`) with eager loading on.
-    pub(super) fn decoding<R>(dep: Dep, f: impl FnOnce() -> R) -> R {
-        STACK.with(|s| s.borrow_mut().push(dep));
-        let before = EAGER.with(|e| e.replace(true));
-        let _restore = Restore(before);
-        let _pop = Pop;
-        f()
-    }
-
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            EAGER.with(|e| e.set(self.0));
-        }
-    }
-
-    struct Pop;
-    impl Drop for Pop {
-        fn drop(&mut self) {
-            STACK.with(|s| s.borrow_mut().pop());
-        }
-    }
-}
-
-/// A model's postcard bytes, as its cache keeps them.
-#[derive(Clone)]
-pub struct Stored(Arc<[u8]>);
-
-impl Stored {
-    fn weigh(&self) -> usize {
-        self.0.len()
-    }
-}
-
-impl Serialize for Stored {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Stored {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Bytes;
-        impl<'de> Visitor<'de> for Bytes {
-            type Value = Stored;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Stored, E> {
-                Ok(Stored(v.into()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Stored, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-                while let Some(b) = seq.next_element::<u8>()? {
-                    out.push(b);
-                }
-                Ok(Stored(out.into()))
-            }
-        }
-        deserializer.deserialize_bytes(Bytes)
-    }
-}
-
 /// The cache of one model type (what the derive declares).
 pub struct ModelCache<M: CacheModel> {
     cache: Cache<M::Key, Stored>,
@@ -507,43 +319,95 @@ fn encode<M: CacheModel>(obj: &M) -> Result<Stored, SaveError> {
         })
 }
 
-fn get<M: CacheModel>(key: &M::Key) -> Result<M, Missing> {
+/// What a miss stores: the object built (with the key fields set to `key`),
+/// depending on itself; `Missing` when nothing was built.
+fn built<M: CacheModel>(key: &M::Key, obj: Option<M>) -> Result<Stored, Missing> {
+    let Some(mut obj) = obj else {
+        return Err(Missing::of::<M>(key));
+    };
+    track_dep(M::dep(key));
+    obj.__set_key(key.clone());
+    encode(&obj).map_err(|e| {
+        tracing::error!(model = M::KIND.name(), "ultracache: {e}");
+        Missing::of::<M>(key)
+    })
+}
+
+/// The object in `stored`, and the references it holds (not loaded yet).
+fn decode<M: CacheModel>(
+    key: &M::Key,
+    stored: &Stored,
+) -> Result<(M, Vec<Box<dyn reference::Pending>>), Missing> {
+    match reference::collecting(|| postcard::from_bytes::<M>(&stored.0)) {
+        (Ok(obj), pending) => Ok((obj, pending)),
+        (Err(e), _) => {
+            // Bytes its `Deserialize` refuses: dropped, read as a miss.
+            tracing::warn!(
+                model = M::KIND.name(),
+                "ultracache: a stored `{}` did not decode ({e}); dropped",
+                M::KIND.name()
+            );
+            M::__cache().cache.invalidate(key);
+            Err(Missing::of::<M>(key))
+        }
+    }
+}
+
+/// `get`, with the objects being loaded above this one on `stack`.
+fn get_in<M: CacheModel>(key: &M::Key, stack: &mut Vec<Dep>) -> Result<M, Missing> {
     let dep = M::dep(key);
     // Found or not, what is computed now depends on this object: saving it
     // later must reach that computation.
     track_dep(dep);
-    let cache = &M::__cache().cache;
-    let stored = cache.try_get_or_compute(key.clone(), || {
-        let Some(mut obj) = M::__from_miss(key) else {
-            return Err(Missing::of::<M>(key));
-        };
-        track_dep(dep);
-        obj.__set_key(key.clone());
-        encode(&obj).map_err(|e| {
-            tracing::error!(model = M::KIND.name(), "ultracache: {e}");
-            Missing::of::<M>(key)
-        })
-    })?;
-    loading::take_missing();
-    match loading::decoding(dep, || postcard::from_bytes::<M>(&stored.0)) {
-        Ok(obj) => Ok(obj),
-        Err(e) => match loading::take_missing() {
-            Some(mut missing) => {
-                missing.referenced_by.get_or_insert(M::KIND.name());
-                Err(missing)
-            }
-            None => {
-                // Bytes its `Deserialize` refuses: dropped, read as a miss.
-                tracing::warn!(
-                    model = M::KIND.name(),
-                    "ultracache: a stored `{}` did not decode ({e}); dropped",
-                    M::KIND.name()
-                );
-                cache.invalidate(key);
-                Err(Missing::of::<M>(key))
-            }
-        },
+    let stored = M::__cache()
+        .cache
+        .try_get_or_compute(key.clone(), || built(key, M::__from_miss(key)))?;
+    let (obj, pending) = decode::<M>(key, &stored)?;
+    if pending.is_empty() || stack.len() >= MAX_DEPTH {
+        return Ok(obj);
     }
+    stack.push(dep);
+    let mut loaded = Ok(());
+    for p in &pending {
+        if !stack.contains(&p.dep()) {
+            loaded = p.load(stack);
+            if loaded.is_err() {
+                break;
+            }
+        }
+    }
+    stack.pop();
+    loaded.map_err(|m| m.via(M::KIND.name()))?;
+    Ok(obj)
+}
+
+/// The async form of [`get_in`].
+async fn get_in_async<M: CacheModel>(key: &M::Key, stack: &mut Vec<Dep>) -> Result<M, Missing> {
+    let dep = M::dep(key);
+    track_dep(dep);
+    let stored = M::__cache()
+        .cache
+        .try_get_or_compute_async(key.clone(), async {
+            built(key, M::__from_miss_async(key).await)
+        })
+        .await?;
+    let (obj, pending) = decode::<M>(key, &stored)?;
+    if pending.is_empty() || stack.len() >= MAX_DEPTH {
+        return Ok(obj);
+    }
+    stack.push(dep);
+    let mut loaded = Ok(());
+    for p in &pending {
+        if !stack.contains(&p.dep()) {
+            loaded = p.load_async(stack).await;
+            if loaded.is_err() {
+                break;
+            }
+        }
+    }
+    stack.pop();
+    loaded.map_err(|m| m.via(M::KIND.name()))?;
+    Ok(obj)
 }
 
 fn save<M: CacheModel>(obj: &M) -> Result<(), SaveError> {

@@ -13,7 +13,7 @@ pub use std::vec::Vec;
 pub use crate::cache::{Cache, CacheKey, CacheValue, OkOnly, Outcome, Plain, Timeout};
 pub use crate::dep::{Dep, Kind};
 pub use crate::invalidation::{invalidate_any_of, invalidate_deps};
-pub use crate::model::{assert_key_field, CacheModel, FromMiss, ModelCache, Stored};
+pub use crate::model::{assert_key_field, AsyncFromMiss, CacheModel, FromMiss, ModelCache, Stored};
 pub use crate::paths::DependentPaths;
 pub use crate::recorder::{track_kind_of, track_value};
 pub use crate::registration::{CachedFn, FnRegistration, ModelInfo};
@@ -339,3 +339,35 @@ pub trait NoFromMiss<M: CacheModel> {
     }
 }
 impl<M: CacheModel> NoFromMiss<M> for FromMissProbe<M> {}
+
+/// The async form: `AsyncFromMiss`, else `FromMiss` (run when polled, so its
+/// reads are recorded), else nothing. Called as
+/// `(&&&FromMissProbe::<M>::NEW).__ultracache_from_miss_async(key)`.
+pub trait HasAsyncFromMiss<M: CacheModel> {
+    fn __ultracache_from_miss_async(&self, key: &M::Key) -> impl Future<Output = Option<M>> + Send;
+}
+impl<M: AsyncFromMiss> HasAsyncFromMiss<M> for &&FromMissProbe<M> {
+    fn __ultracache_from_miss_async(&self, key: &M::Key) -> impl Future<Output = Option<M>> + Send {
+        <M as AsyncFromMiss>::from_miss(key)
+    }
+}
+
+pub trait SyncFromMissAsync<M: CacheModel> {
+    fn __ultracache_from_miss_async(&self, key: &M::Key) -> impl Future<Output = Option<M>> + Send;
+}
+impl<M: FromMiss> SyncFromMissAsync<M> for &FromMissProbe<M> {
+    // Runs when polled, inside the caller's recording frame.
+    async fn __ultracache_from_miss_async(&self, key: &M::Key) -> Option<M> {
+        <M as FromMiss>::from_miss(key)
+    }
+}
+
+pub trait NoFromMissAsync<M: CacheModel> {
+    fn __ultracache_from_miss_async(
+        &self,
+        _key: &M::Key,
+    ) -> impl Future<Output = Option<M>> + Send {
+        core::future::ready(None)
+    }
+}
+impl<M: CacheModel> NoFromMissAsync<M> for FromMissProbe<M> {}

@@ -11,7 +11,9 @@ pub type Result<T> = ::std::result::Result<T, String>;
 /// A shadowing `Option`.
 pub struct Option;
 
-use ultracache::{cached, invalidates, tracks, CacheModel, FromMiss, Reference, Trackable};
+use ultracache::{
+    cached, invalidates, tracks, AsyncFromMiss, CacheModel, FromMiss, Reference, Trackable,
+};
 
 /// A model.
 #[derive(Clone, Debug, Trackable)]
@@ -133,6 +135,20 @@ pub struct Badge {
 impl FromMiss for Badge {
     fn from_miss(key: &BadgeKey) -> ::std::option::Option<Self> {
         ::std::option::Option::Some(Badge { id: key.id })
+    }
+}
+
+/// A cache model built asynchronously.
+#[derive(CacheModel, serde::Serialize, serde::Deserialize)]
+pub struct Rate {
+    /// The key.
+    #[cache(key)]
+    pub pair: String,
+}
+
+impl AsyncFromMiss for Rate {
+    async fn from_miss(key: &RateKey) -> ::std::option::Option<Self> {
+        ::std::option::Option::Some(Rate { pair: key.pair.clone() })
     }
 }
 
