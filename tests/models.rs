@@ -424,6 +424,23 @@ fn keys_never_collide_across_types() {
 }
 
 #[test]
+fn a_single_field_key_is_named_like_any_dependency() {
+    // What the admin page and `ultracache invalidate` parse.
+    assert_eq!(
+        ultracache::Dep::parse("models.user:bob"),
+        Some(User::dep(&UserKey::new("bob".into())))
+    );
+    assert_eq!(
+        ultracache::Dep::parse("models.profile:7"),
+        Some(Profile::dep(&ProfileKey::new(7)))
+    );
+    assert_eq!(
+        Profile::dep(&ProfileKey::new(7)).to_string(),
+        "models.profile:7"
+    );
+}
+
+#[test]
 fn keys_of_several_fields_in_declaration_order() {
     let m = Membership {
         org: "acme".into(),

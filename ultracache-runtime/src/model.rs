@@ -130,7 +130,9 @@ pub trait CacheModel: Serialize + DeserializeOwned + Send + Sync + Sized + 'stat
         invalidate_deps(&[Self::dep(key)]);
     }
 
-    /// The dependency that stands for the object with this key.
+    /// The dependency that stands for the object with this key. With a key of
+    /// one integer or string field, it is what [`Dep::parse`] reads from
+    /// `name:value`: `ultracache invalidate app.user:bob` drops user `bob`.
     fn dep(key: &Self::Key) -> Dep {
         Dep::object(Self::KIND, key)
     }
@@ -207,6 +209,7 @@ pub trait AsyncFromMiss: CacheModel {
 /// No object is stored for a key (and the model's [`FromMiss`], if any, found
 /// none), or an object it references is missing.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Missing {
     /// The kind of the object that is missing.
     pub model: &'static str,
