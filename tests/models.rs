@@ -715,3 +715,84 @@ impl FromMiss for Greeting {
         })
     }
 }
+
+// ---- builders with context ----
+
+/// Stands for a database handle a builder borrows.
+struct Db {
+    rows: Vec<(u64, &'static str)>,
+    queries: Runs,
+}
+
+impl Db {
+    fn name_of(&self, id: u64) -> Option<String> {
+        self.queries.hit();
+        self.rows
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, n)| (*n).to_owned())
+    }
+}
+
+#[derive(CacheModel, Serialize, Deserialize, Debug, PartialEq)]
+#[cache(name = "models.member")]
+struct Member {
+    #[cache(key)]
+    id: u64,
+    name: String,
+}
+
+#[tokio::test]
+async fn get_or_build_borrows_its_context() {
+    let db = Db {
+        rows: vec![(1, "Ada"), (2, "Lin")],
+        queries: Runs::new(),
+    };
+    let build = |id: u64| {
+        let db = &db;
+        move || {
+            Some(Member {
+                id: 0, // set from the key
+                name: db.name_of(id)?,
+            })
+        }
+    };
+    let ada = Member::get_or_build(&MemberKey::new(1), build(1)).unwrap();
+    assert_eq!(
+        ada,
+        Member {
+            id: 1,
+            name: "Ada".into()
+        }
+    );
+    assert_eq!(
+        Member::get_or_build(&MemberKey::new(1), build(1)).unwrap(),
+        ada
+    );
+    assert_eq!(db.queries.get(), 1, "stored: built once");
+    assert!(Member::get_or_build(&MemberKey::new(9), build(9)).is_err());
+    assert!(Member::get(&MemberKey::new(9)).is_err(), "nothing stored");
+
+    let lin = Member::get_or_build_async(&MemberKey::new(2), async {
+        tokio::task::yield_now().await;
+        Some(Member {
+            id: 2,
+            name: db.name_of(2)?,
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(lin.name, "Lin");
+    assert_eq!(Member::get(&MemberKey::new(2)).unwrap(), lin);
+    assert_eq!(db.queries.get(), 3);
+
+    // A builder takes the place of the model's `FromMiss`.
+    let p = Profile::get_or_build(&ProfileKey::new(4242), || {
+        Some(Profile {
+            user_id: 4242,
+            display_name: "built here".into(),
+        })
+    })
+    .unwrap();
+    assert_eq!(p.display_name, "built here");
+}

@@ -118,6 +118,43 @@ pub trait CacheModel: Serialize + DeserializeOwned + Send + Sync + Sized + 'stat
         async move { get_in_async::<Self>(key, &mut Vec::new()).await }
     }
 
+    /// Like [`get`](Self::get), with `build` in place of [`FromMiss`]: on a
+    /// miss, the object `build` returns is stored (with the key fields set to
+    /// `key`, depending on what `build` read) and returned. The builder can
+    /// borrow what it needs (a database pool, a request's context).
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use ultracache::CacheModel;
+    ///
+    /// #[derive(CacheModel, Serialize, Deserialize)]
+    /// struct Summary { #[cache(key)] id: u32, words: usize }
+    ///
+    /// let text = "three little words";
+    /// let s = Summary::get_or_build(&SummaryKey::new(1), || {
+    ///     Some(Summary { id: 1, words: text.split(' ').count() })
+    /// });
+    /// assert_eq!(s.unwrap().words, 3);
+    /// ```
+    fn get_or_build(
+        key: &Self::Key,
+        build: impl FnOnce() -> Option<Self>,
+    ) -> Result<Self, Missing> {
+        get_with::<Self>(key, &mut Vec::new(), build)
+    }
+
+    /// The async form of [`get_or_build`](Self::get_or_build): `build` is
+    /// awaited on a miss (once, however many callers miss together).
+    fn get_or_build_async<F>(
+        key: &Self::Key,
+        build: F,
+    ) -> impl Future<Output = Result<Self, Missing>> + Send
+    where
+        F: Future<Output = Option<Self>> + Send,
+    {
+        async move { get_with_async::<Self, F>(key, &mut Vec::new(), build).await }
+    }
+
     /// Stores the object under its key, replacing what was there, and
     /// invalidates what was computed from the old one (on every node, and in
     /// the proxies). Referenced objects are saved on their own.
@@ -358,13 +395,22 @@ fn decode<M: CacheModel>(
 
 /// `get`, with the objects being loaded above this one on `stack`.
 fn get_in<M: CacheModel>(key: &M::Key, stack: &mut Vec<Dep>) -> Result<M, Missing> {
+    get_with::<M>(key, stack, || M::__from_miss(key))
+}
+
+/// `get_in` that builds a miss with `build`.
+fn get_with<M: CacheModel>(
+    key: &M::Key,
+    stack: &mut Vec<Dep>,
+    build: impl FnOnce() -> Option<M>,
+) -> Result<M, Missing> {
     let dep = M::dep(key);
     // Found or not, what is computed now depends on this object: saving it
     // later must reach that computation.
     track_dep(dep);
     let stored = M::__cache()
         .cache
-        .try_get_or_compute(key.clone(), || built(key, M::__from_miss(key)))?;
+        .try_get_or_compute(key.clone(), || built(key, build()))?;
     let (obj, pending) = decode::<M>(key, &stored)?;
     if pending.is_empty() || stack.len() >= MAX_DEPTH {
         return Ok(obj);
@@ -386,13 +432,20 @@ fn get_in<M: CacheModel>(key: &M::Key, stack: &mut Vec<Dep>) -> Result<M, Missin
 
 /// The async form of [`get_in`].
 async fn get_in_async<M: CacheModel>(key: &M::Key, stack: &mut Vec<Dep>) -> Result<M, Missing> {
+    get_with_async::<M, _>(key, stack, M::__from_miss_async(key)).await
+}
+
+/// The async form of [`get_with`].
+async fn get_with_async<M: CacheModel, F: Future<Output = Option<M>>>(
+    key: &M::Key,
+    stack: &mut Vec<Dep>,
+    build: F,
+) -> Result<M, Missing> {
     let dep = M::dep(key);
     track_dep(dep);
     let stored = M::__cache()
         .cache
-        .try_get_or_compute_async(key.clone(), async {
-            built(key, M::__from_miss_async(key).await)
-        })
+        .try_get_or_compute_async(key.clone(), async { built(key, build.await) })
         .await?;
     let (obj, pending) = decode::<M>(key, &stored)?;
     if pending.is_empty() || stack.len() >= MAX_DEPTH {
