@@ -80,6 +80,20 @@ async fn the_blog_serves_hits_without_sql_and_refreshes_exactly_what_changed() {
     for p in pages {
         expect(&first, p, "MISS");
     }
+    // An author's pages share one card (a cache model): built for authors 1,
+    // 4 and 2, then found by the second page of authors 1 and 4.
+    let cards = ultracache::stats()
+        .cache("blog.author_card")
+        .cloned()
+        .unwrap();
+    assert_eq!((cards.misses, cards.hits), (3, 2));
+    let (_, a) = site.get("/posts/post-200").await;
+    let (_, b) = site.get("/authors/1").await;
+    let card = |page: &str| {
+        let start = page.find("<aside class=\"card\">").expect("a card");
+        page[start..].split("</aside>").next().unwrap().to_owned()
+    };
+    assert_eq!(card(&a), card(&b));
     let before = app::queries();
     let second = site.visit(&pages).await;
     for p in pages {
@@ -138,11 +152,12 @@ async fn the_blog_serves_hits_without_sql_and_refreshes_exactly_what_changed() {
     expect(&after, "/posts/post-199", "HIT");
     expect(&after, "/authors/4", "HIT");
     assert!(site.get("/").await.1.contains("Fresh off the press"));
-    assert!(site
-        .get("/authors/2")
-        .await
-        .1
-        .contains("Fresh off the press"));
+    let (_, author2) = site.get("/authors/2").await;
+    assert!(author2.contains("Fresh off the press"));
+    assert!(
+        author2.contains("; latest: Fresh off the press</aside>"),
+        "author 2's card was rebuilt"
+    );
 
     // A form error: 422, not cached, and never served to the next visitor.
     let r = site

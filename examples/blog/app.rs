@@ -5,7 +5,8 @@
 //! - models derive `Trackable`;
 //! - loaders are `#[tracks]` functions (or record their reads by hand);
 //! - writers are `#[invalidates]` functions;
-//! - pages sit behind one `CacheLayer`, and never think about keys.
+//! - pages sit behind one `CacheLayer`, and never think about keys;
+//! - data several pages share is a `CacheModel`, built once from tracked reads.
 
 #![allow(dead_code)]
 
@@ -25,7 +26,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::SqlitePool;
 use ultracache::http::CacheLayer;
 use ultracache::minijinja::models;
-use ultracache::{invalidates, track, track_id, tracks, Trackable};
+use ultracache::{invalidates, track, track_id, tracks, CacheModel, Trackable};
 
 // ---------------------------------------------------------------- models --
 
@@ -53,6 +54,20 @@ pub struct Comment {
     pub post_id: i64,
     pub name: String,
     pub body: String,
+}
+
+/// What every page of an author shows about them: a cache model, built once
+/// from three queries and shared by all those pages. It depends on what it
+/// read (the author, whose posts it counts, and the latest post), so writing
+/// one of them rebuilds it, and the pages that showed it.
+#[derive(Clone, Debug, Serialize, Deserialize, CacheModel)]
+#[cache(name = "blog.author_card", timeout = 86_400)]
+pub struct AuthorCard {
+    #[cache(key)]
+    pub author_id: i64,
+    pub name: String,
+    pub posts: i64,
+    pub latest: Option<String>,
 }
 
 type Db = SqlitePool;
@@ -179,6 +194,57 @@ pub async fn comment_count(db: &Db, post_id: i64) -> Result<i64, sqlx::Error> {
         .await?;
     track_id::<Post>(post_id);
     Ok(n)
+}
+
+/// How many posts an author wrote, and the latest: depends on the author
+/// (creating a post invalidates its author) and on the latest post.
+pub async fn author_activity(db: &Db, author_id: i64) -> Result<(i64, Option<Post>), sqlx::Error> {
+    query();
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM posts WHERE author_id = ?")
+        .bind(author_id)
+        .fetch_one(db)
+        .await?;
+    query();
+    let latest: Option<PostRow> = sqlx::query_as(
+        "SELECT id, slug, title, body, author_id FROM posts WHERE author_id = ? \
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(author_id)
+    .fetch_optional(db)
+    .await?;
+    let latest = latest.map(post_of);
+    track_id::<Author>(author_id);
+    latest.iter().for_each(track);
+    Ok((n, latest))
+}
+
+/// The author's card, from the cache or built from the database (once,
+/// however many pages ask together). `None`: no such author.
+pub async fn author_card(db: &Db, author_id: i64) -> Result<Option<AuthorCard>, sqlx::Error> {
+    let mut failed = None;
+    let card = AuthorCard::get_or_build_async(&AuthorCardKey::new(author_id), async {
+        let built = async {
+            let Some(author) = author(db, author_id).await? else {
+                return Ok(None);
+            };
+            let (posts, latest) = author_activity(db, author_id).await?;
+            Ok(Some(AuthorCard {
+                author_id,
+                name: author.name,
+                posts,
+                latest: latest.map(|p| p.title),
+            }))
+        };
+        built.await.unwrap_or_else(|e| {
+            failed = Some(e);
+            None
+        })
+    })
+    .await;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(card.ok()),
+    }
 }
 
 // --------------------------------------------------------------- writers --
@@ -453,10 +519,10 @@ async fn index(State(blog): State<Blog>) -> Page {
 async fn post_page(blog: &Blog, slug: &str, error: Option<&str>) -> Page {
     let db = &blog.db;
     let post = post_by_slug(db, slug).await?.ok_or(AppError::NotFound)?;
-    let author = author(db, post.author_id).await?;
+    let card = author_card(db, post.author_id).await?;
     let comments = comments_of(db, post.id).await?;
     Ok(blog
-        .render("post.html", context! { post => Serde(&post), author => Serde(&author), comments => Serde(&comments), error })?
+        .render("post.html", context! { post => Serde(&post), card => Serde(&card), comments => Serde(&comments), error })?
         .into_response())
 }
 
@@ -542,12 +608,12 @@ async fn new_post(State(blog): State<Blog>, Form(form): Form<NewPostForm>) -> Pa
 }
 
 async fn show_author(State(blog): State<Blog>, Path(id): Path<i64>) -> Page {
-    let author = author(&blog.db, id).await?.ok_or(AppError::NotFound)?;
+    let card = author_card(&blog.db, id).await?.ok_or(AppError::NotFound)?;
     let posts = posts_by_author(&blog.db, id).await?;
     Ok(blog
         .render(
             "author.html",
-            context! { author => Serde(&author), posts => Serde(&posts) },
+            context! { card => Serde(&card), posts => Serde(&posts) },
         )?
         .into_response())
 }
@@ -590,7 +656,11 @@ async fn stats(State(blog): State<Blog>) -> Page {
 
 // ------------------------------------------------------------- templates --
 
-const TEMPLATES: [(&str, &str); 6] = [
+const TEMPLATES: [(&str, &str); 7] = [
+    (
+        "card.html",
+        r#"{% if card %}<aside class="card">{{ card.name }} has written {{ card.posts }} posts{% if card.latest %}; latest: {{ card.latest }}{% endif %}</aside>{% endif %}"#,
+    ),
     (
         "layout.html",
         r#"<!doctype html>
@@ -619,8 +689,9 @@ const TEMPLATES: [(&str, &str); 6] = [
 {% block title %}{{ post.title }}{% endblock %}
 {% block main %}
 <article><h1>{{ post.title }}</h1>
-<p>by <a href="/authors/{{ post.author_id }}">{{ author.name }}</a> · <a href="/posts/{{ post.slug }}/edit">edit</a></p>
+<p>by <a href="/authors/{{ post.author_id }}">{{ card.name }}</a> · <a href="/posts/{{ post.slug }}/edit">edit</a></p>
 <p>{{ post.body }}</p></article>
+{% include "card.html" %}
 <h2>{{ comments|length }} comments</h2>
 <ul>{% for c in comments %}<li><b>{{ c.name }}</b>: {{ c.body }}</li>{% endfor %}</ul>
 {% if error %}<p class="error">{{ error }}</p>{% endif %}
@@ -644,9 +715,10 @@ const TEMPLATES: [(&str, &str); 6] = [
     (
         "author.html",
         r#"{% extends "layout.html" %}
-{% block title %}{{ author.name }}{% endblock %}
+{% block title %}{{ card.name }}{% endblock %}
 {% block main %}
-<h1>{{ author.name }}</h1>
+<h1>{{ card.name }}</h1>
+{% include "card.html" %}
 <ul>{% for p in posts %}<li><a href="/posts/{{ p.slug }}">{{ p.title }}</a></li>{% endfor %}</ul>
 {% endblock %}"#,
     ),
