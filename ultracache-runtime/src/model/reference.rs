@@ -200,8 +200,17 @@ thread_local! {
 
 /// Runs `decode` and returns, with its result, the references it met.
 pub(super) fn collecting<R>(decode: impl FnOnce() -> R) -> (R, Vec<Box<dyn Pending>>) {
-    let outer = FOUND.with(|f| f.borrow_mut().replace(Vec::new()));
+    /// Puts back what was collecting before, even if `decode` panics.
+    struct Restore(Option<Vec<Box<dyn Pending>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            FOUND.with(|f| *f.borrow_mut() = outer);
+        }
+    }
+    let restore = Restore(FOUND.with(|f| f.borrow_mut().replace(Vec::new())));
     let result = decode();
-    let found = FOUND.with(|f| std::mem::replace(&mut *f.borrow_mut(), outer));
+    let found = FOUND.with(|f| f.borrow_mut().take());
+    drop(restore);
     (result, found.unwrap_or_default())
 }
