@@ -9,7 +9,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use common::Runs;
-use ultracache::{cached, capture_future, dependents, invalidate, tracks, Dep, Trackable};
+use ultracache::{
+    cached, capture_future, dependents, invalidate, invalidate_async, tracks, Dep, Trackable,
+};
 
 model!(Post, "async.post");
 
@@ -42,6 +44,30 @@ async fn reads_after_an_await_are_recorded() {
     invalidate(&post(2)); // read after two awaits
     page(1, 2).await;
     assert_eq!(PAGE_RUNS.get(), 2);
+}
+
+static WRITTEN_RUNS: Runs = Runs::new();
+
+#[cached(forever)]
+async fn written_page(id: i64) -> String {
+    WRITTEN_RUNS.hit();
+    load(id).await.title
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_async_drops_what_read_the_object() {
+    written_page(30).await;
+    written_page(31).await;
+    written_page(30).await;
+    assert_eq!(WRITTEN_RUNS.get(), 2);
+    assert_eq!(invalidate_async(&post(30)).await, 1);
+    written_page(30).await;
+    written_page(31).await;
+    assert_eq!(
+        WRITTEN_RUNS.get(),
+        3,
+        "only post 30's page was computed again"
+    );
 }
 
 fn names(deps: &[Dep]) -> Vec<String> {

@@ -796,3 +796,43 @@ async fn get_or_build_borrows_its_context() {
     .unwrap();
     assert_eq!(p.display_name, "built here");
 }
+
+static CITY_PAGE_RUNS: Runs = Runs::new();
+
+#[cached(forever)]
+async fn city_page(name: String) -> String {
+    CITY_PAGE_RUNS.hit();
+    match Team::get_async(&TeamKey::new(name)).await {
+        Ok(t) => t.city,
+        Err(_) => "-".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_async_and_delete_async_reach_what_read_the_model() {
+    Team {
+        name: "Wanderers".into(),
+        city: "Bolton".into(),
+    }
+    .save_async()
+    .await
+    .unwrap();
+    assert_eq!(city_page("Wanderers".into()).await, "Bolton");
+    assert_eq!(city_page("Wanderers".into()).await, "Bolton");
+    assert_eq!(CITY_PAGE_RUNS.get(), 1);
+
+    Team {
+        name: "Wanderers".into(),
+        city: "Horwich".into(),
+    }
+    .save_async()
+    .await
+    .unwrap();
+    assert_eq!(city_page("Wanderers".into()).await, "Horwich");
+    assert_eq!(CITY_PAGE_RUNS.get(), 2);
+
+    Team::delete_async(&TeamKey::new("Wanderers".into())).await;
+    assert_eq!(city_page("Wanderers".into()).await, "-");
+    assert_eq!(CITY_PAGE_RUNS.get(), 3);
+    assert!(Team::get(&TeamKey::new("Wanderers".into())).is_err());
+}

@@ -77,7 +77,7 @@ fn models_are_shared_between_nodes_and_a_save_on_one_reaches_the_other() {
     });
 
     // Node 2 reads all three from Redis (building nothing), then saves a
-    // new phone number for Acme.
+    // new phone number for Acme (with `save_async`).
     let status = Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "second_node", "--ignored", "--nocapture"])
         .env(CHILD, "1")
@@ -108,12 +108,19 @@ fn second_node() {
     let built = Built::get(&BuiltKey::new(1)).unwrap();
     assert_eq!(Some(built.note), std::env::var("BUILT_NOTE").ok());
     assert_eq!(BUILT.get(), 0, "node 2 built nothing: Redis had it");
-    Workplace {
-        name: "Acme".into(),
-        phone: "555-0199".into(),
-    }
-    .save()
-    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        Workplace {
+            name: "Acme".into(),
+            phone: "555-0199".into(),
+        }
+        .save_async()
+        .await
+        .unwrap();
+    });
 }
 
 #[derive(CacheModel, Serialize, Deserialize, Debug, PartialEq)]

@@ -957,6 +957,21 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         core.publish(key, value, deps, start, None).is_some()
     }
 
+    /// The async form of [`insert`](Self::insert): waits for the shared tier
+    /// without blocking a thread.
+    pub async fn insert_async(&self, key: K, value: V, deps: &[Dep]) -> bool {
+        let Some(core) = self.core() else {
+            return false;
+        };
+        let start = generation::snapshot();
+        let deps = recorder::normalize(deps.to_vec());
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &core.shared {
+            shared.store_now_async(&key, &value, &deps).await;
+        }
+        core.publish(key, value, deps, start, None).is_some()
+    }
+
     /// The live entries: key, value, time left and dependencies. Entries found
     /// expired are removed on the way.
     pub fn entries(&self) -> Vec<EntryInfo<K, V>> {

@@ -35,9 +35,14 @@ use crate::trackable::Trackable;
 /// assert_eq!(invalidate(&Post { id: 1, title: String::new() }), 1);
 /// ```
 pub fn invalidate<T: Trackable + ?Sized>(obj: &T) -> usize {
+    invalidate_deps(&written(obj))
+}
+
+/// What writing `obj` invalidates: the object, its kind, its pages.
+fn written<T: Trackable + ?Sized>(obj: &T) -> Vec<Dep> {
     let mut deps = vec![obj.dep(), Dep::kind(T::KIND)];
     deps.extend(obj.dependent_paths().iter().map(|p| path_dep(p)));
-    invalidate_deps(&deps)
+    deps
 }
 
 /// Drops every entry that depends on the `T` with this id, or on the kind `T`:
@@ -83,10 +88,36 @@ pub fn invalidate_deps(deps: &[Dep]) -> usize {
     invalidate_local(deps, &[])
 }
 
-/// Tells the shared tier first (its entries go, and every node hears of it),
-/// so that no read on this node can bring an old entry back from Redis after
-/// the local entries are dropped.
-fn forward(deps: &[Dep], kinds: &[Kind]) {
+/// The async form of [`invalidate_deps`]: waits for the shared tier (when
+/// one is configured) without blocking a thread.
+pub async fn invalidate_deps_async(deps: &[Dep]) -> usize {
+    purge(deps, &[]);
+    #[cfg(feature = "redis")]
+    if let Some(tier) = runtime::get().tier() {
+        tier.invalidate_async(deps, &[]).await;
+    }
+    invalidate_local(deps, &[])
+}
+
+/// The async form of [`invalidate`] (same dependencies): the shared tier
+/// (when one is configured) is told without blocking a thread.
+///
+/// ```
+/// # async fn demo() {
+/// use ultracache::{invalidate_async, Trackable};
+///
+/// #[derive(Trackable)]
+/// struct Post { id: i64 }
+///
+/// invalidate_async(&Post { id: 7 }).await;
+/// # }
+/// ```
+pub async fn invalidate_async<T: Trackable + ?Sized>(obj: &T) -> usize {
+    invalidate_deps_async(&written(obj)).await
+}
+
+/// Tells the proxies' purgers, when installed.
+fn purge(deps: &[Dep], kinds: &[Kind]) {
     #[cfg(feature = "purge")]
     if crate::purge::installed() {
         let keys: Vec<String> = deps
@@ -98,6 +129,15 @@ fn forward(deps: &[Dep], kinds: &[Kind]) {
             crate::purge::enqueue(crate::purge::PurgeRequest::Keys(keys));
         }
     }
+    #[cfg(not(feature = "purge"))]
+    let _ = (deps, kinds);
+}
+
+/// Tells the shared tier first (its entries go, and every node hears of it),
+/// so that no read on this node can bring an old entry back from Redis after
+/// the local entries are dropped.
+fn forward(deps: &[Dep], kinds: &[Kind]) {
+    purge(deps, kinds);
     #[cfg(feature = "redis")]
     if let Some(tier) = runtime::get().tier() {
         tier.invalidate(deps, kinds);

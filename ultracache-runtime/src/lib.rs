@@ -53,8 +53,9 @@ pub use dep::{id_key, Dep, IdHasher, Kind};
 pub use fragment::fragment;
 pub use generation::Snapshot;
 pub use invalidation::{
-    clear, clear_store, dependents, invalidate, invalidate_any_of, invalidate_deps, invalidate_id,
-    invalidate_kind, run_pending_tasks, stats,
+    clear, clear_store, dependents, invalidate, invalidate_any_of, invalidate_async,
+    invalidate_deps, invalidate_deps_async, invalidate_id, invalidate_kind, run_pending_tasks,
+    stats,
 };
 pub use model::{AsyncFromMiss, CacheModel, FromMiss, Missing, ModelKey, Reference, SaveError};
 pub use paths::{invalidate_paths, path_dep, DependentPaths, PATH_KIND};

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::cache::{Cache, Timeout};
 use crate::dep::{Dep, Kind};
-use crate::invalidation::invalidate_deps;
+use crate::invalidation::{invalidate_deps, invalidate_deps_async};
 use crate::recorder::track_dep;
 
 pub use reference::Reference;
@@ -162,9 +162,23 @@ pub trait CacheModel: Serialize + DeserializeOwned + Send + Sync + Sized + 'stat
         save(self)
     }
 
+    /// The async form of [`save`](Self::save): waits for the shared tier
+    /// without blocking a thread.
+    fn save_async(&self) -> impl Future<Output = Result<(), SaveError>> + Send {
+        save_async(self)
+    }
+
     /// Drops the object stored for `key`, and what was computed from it.
     fn delete(key: &Self::Key) {
         invalidate_deps(&[Self::dep(key)]);
+    }
+
+    /// The async form of [`delete`](Self::delete).
+    fn delete_async(key: &Self::Key) -> impl Future<Output = ()> + Send {
+        let dep = Self::dep(key);
+        async move {
+            invalidate_deps_async(&[dep]).await;
+        }
     }
 
     /// The dependency that stands for the object with this key. With a key of
@@ -466,20 +480,35 @@ async fn get_with_async<M: CacheModel, F: Future<Output = Option<M>>>(
     Ok(obj)
 }
 
-fn save<M: CacheModel>(obj: &M) -> Result<(), SaveError> {
+/// What `save` writes: the bytes, the key and the object's dependency;
+/// `NoStore` when the model's store is not configured.
+fn to_save<M: CacheModel>(obj: &M) -> Result<(Stored, M::Key, Dep), SaveError> {
     let stored = encode(obj)?;
-    let cache = &M::__cache().cache;
-    if !cache.connected() {
+    if !M::__cache().cache.connected() {
         return Err(SaveError::NoStore {
             model: M::KIND.name(),
         });
     }
     let key = obj.key();
     let dep = M::dep(&key);
+    Ok((stored, key, dep))
+}
+
+// Saving drops what was computed from the old object, then stores the new
+// one. The insert returns `false` when a concurrent save or delete of this
+// object came after this one: that one wins.
+
+fn save<M: CacheModel>(obj: &M) -> Result<(), SaveError> {
+    let (stored, key, dep) = to_save(obj)?;
     invalidate_deps(&[dep]);
-    // `false` here means a concurrent save or delete of this object came
-    // after this one: it wins.
-    cache.insert(key, stored, &[dep]);
+    M::__cache().cache.insert(key, stored, &[dep]);
+    Ok(())
+}
+
+async fn save_async<M: CacheModel>(obj: &M) -> Result<(), SaveError> {
+    let (stored, key, dep) = to_save(obj)?;
+    invalidate_deps_async(&[dep]).await;
+    M::__cache().cache.insert_async(key, stored, &[dep]).await;
     Ok(())
 }
 

@@ -155,13 +155,29 @@ impl<K, V> Shared<K, V> {
 
     /// Stores a value written (not computed) and waits until Redis has it.
     pub(crate) fn store_now(&self, key: &K, value: &V, deps: &[Dep]) -> bool {
-        let Some((redis_key, key_bytes)) = self.entry_key(key) else {
-            return false;
-        };
-        match (self.codec.encode)(self.fingerprint, &key_bytes, deps, value) {
-            Some(bytes) => self.tier.store_now(redis_key, bytes, self.timeout, deps),
+        match self.written(key, value, deps) {
+            Some((redis_key, bytes)) => self.tier.store_now(redis_key, bytes, self.timeout, deps),
             None => false,
         }
+    }
+
+    /// The async form of [`store_now`](Self::store_now).
+    pub(crate) async fn store_now_async(&self, key: &K, value: &V, deps: &[Dep]) -> bool {
+        match self.written(key, value, deps) {
+            Some((redis_key, bytes)) => {
+                self.tier
+                    .store_now_async(redis_key, bytes, self.timeout, deps)
+                    .await
+            }
+            None => false,
+        }
+    }
+
+    /// The Redis key and the bytes of a written value.
+    fn written(&self, key: &K, value: &V, deps: &[Dep]) -> Option<(String, Vec<u8>)> {
+        let (redis_key, key_bytes) = self.entry_key(key)?;
+        let bytes = (self.codec.encode)(self.fingerprint, &key_bytes, deps, value)?;
+        Some((redis_key, bytes))
     }
 }
 

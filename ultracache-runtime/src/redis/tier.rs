@@ -325,17 +325,31 @@ impl Tier {
             return false;
         }
         let (tx, rx) = mpsc::sync_channel(1);
-        let sent = self.send(Op::Store {
-            key,
-            bytes,
-            ttl,
-            deps: deps.iter().map(dep_name).collect(),
-            since: u64::MAX,
-            reply: Some(Box::new(move |r| {
-                let _ = tx.send(r);
-            })),
-        });
+        let sent = self.send(written(key, bytes, ttl, deps, move |r| {
+            let _ = tx.send(r);
+        }));
         sent && matches!(rx.recv_timeout(self.timeout), Ok(Some(true)))
+    }
+
+    /// The async form of [`store_now`](Self::store_now).
+    pub(crate) async fn store_now_async(
+        &self,
+        key: String,
+        bytes: Vec<u8>,
+        ttl: Option<Duration>,
+        deps: &[Dep],
+    ) -> bool {
+        if !self.available() {
+            return false;
+        }
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(written(key, bytes, ttl, deps, move |r| {
+            let _ = tx.send(r);
+        }));
+        sent && matches!(
+            tokio::time::timeout(self.timeout, rx).await,
+            Ok(Ok(Some(true)))
+        )
     }
 
     /// Deletes an entry that did not decode.
@@ -346,15 +360,9 @@ impl Tier {
     /// Invalidates in Redis and on every node; waits (at most the timeout) so
     /// that no node reads the old entries from Redis after this returns.
     pub(crate) fn invalidate(&self, deps: &[Dep], kinds: &[crate::dep::Kind]) {
-        let objects: Vec<String> = deps.iter().map(dep_name).collect();
-        let kinds: Vec<String> = kinds.iter().map(|k| k.name().to_owned()).collect();
-        if objects.is_empty() && kinds.is_empty() {
+        let Some((objects, kinds)) = self.to_invalidate(deps, kinds) else {
             return;
-        }
-        if !self.available() {
-            self.keep(objects, kinds);
-            return;
-        }
+        };
         let (tx, rx) = mpsc::sync_channel(1);
         let sent = self.send(Op::Invalidate {
             objects: objects.clone(),
@@ -366,6 +374,48 @@ impl Tier {
         if !sent || !matches!(rx.recv_timeout(self.timeout), Ok(Some(_))) {
             self.keep(objects, kinds);
         }
+    }
+
+    /// The async form of [`invalidate`](Self::invalidate).
+    pub(crate) async fn invalidate_async(&self, deps: &[Dep], kinds: &[crate::dep::Kind]) {
+        let Some((objects, kinds)) = self.to_invalidate(deps, kinds) else {
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(Op::Invalidate {
+            objects: objects.clone(),
+            kinds: kinds.clone(),
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        });
+        let done = sent
+            && matches!(
+                tokio::time::timeout(self.timeout, rx).await,
+                Ok(Ok(Some(_)))
+            );
+        if !done {
+            self.keep(objects, kinds);
+        }
+    }
+
+    /// The names to invalidate; `None` when there are none, or when Redis is
+    /// down (they are kept, for when it is back).
+    fn to_invalidate(
+        &self,
+        deps: &[Dep],
+        kinds: &[crate::dep::Kind],
+    ) -> Option<(Vec<String>, Vec<String>)> {
+        let objects: Vec<String> = deps.iter().map(dep_name).collect();
+        let kinds: Vec<String> = kinds.iter().map(|k| k.name().to_owned()).collect();
+        if objects.is_empty() && kinds.is_empty() {
+            return None;
+        }
+        if !self.available() {
+            self.keep(objects, kinds);
+            return None;
+        }
+        Some((objects, kinds))
     }
 
     fn keep(&self, objects: Vec<String>, kinds: Vec<String>) {
@@ -389,6 +439,24 @@ impl Tier {
             }),
         });
         let _ = rx.recv_timeout(self.timeout * 4);
+    }
+}
+
+/// The op that stores a written value, telling `reply` whether Redis has it.
+fn written(
+    key: String,
+    bytes: Vec<u8>,
+    ttl: Option<Duration>,
+    deps: &[Dep],
+    reply: impl FnOnce(Option<bool>) + Send + 'static,
+) -> Op {
+    Op::Store {
+        key,
+        bytes,
+        ttl,
+        deps: deps.iter().map(dep_name).collect(),
+        since: u64::MAX,
+        reply: Some(Box::new(reply)),
     }
 }
 
