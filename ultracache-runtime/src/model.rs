@@ -422,9 +422,12 @@ fn get_with<M: CacheModel>(
     // Found or not, what is computed now depends on this object: saving it
     // later must reach that computation.
     track_dep(dep);
-    let stored = M::__cache()
-        .cache
-        .try_get_or_compute(key.clone(), || built(key, build()))?;
+    let cache = &M::__cache().cache;
+    // A hit looks the key up by reference: no clone of it.
+    let stored = match cache.get(key) {
+        Some(stored) => stored,
+        None => cache.try_get_or_compute(key.clone(), || built(key, build()))?,
+    };
     let (obj, pending) = decode::<M>(key, &stored)?;
     if pending.is_empty() || stack.len() >= MAX_DEPTH {
         return Ok(obj);
@@ -457,10 +460,15 @@ async fn get_with_async<M: CacheModel, F: Future<Output = Option<M>>>(
 ) -> Result<M, Missing> {
     let dep = M::dep(key);
     track_dep(dep);
-    let stored = M::__cache()
-        .cache
-        .try_get_or_compute_async(key.clone(), async { built(key, build.await) })
-        .await?;
+    let cache = &M::__cache().cache;
+    let stored = match cache.get(key) {
+        Some(stored) => stored,
+        None => {
+            cache
+                .try_get_or_compute_async(key.clone(), async { built(key, build.await) })
+                .await?
+        }
+    };
     let (obj, pending) = decode::<M>(key, &stored)?;
     if pending.is_empty() || stack.len() >= MAX_DEPTH {
         return Ok(obj);
