@@ -836,3 +836,54 @@ async fn save_async_and_delete_async_reach_what_read_the_model() {
     assert_eq!(CITY_PAGE_RUNS.get(), 3);
     assert!(Team::get(&TeamKey::new("Wanderers".into())).is_err());
 }
+
+// ---- many paths to one object ----
+
+#[derive(CacheModel, Serialize, Deserialize, Debug)]
+#[cache(name = "models.node")]
+struct Node {
+    #[cache(key)]
+    id: u32,
+    links: Vec<Reference<Node>>,
+}
+
+fn node_hits() -> u64 {
+    ultracache::stats()
+        .cache("models.node")
+        .map_or(0, |c| c.hits)
+}
+
+#[test]
+fn an_object_reached_by_many_paths_loads_once_per_get() {
+    // 12 nodes, each linked to every other: a cycle-free walk would visit
+    // billions of paths; each node must load once.
+    const N: u32 = 12;
+    for id in 0..N {
+        Node {
+            id,
+            links: (0..N)
+                .filter(|&o| o != id)
+                .map(|o| Reference::to(NodeKey::new(o)))
+                .collect(),
+        }
+        .save()
+        .unwrap();
+    }
+    let before = node_hits();
+    let root = Node::get(&NodeKey::new(0)).unwrap();
+    assert_eq!(
+        node_hits() - before,
+        u64::from(N),
+        "each node looked up once"
+    );
+    assert!(root.links.iter().all(|l| l.loaded().is_some()));
+    // The same object, wherever it is reached from (a link back up the path
+    // it was reached by closes a cycle: that one loads when read).
+    let one = root.links[0].loaded().unwrap();
+    let two = root.links[1].loaded().unwrap();
+    let two_via_one = one.links.iter().find(|l| l.key().id == 2).unwrap();
+    assert!(std::ptr::eq(two, two_via_one.loaded().unwrap()));
+    let one_via_two = two.links.iter().find(|l| l.key().id == 1).unwrap();
+    assert!(one_via_two.loaded().is_none());
+    assert_eq!(one_via_two.get().unwrap().id, 1);
+}

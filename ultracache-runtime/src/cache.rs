@@ -945,21 +945,19 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// assert_eq!(NAMES.get(&1).as_deref(), Some("Ada"));
     /// ```
     pub fn insert(&self, key: K, value: V, deps: &[Dep]) -> bool {
-        let Some(core) = self.core() else {
-            return false;
-        };
-        let start = generation::snapshot();
-        let deps = recorder::normalize(deps.to_vec());
-        #[cfg(feature = "redis")]
-        if let Some(shared) = &core.shared {
-            shared.store_now(&key, &value, &deps);
-        }
-        core.publish(key, value, deps, start, None).is_some()
+        self.write(key, value, deps, u64::MAX)
     }
 
     /// The async form of [`insert`](Self::insert): waits for the shared tier
     /// without blocking a thread.
     pub async fn insert_async(&self, key: K, value: V, deps: &[Dep]) -> bool {
+        self.write_async(key, value, deps, u64::MAX).await
+    }
+
+    /// [`insert`](Self::insert), refused by the shared tier when one of `deps`
+    /// was invalidated after its tick `since` (a later write won there), and
+    /// then not stored here either.
+    pub(crate) fn write(&self, key: K, value: V, deps: &[Dep], since: u64) -> bool {
         let Some(core) = self.core() else {
             return false;
         };
@@ -967,8 +965,30 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         let deps = recorder::normalize(deps.to_vec());
         #[cfg(feature = "redis")]
         if let Some(shared) = &core.shared {
-            shared.store_now_async(&key, &value, &deps).await;
+            if shared.store_now(&key, &value, &deps, since) == Some(false) {
+                return false;
+            }
         }
+        #[cfg(not(feature = "redis"))]
+        let _ = since;
+        core.publish(key, value, deps, start, None).is_some()
+    }
+
+    /// The async form of [`write`](Self::write).
+    pub(crate) async fn write_async(&self, key: K, value: V, deps: &[Dep], since: u64) -> bool {
+        let Some(core) = self.core() else {
+            return false;
+        };
+        let start = generation::snapshot();
+        let deps = recorder::normalize(deps.to_vec());
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &core.shared {
+            if shared.store_now_async(&key, &value, &deps, since).await == Some(false) {
+                return false;
+            }
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = since;
         core.publish(key, value, deps, start, None).is_some()
     }
 

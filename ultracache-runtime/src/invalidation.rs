@@ -91,12 +91,27 @@ pub fn invalidate_deps(deps: &[Dep]) -> usize {
 /// The async form of [`invalidate_deps`]: waits for the shared tier (when
 /// one is configured) without blocking a thread.
 pub async fn invalidate_deps_async(deps: &[Dep]) -> usize {
+    invalidate_deps_ticked_async(deps).await.0
+}
+
+/// [`invalidate_deps`], with the shared tier's tick for it (when Redis took
+/// it): a value written after it is stored there unless a later write came.
+pub(crate) fn invalidate_deps_ticked(deps: &[Dep]) -> (usize, Option<u64>) {
+    let tick = forward(deps, &[]);
+    (invalidate_local(deps, &[]), tick)
+}
+
+/// The async form of [`invalidate_deps_ticked`].
+pub(crate) async fn invalidate_deps_ticked_async(deps: &[Dep]) -> (usize, Option<u64>) {
     purge(deps, &[]);
     #[cfg(feature = "redis")]
-    if let Some(tier) = runtime::get().tier() {
-        tier.invalidate_async(deps, &[]).await;
-    }
-    invalidate_local(deps, &[])
+    let tick = match runtime::get().tier() {
+        Some(tier) => tier.invalidate_async(deps, &[]).await,
+        None => None,
+    };
+    #[cfg(not(feature = "redis"))]
+    let tick = None;
+    (invalidate_local(deps, &[]), tick)
 }
 
 /// The async form of [`invalidate`] (same dependencies): the shared tier
@@ -136,14 +151,14 @@ fn purge(deps: &[Dep], kinds: &[Kind]) {
 /// Tells the shared tier first (its entries go, and every node hears of it),
 /// so that no read on this node can bring an old entry back from Redis after
 /// the local entries are dropped.
-fn forward(deps: &[Dep], kinds: &[Kind]) {
+fn forward(deps: &[Dep], kinds: &[Kind]) -> Option<u64> {
     purge(deps, kinds);
     #[cfg(feature = "redis")]
-    if let Some(tier) = runtime::get().tier() {
-        tier.invalidate(deps, kinds);
-    }
+    return runtime::get()
+        .tier()
+        .and_then(|tier| tier.invalidate(deps, kinds));
     #[cfg(not(feature = "redis"))]
-    let _ = (deps, kinds);
+    None
 }
 
 /// Drops this process's entries for `deps` and for whole `kinds`.

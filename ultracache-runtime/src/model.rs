@@ -8,17 +8,22 @@
 mod reference;
 mod stored;
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::cache::{Cache, Timeout};
 use crate::dep::{Dep, Kind};
-use crate::invalidation::{invalidate_deps, invalidate_deps_async};
+use crate::invalidation::{
+    invalidate_deps, invalidate_deps_async, invalidate_deps_ticked, invalidate_deps_ticked_async,
+};
 use crate::recorder::track_dep;
 
 pub use reference::Reference;
@@ -26,6 +31,19 @@ pub use stored::Stored;
 
 /// References load depth first down to this depth; deeper ones load when read.
 const MAX_DEPTH: usize = 32;
+
+/// One `get` loads at most this many referenced objects; the others load
+/// when read.
+const MAX_LOADED: usize = 1024;
+
+/// The state of one `get` and the references it loads: the objects being
+/// loaded (to stop at cycles) and those loaded, each once however many
+/// references lead to it.
+#[derive(Default)]
+struct Loader {
+    stack: Vec<Dep>,
+    loaded: HashMap<Dep, Arc<dyn Any + Send + Sync>>,
+}
 
 /// What a key field of a cache model must be: serde (its bytes are part of
 /// the stored key), hashable and comparable (the in-process key), printable
@@ -107,7 +125,7 @@ pub trait CacheModel: Serialize + DeserializeOwned + Send + Sync + Sized + 'stat
     /// it). [`Missing`] when neither has it, or when an object it references
     /// is missing.
     fn get(key: &Self::Key) -> Result<Self, Missing> {
-        get_in::<Self>(key, &mut Vec::new())
+        get_in::<Self>(key, &mut Loader::default())
     }
 
     /// The async form of [`get`](Self::get): the shared tier is read without
@@ -115,7 +133,7 @@ pub trait CacheModel: Serialize + DeserializeOwned + Send + Sync + Sized + 'stat
     /// model implements it (else with [`FromMiss`]). Concurrent misses on one
     /// key build it once.
     fn get_async(key: &Self::Key) -> impl Future<Output = Result<Self, Missing>> + Send {
-        async move { get_in_async::<Self>(key, &mut Vec::new()).await }
+        async move { get_in_async::<Self>(key, &mut Loader::default()).await }
     }
 
     /// Like [`get`](Self::get), with `build` in place of [`FromMiss`]: on a
@@ -140,7 +158,7 @@ pub trait CacheModel: Serialize + DeserializeOwned + Send + Sync + Sized + 'stat
         key: &Self::Key,
         build: impl FnOnce() -> Option<Self>,
     ) -> Result<Self, Missing> {
-        get_with::<Self>(key, &mut Vec::new(), build)
+        get_with::<Self>(key, &mut Loader::default(), build)
     }
 
     /// The async form of [`get_or_build`](Self::get_or_build): `build` is
@@ -152,7 +170,7 @@ pub trait CacheModel: Serialize + DeserializeOwned + Send + Sync + Sized + 'stat
     where
         F: Future<Output = Option<Self>> + Send,
     {
-        async move { get_with_async::<Self, F>(key, &mut Vec::new(), build).await }
+        async move { get_with_async::<Self, F>(key, &mut Loader::default(), build).await }
     }
 
     /// Stores the object under its key, replacing what was there, and
@@ -407,15 +425,15 @@ fn decode<M: CacheModel>(
     }
 }
 
-/// `get`, with the objects being loaded above this one on `stack`.
-fn get_in<M: CacheModel>(key: &M::Key, stack: &mut Vec<Dep>) -> Result<M, Missing> {
-    get_with::<M>(key, stack, || M::__from_miss(key))
+/// `get`, inside the loading of the object `loader` started from.
+fn get_in<M: CacheModel>(key: &M::Key, loader: &mut Loader) -> Result<M, Missing> {
+    get_with::<M>(key, loader, || M::__from_miss(key))
 }
 
 /// `get_in` that builds a miss with `build`.
 fn get_with<M: CacheModel>(
     key: &M::Key,
-    stack: &mut Vec<Dep>,
+    loader: &mut Loader,
     build: impl FnOnce() -> Option<M>,
 ) -> Result<M, Missing> {
     let dep = M::dep(key);
@@ -429,33 +447,33 @@ fn get_with<M: CacheModel>(
         None => cache.try_get_or_compute(key.clone(), || built(key, build()))?,
     };
     let (obj, pending) = decode::<M>(key, &stored)?;
-    if pending.is_empty() || stack.len() >= MAX_DEPTH {
+    if pending.is_empty() || loader.stack.len() >= MAX_DEPTH {
         return Ok(obj);
     }
-    stack.push(dep);
+    loader.stack.push(dep);
     let mut loaded = Ok(());
     for p in &pending {
-        if !stack.contains(&p.dep()) {
-            loaded = p.load(stack);
+        if !loader.stack.contains(&p.dep()) {
+            loaded = p.load(loader);
             if loaded.is_err() {
                 break;
             }
         }
     }
-    stack.pop();
+    loader.stack.pop();
     loaded.map_err(|m| m.via(M::KIND.name()))?;
     Ok(obj)
 }
 
 /// The async form of [`get_in`].
-async fn get_in_async<M: CacheModel>(key: &M::Key, stack: &mut Vec<Dep>) -> Result<M, Missing> {
-    get_with_async::<M, _>(key, stack, M::__from_miss_async(key)).await
+async fn get_in_async<M: CacheModel>(key: &M::Key, loader: &mut Loader) -> Result<M, Missing> {
+    get_with_async::<M, _>(key, loader, M::__from_miss_async(key)).await
 }
 
 /// The async form of [`get_with`].
 async fn get_with_async<M: CacheModel, F: Future<Output = Option<M>>>(
     key: &M::Key,
-    stack: &mut Vec<Dep>,
+    loader: &mut Loader,
     build: F,
 ) -> Result<M, Missing> {
     let dep = M::dep(key);
@@ -470,20 +488,20 @@ async fn get_with_async<M: CacheModel, F: Future<Output = Option<M>>>(
         }
     };
     let (obj, pending) = decode::<M>(key, &stored)?;
-    if pending.is_empty() || stack.len() >= MAX_DEPTH {
+    if pending.is_empty() || loader.stack.len() >= MAX_DEPTH {
         return Ok(obj);
     }
-    stack.push(dep);
+    loader.stack.push(dep);
     let mut loaded = Ok(());
     for p in &pending {
-        if !stack.contains(&p.dep()) {
-            loaded = p.load_async(stack).await;
+        if !loader.stack.contains(&p.dep()) {
+            loaded = p.load_async(loader).await;
             if loaded.is_err() {
                 break;
             }
         }
     }
-    stack.pop();
+    loader.stack.pop();
     loaded.map_err(|m| m.via(M::KIND.name()))?;
     Ok(obj)
 }
@@ -503,20 +521,26 @@ fn to_save<M: CacheModel>(obj: &M) -> Result<(Stored, M::Key, Dep), SaveError> {
 }
 
 // Saving drops what was computed from the old object, then stores the new
-// one. The insert returns `false` when a concurrent save or delete of this
-// object came after this one: that one wins.
+// one. The shared tier refuses the new one if a later save or delete of the
+// object came in between (it invalidated after this save's tick), and this
+// process then keeps nothing either: every node agrees on the last write.
 
 fn save<M: CacheModel>(obj: &M) -> Result<(), SaveError> {
     let (stored, key, dep) = to_save(obj)?;
-    invalidate_deps(&[dep]);
-    M::__cache().cache.insert(key, stored, &[dep]);
+    let (_, tick) = invalidate_deps_ticked(&[dep]);
+    M::__cache()
+        .cache
+        .write(key, stored, &[dep], tick.unwrap_or(u64::MAX));
     Ok(())
 }
 
 async fn save_async<M: CacheModel>(obj: &M) -> Result<(), SaveError> {
     let (stored, key, dep) = to_save(obj)?;
-    invalidate_deps_async(&[dep]).await;
-    M::__cache().cache.insert_async(key, stored, &[dep]).await;
+    let (_, tick) = invalidate_deps_ticked_async(&[dep]).await;
+    M::__cache()
+        .cache
+        .write_async(key, stored, &[dep], tick.unwrap_or(u64::MAX))
+        .await;
     Ok(())
 }
 

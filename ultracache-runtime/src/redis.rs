@@ -153,24 +153,26 @@ impl<K, V> Shared<K, V> {
         }
     }
 
-    /// Stores a value written (not computed) and waits until Redis has it.
-    pub(crate) fn store_now(&self, key: &K, value: &V, deps: &[Dep]) -> bool {
-        match self.written(key, value, deps) {
-            Some((redis_key, bytes)) => self.tier.store_now(redis_key, bytes, self.timeout, deps),
-            None => false,
-        }
+    /// Stores a value written (not computed) unless one of `deps` was
+    /// invalidated after Redis's tick `since`; waits for Redis's answer.
+    pub(crate) fn store_now(&self, key: &K, value: &V, deps: &[Dep], since: u64) -> Option<bool> {
+        let (redis_key, bytes) = self.written(key, value, deps)?;
+        self.tier
+            .store_now(redis_key, bytes, self.timeout, deps, since)
     }
 
     /// The async form of [`store_now`](Self::store_now).
-    pub(crate) async fn store_now_async(&self, key: &K, value: &V, deps: &[Dep]) -> bool {
-        match self.written(key, value, deps) {
-            Some((redis_key, bytes)) => {
-                self.tier
-                    .store_now_async(redis_key, bytes, self.timeout, deps)
-                    .await
-            }
-            None => false,
-        }
+    pub(crate) async fn store_now_async(
+        &self,
+        key: &K,
+        value: &V,
+        deps: &[Dep],
+        since: u64,
+    ) -> Option<bool> {
+        let (redis_key, bytes) = self.written(key, value, deps)?;
+        self.tier
+            .store_now_async(redis_key, bytes, self.timeout, deps, since)
+            .await
     }
 
     /// The Redis key and the bytes of a written value.

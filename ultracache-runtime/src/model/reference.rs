@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{get_in, get_in_async, CacheModel, Missing};
+use super::{get_in, get_in_async, CacheModel, Loader, Missing, MAX_LOADED};
 use crate::dep::Dep;
 
 /// A link to another cache model, stored as its key: [`CacheModel::get`]
@@ -162,10 +162,10 @@ pub(super) type Loading<'a> = Pin<Box<dyn Future<Output = Result<(), Missing>> +
 pub(super) trait Pending: Send + Sync {
     /// The referenced object's dependency (to stop at cycles).
     fn dep(&self) -> Dep;
-    /// Loads it; `stack` holds the objects being loaded above it.
-    fn load(&self, stack: &mut Vec<Dep>) -> Result<(), Missing>;
+    /// Loads it, or takes the copy `loader` already loaded.
+    fn load(&self, loader: &mut Loader) -> Result<(), Missing>;
     /// The async form of `load`.
-    fn load_async<'a>(&'a self, stack: &'a mut Vec<Dep>) -> Loading<'a>;
+    fn load_async<'a>(&'a self, loader: &'a mut Loader) -> Loading<'a>;
 }
 
 struct Unloaded<T: CacheModel> {
@@ -178,18 +178,48 @@ impl<T: CacheModel> Pending for Unloaded<T> {
         T::dep(&self.key)
     }
 
-    fn load(&self, stack: &mut Vec<Dep>) -> Result<(), Missing> {
-        let obj = get_in::<T>(&self.key, stack)?;
-        let _ = self.slot.set(Arc::new(obj));
+    fn load(&self, loader: &mut Loader) -> Result<(), Missing> {
+        if self.reuse(loader) {
+            return Ok(());
+        }
+        let obj = get_in::<T>(&self.key, loader)?;
+        self.keep(loader, obj);
         Ok(())
     }
 
-    fn load_async<'a>(&'a self, stack: &'a mut Vec<Dep>) -> Loading<'a> {
+    fn load_async<'a>(&'a self, loader: &'a mut Loader) -> Loading<'a> {
         Box::pin(async move {
-            let obj = get_in_async::<T>(&self.key, stack).await?;
-            let _ = self.slot.set(Arc::new(obj));
+            if self.reuse(loader) {
+                return Ok(());
+            }
+            let obj = get_in_async::<T>(&self.key, loader).await?;
+            self.keep(loader, obj);
             Ok(())
         })
+    }
+}
+
+impl<T: CacheModel> Unloaded<T> {
+    /// Whether there is nothing to load: the object was loaded already for
+    /// this `get` (it is shared), or the `get` loaded enough (it loads when
+    /// read).
+    fn reuse(&self, loader: &Loader) -> bool {
+        if let Some(obj) = loader.loaded.get(&self.dep()) {
+            if let Ok(obj) = Arc::clone(obj).downcast::<T>() {
+                let _ = self.slot.set(obj);
+                return true;
+            }
+        }
+        loader.loaded.len() >= MAX_LOADED
+    }
+
+    fn keep(&self, loader: &mut Loader, obj: T) {
+        let obj = Arc::new(obj);
+        loader.loaded.insert(
+            self.dep(),
+            Arc::clone(&obj) as Arc<dyn std::any::Any + Send + Sync>,
+        );
+        let _ = self.slot.set(obj);
     }
 }
 

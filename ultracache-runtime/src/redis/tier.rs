@@ -103,7 +103,7 @@ for i = 5 + objects, #ARGV do
   redis.call('DEL', index)
 end
 redis.call('PUBLISH', prefix .. 'invalidations', ARGV[2])
-return dropped
+return tick
 ";
 
 /// What the tier is asked to do.
@@ -310,25 +310,29 @@ impl Tier {
         }
     }
 
-    /// Stores an entry whatever was invalidated before (a value written, not
-    /// computed), and waits (at most the timeout) until Redis has it, so that
-    /// no node reads an older entry from Redis after this returns. Whether
-    /// Redis stored it.
+    /// Stores a value written (not computed) unless one of `deps` was
+    /// invalidated after Redis's tick `since`, and waits (at most the timeout)
+    /// for the answer, so that no node reads an older entry from Redis after
+    /// this returns. `Some(stored)`, or `None` when Redis could not be asked.
     pub(crate) fn store_now(
         &self,
         key: String,
         bytes: Vec<u8>,
         ttl: Option<Duration>,
         deps: &[Dep],
-    ) -> bool {
+        since: u64,
+    ) -> Option<bool> {
         if !self.available() {
-            return false;
+            return None;
         }
         let (tx, rx) = mpsc::sync_channel(1);
-        let sent = self.send(written(key, bytes, ttl, deps, move |r| {
+        let sent = self.send(written(key, bytes, ttl, deps, since, move |r| {
             let _ = tx.send(r);
         }));
-        sent && matches!(rx.recv_timeout(self.timeout), Ok(Some(true)))
+        if !sent {
+            return None;
+        }
+        rx.recv_timeout(self.timeout).ok().flatten()
     }
 
     /// The async form of [`store_now`](Self::store_now).
@@ -338,18 +342,23 @@ impl Tier {
         bytes: Vec<u8>,
         ttl: Option<Duration>,
         deps: &[Dep],
-    ) -> bool {
+        since: u64,
+    ) -> Option<bool> {
         if !self.available() {
-            return false;
+            return None;
         }
         let (tx, rx) = oneshot::channel();
-        let sent = self.send(written(key, bytes, ttl, deps, move |r| {
+        let sent = self.send(written(key, bytes, ttl, deps, since, move |r| {
             let _ = tx.send(r);
         }));
-        sent && matches!(
-            tokio::time::timeout(self.timeout, rx).await,
-            Ok(Ok(Some(true)))
-        )
+        if !sent {
+            return None;
+        }
+        tokio::time::timeout(self.timeout, rx)
+            .await
+            .ok()?
+            .ok()
+            .flatten()
     }
 
     /// Deletes an entry that did not decode.
@@ -359,10 +368,9 @@ impl Tier {
 
     /// Invalidates in Redis and on every node; waits (at most the timeout) so
     /// that no node reads the old entries from Redis after this returns.
-    pub(crate) fn invalidate(&self, deps: &[Dep], kinds: &[crate::dep::Kind]) {
-        let Some((objects, kinds)) = self.to_invalidate(deps, kinds) else {
-            return;
-        };
+    /// Redis's tick for the invalidation, when Redis took it.
+    pub(crate) fn invalidate(&self, deps: &[Dep], kinds: &[crate::dep::Kind]) -> Option<u64> {
+        let (objects, kinds) = self.to_invalidate(deps, kinds)?;
         let (tx, rx) = mpsc::sync_channel(1);
         let sent = self.send(Op::Invalidate {
             objects: objects.clone(),
@@ -371,16 +379,24 @@ impl Tier {
                 let _ = tx.send(r);
             }),
         });
-        if !sent || !matches!(rx.recv_timeout(self.timeout), Ok(Some(_))) {
+        let tick = if sent {
+            rx.recv_timeout(self.timeout).ok().flatten()
+        } else {
+            None
+        };
+        if tick.is_none() {
             self.keep(objects, kinds);
         }
+        tick
     }
 
     /// The async form of [`invalidate`](Self::invalidate).
-    pub(crate) async fn invalidate_async(&self, deps: &[Dep], kinds: &[crate::dep::Kind]) {
-        let Some((objects, kinds)) = self.to_invalidate(deps, kinds) else {
-            return;
-        };
+    pub(crate) async fn invalidate_async(
+        &self,
+        deps: &[Dep],
+        kinds: &[crate::dep::Kind],
+    ) -> Option<u64> {
+        let (objects, kinds) = self.to_invalidate(deps, kinds)?;
         let (tx, rx) = oneshot::channel();
         let sent = self.send(Op::Invalidate {
             objects: objects.clone(),
@@ -389,14 +405,19 @@ impl Tier {
                 let _ = tx.send(r);
             }),
         });
-        let done = sent
-            && matches!(
-                tokio::time::timeout(self.timeout, rx).await,
-                Ok(Ok(Some(_)))
-            );
-        if !done {
+        let tick = if sent {
+            tokio::time::timeout(self.timeout, rx)
+                .await
+                .ok()?
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        if tick.is_none() {
             self.keep(objects, kinds);
         }
+        tick
     }
 
     /// The names to invalidate; `None` when there are none, or when Redis is
@@ -448,6 +469,7 @@ fn written(
     bytes: Vec<u8>,
     ttl: Option<Duration>,
     deps: &[Dep],
+    since: u64,
     reply: impl FnOnce(Option<bool>) + Send + 'static,
 ) -> Op {
     Op::Store {
@@ -455,7 +477,7 @@ fn written(
         bytes,
         ttl,
         deps: deps.iter().map(dep_name).collect(),
-        since: u64::MAX,
+        since,
         reply: Some(Box::new(reply)),
     }
 }
