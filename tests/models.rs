@@ -887,3 +887,71 @@ fn an_object_reached_by_many_paths_loads_once_per_get() {
     assert!(one_via_two.loaded().is_none());
     assert_eq!(one_via_two.get().unwrap().id, 1);
 }
+
+// ---- bytes that do not read back ----
+
+#[derive(CacheModel, Serialize, Deserialize, Debug)]
+#[cache(name = "models.sparse")]
+struct Sparse {
+    #[cache(key)]
+    id: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+#[test]
+fn a_value_postcard_cannot_read_back_is_refused_at_save() {
+    let err = Sparse { id: 1, note: None }.save().unwrap_err();
+    let SaveError::Encode { message, .. } = err else {
+        panic!("unexpected {err:?}");
+    };
+    assert!(message.contains("do not read back"), "{message}");
+    assert!(Sparse::get(&SparseKey::new(1)).is_err());
+}
+
+/// The rules a stored value must meet tighten after it was stored (a
+/// validating `Deserialize` changed, say).
+static STRICT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static RULED_RUNS: Runs = Runs::new();
+
+fn at_least_ten_when_strict<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if STRICT.load(std::sync::atomic::Ordering::SeqCst) && n < 10 {
+        return Err(serde::de::Error::custom("too small"));
+    }
+    Ok(n)
+}
+
+#[derive(CacheModel, Serialize, Deserialize, Debug)]
+#[cache(name = "models.ruled")]
+struct Ruled {
+    #[cache(key)]
+    id: u32,
+    #[serde(deserialize_with = "at_least_ten_when_strict")]
+    size: u32,
+}
+
+impl FromMiss for Ruled {
+    fn from_miss(key: &RuledKey) -> Option<Self> {
+        RULED_RUNS.hit();
+        Some(Ruled {
+            id: key.id,
+            size: 50,
+        })
+    }
+}
+
+#[test]
+fn a_stored_value_that_no_longer_reads_is_dropped_and_built_again() {
+    Ruled { id: 1, size: 3 }.save().unwrap();
+    assert_eq!(Ruled::get(&RuledKey::new(1)).unwrap().size, 3);
+    STRICT.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        Ruled::get(&RuledKey::new(1)).unwrap().size,
+        50,
+        "built again"
+    );
+    assert_eq!(RULED_RUNS.get(), 1);
+    assert_eq!(Ruled::get(&RuledKey::new(1)).unwrap().size, 50);
+    assert_eq!(RULED_RUNS.get(), 1, "and stored");
+}

@@ -1035,6 +1035,16 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         }
     }
 
+    /// Drops the entry for `key` here and, for a shared cache, in the shared
+    /// tier: bytes found unreadable.
+    pub(crate) fn discard(&self, key: &K) {
+        self.invalidate(key);
+        #[cfg(feature = "redis")]
+        if let Some(shared) = self.core().and_then(|c| c.shared.as_ref()) {
+            shared.delete(key);
+        }
+    }
+
     /// Drops every entry of this cache.
     pub fn invalidate_all(&self) {
         if let Some(core) = self.core() {

@@ -413,13 +413,14 @@ fn decode<M: CacheModel>(
     match reference::collecting(|| postcard::from_bytes::<M>(&stored.0)) {
         (Ok(obj), pending) => Ok((obj, pending)),
         (Err(e), _) => {
-            // Bytes its `Deserialize` refuses: dropped, read as a miss.
+            // Bytes its `Deserialize` refuses: dropped (here and in the
+            // shared tier), read as a miss.
             tracing::warn!(
                 model = M::KIND.name(),
                 "ultracache: a stored `{}` did not decode ({e}); dropped",
                 M::KIND.name()
             );
-            M::__cache().cache.invalidate(key);
+            M::__cache().cache.discard(key);
             Err(Missing::of::<M>(key))
         }
     }
@@ -441,12 +442,24 @@ fn get_with<M: CacheModel>(
     // later must reach that computation.
     track_dep(dep);
     let cache = &M::__cache().cache;
-    // A hit looks the key up by reference: no clone of it.
-    let stored = match cache.get(key) {
-        Some(stored) => stored,
-        None => cache.try_get_or_compute(key.clone(), || built(key, build()))?,
+    let mut build = Some(build);
+    let mut tries = 0;
+    let (obj, pending) = loop {
+        tries += 1;
+        // A hit looks the key up by reference: no clone of it.
+        let stored = match cache.get(key) {
+            Some(stored) => stored,
+            None => cache.try_get_or_compute(key.clone(), || {
+                built(key, build.take().and_then(|build| build()))
+            })?,
+        };
+        match decode::<M>(key, &stored) {
+            Ok(decoded) => break decoded,
+            // Unreadable bytes are gone now: build the object afresh, once.
+            Err(_) if tries == 1 && build.is_some() => continue,
+            Err(missing) => return Err(missing),
+        }
     };
-    let (obj, pending) = decode::<M>(key, &stored)?;
     if pending.is_empty() || loader.stack.len() >= MAX_DEPTH {
         return Ok(obj);
     }
@@ -479,15 +492,31 @@ async fn get_with_async<M: CacheModel, F: Future<Output = Option<M>>>(
     let dep = M::dep(key);
     track_dep(dep);
     let cache = &M::__cache().cache;
-    let stored = match cache.get(key) {
-        Some(stored) => stored,
-        None => {
-            cache
-                .try_get_or_compute_async(key.clone(), async { built(key, build.await) })
-                .await?
+    let mut build = Some(build);
+    let mut tries = 0;
+    let (obj, pending) = loop {
+        tries += 1;
+        let stored = match cache.get(key) {
+            Some(stored) => stored,
+            None => {
+                let build = build.take();
+                cache
+                    .try_get_or_compute_async(key.clone(), async {
+                        match build {
+                            Some(build) => built(key, build.await),
+                            None => Err(Missing::of::<M>(key)),
+                        }
+                    })
+                    .await?
+            }
+        };
+        match decode::<M>(key, &stored) {
+            Ok(decoded) => break decoded,
+            // Unreadable bytes are gone now: build the object afresh, once.
+            Err(_) if tries == 1 && build.is_some() => continue,
+            Err(missing) => return Err(missing),
         }
     };
-    let (obj, pending) = decode::<M>(key, &stored)?;
     if pending.is_empty() || loader.stack.len() >= MAX_DEPTH {
         return Ok(obj);
     }
@@ -510,6 +539,18 @@ async fn get_with_async<M: CacheModel, F: Future<Output = Option<M>>>(
 /// `NoStore` when the model's store is not configured.
 fn to_save<M: CacheModel>(obj: &M) -> Result<(Stored, M::Key, Dep), SaveError> {
     let stored = encode(obj)?;
+    // Serde attributes postcard cannot carry (`skip_serializing_if`,
+    // `flatten`, untagged enums) write bytes that never read back: say so
+    // now, not as a miss on every read.
+    if let Err(e) = postcard::from_bytes::<M>(&stored.0) {
+        return Err(SaveError::Encode {
+            model: M::KIND.name(),
+            message: format!(
+                "its bytes do not read back ({e}); postcard cannot carry \
+                 `skip_serializing_if`, `flatten` or untagged enums"
+            ),
+        });
+    }
     if !M::__cache().cache.connected() {
         return Err(SaveError::NoStore {
             model: M::KIND.name(),

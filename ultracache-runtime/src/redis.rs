@@ -175,6 +175,13 @@ impl<K, V> Shared<K, V> {
             .await
     }
 
+    /// Deletes the entry for `key` in Redis.
+    pub(crate) fn delete(&self, key: &K) {
+        if let Some((redis_key, _)) = self.entry_key(key) {
+            self.tier.delete(redis_key);
+        }
+    }
+
     /// The Redis key and the bytes of a written value.
     fn written(&self, key: &K, value: &V, deps: &[Dep]) -> Option<(String, Vec<u8>)> {
         let (redis_key, key_bytes) = self.entry_key(key)?;
