@@ -40,10 +40,12 @@ pub(crate) struct ModelInput {
 }
 
 #[derive(FromField)]
-#[darling(attributes(cache))]
+#[darling(attributes(cache), forward_attrs(serde))]
 pub(crate) struct ModelField {
     ident: Option<Ident>,
     ty: Type,
+    /// Its `#[serde(…)]` attributes.
+    attrs: Vec<syn::Attribute>,
     /// Part of the key.
     #[darling(default)]
     key: Flag,
@@ -68,6 +70,30 @@ pub(crate) fn check_shape(input: &syn::DeriveInput) -> syn::Result<()> {
     ))
 }
 
+/// The word of a `#[serde(…)]` attribute that keeps a field out of the
+/// stored bytes or reshapes it.
+fn lost_by_serde(attr: &syn::Attribute) -> Option<Ident> {
+    let syn::Meta::List(list) = &attr.meta else {
+        return None;
+    };
+    list.tokens.clone().into_iter().find_map(|t| match t {
+        proc_macro2::TokenTree::Ident(i)
+            if [
+                "skip",
+                "skip_serializing",
+                "skip_deserializing",
+                "skip_serializing_if",
+                "flatten",
+            ]
+            .iter()
+            .any(|w| i == w) =>
+        {
+            Some(i)
+        }
+        _ => None,
+    })
+}
+
 pub(crate) fn expand(input: ModelInput) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();
     if let Some(param) = input.generics.params.first() {
@@ -88,6 +114,17 @@ pub(crate) fn expand(input: ModelInput) -> syn::Result<TokenStream> {
         .filter(|f| f.key.is_present())
         .filter_map(|f| Some((f.ident.as_ref()?, &f.ty)))
         .collect();
+    for f in fields.iter().filter(|f| f.key.is_present()) {
+        if let Some(word) = f.attrs.iter().find_map(lost_by_serde) {
+            errors.spanned(
+                &word,
+                format!(
+                    "a `#[cache(key)]` field is stored with the object: `#[serde({word})]` \
+                     would lose it"
+                ),
+            );
+        }
+    }
     if keys.is_empty() {
         errors.spanned(
             &input.ident,
@@ -140,17 +177,26 @@ pub(crate) fn expand(input: ModelInput) -> syn::Result<TokenStream> {
             #p::serde::ser::SerializeTuple::serialize_element(&mut __tuple, &self.#n)?;
         }
     });
-    let de_fields = keys.iter().enumerate().map(|(i, (n, ty))| {
-        quote_spanned! {ty.span()=>
-            let ::core::option::Option::Some(#n) =
-                #p::serde::de::SeqAccess::next_element::<#ty>(&mut __seq)?
-            else {
-                return ::core::result::Result::Err(
-                    #p::serde::de::Error::invalid_length(#i, &self),
-                );
-            };
-        }
-    });
+    // Bound as `__field0…`: a field named like a constant in scope, or like
+    // the visitor's own variables, must not change the pattern.
+    let bindings: Vec<Ident> = (0..keys.len())
+        .map(|i| format_ident!("__field{}", i))
+        .collect();
+    let de_fields = keys
+        .iter()
+        .zip(&bindings)
+        .enumerate()
+        .map(|(i, ((_, ty), b))| {
+            quote_spanned! {ty.span()=>
+                let ::core::option::Option::Some(#b) =
+                    #p::serde::de::SeqAccess::next_element::<#ty>(&mut __seq)?
+                else {
+                    return ::core::result::Result::Err(
+                        #p::serde::de::Error::invalid_length(#i, &self),
+                    );
+                };
+            }
+        });
     let key_doc = format!("The key of a [`{type_name}`]: its `#[cache(key)]` fields.");
     let new_doc = format!("The key of the `{type_name}` with these key fields.");
     let field_docs = names
@@ -160,8 +206,8 @@ pub(crate) fn expand(input: ModelInput) -> syn::Result<TokenStream> {
         ([n], [ty]) => quote! {
             #[automatically_derived]
             impl ::core::convert::From<#ty> for #key_ident {
-                fn from(#n: #ty) -> Self {
-                    #key_ident { #n }
+                fn from(__field0: #ty) -> Self {
+                    #key_ident { #n: __field0 }
                 }
             }
         },
@@ -231,7 +277,7 @@ pub(crate) fn expand(input: ModelInput) -> syn::Result<TokenStream> {
                             mut __seq: __A,
                         ) -> ::core::result::Result<#key_ident, __A::Error> {
                             #(#de_fields)*
-                            ::core::result::Result::Ok(#key_ident { #(#names),* })
+                            ::core::result::Result::Ok(#key_ident { #(#names: #bindings),* })
                         }
                     }
                     #p::serde::Deserializer::deserialize_tuple(__deserializer, #count, __Visitor)
@@ -252,14 +298,14 @@ pub(crate) fn expand(input: ModelInput) -> syn::Result<TokenStream> {
                 }
 
                 fn __cache() -> &'static #p::ModelCache<Self> {
-                    static CACHE: #p::ModelCache<#ident> = #p::ModelCache::new(
+                    static __ULTRACACHE_CACHE: #p::ModelCache<#ident> = #p::ModelCache::new(
                         __ULTRACACHE_NAME,
                         ::core::module_path!(),
                         #timeout,
                         #store,
                         #local,
                     );
-                    &CACHE
+                    &__ULTRACACHE_CACHE
                 }
 
                 fn __from_miss(__key: &#key_ident) -> ::core::option::Option<Self> {

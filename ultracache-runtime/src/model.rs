@@ -102,10 +102,15 @@ impl<T> ModelKey for T where
 /// share keys. The derive generates `<Type>Key`, a struct with the key fields
 /// (public), `new` taking them in order, and `From` for a single key field.
 ///
-/// - Values are stored as postcard bytes. When a shared tier is configured
-///   ([`Config::redis`](crate::Config::redis)) they go there too (unless
-///   `local`), with the type's fingerprint: after a deploy that changes the
-///   struct, old bytes read as a miss, never as the new type.
+/// - Values are stored as postcard bytes; `get` returns the stored object
+///   read back (fields under `#[serde(skip)]` come back as their default).
+///   When a shared tier is configured ([`Config::redis`](crate::Config::redis))
+///   they go there too (unless `local`), with the type's fingerprint: after a
+///   deploy that changes the struct, old bytes read as a miss, never as the
+///   new type. The fingerprint sees the fields serde shows; a field type with
+///   a hand-written `Deserialize` that serde cannot trace is told apart by its
+///   name and size only — when changing such a type, give the model a new
+///   `name` (`"app.user.v2"`).
 /// - `get` inside a cached computation records the object (found or not), so
 ///   a `save` or `delete` of it drops that computation's entries, here and on
 ///   every node; an object built by [`FromMiss`] depends on what it read.
@@ -131,7 +136,8 @@ pub trait CacheModel: Serialize + DeserializeOwned + Send + Sync + Sized + 'stat
     /// The async form of [`get`](Self::get): the shared tier is read without
     /// blocking a thread, and a miss is built with [`AsyncFromMiss`] when the
     /// model implements it (else with [`FromMiss`]). Concurrent misses on one
-    /// key build it once.
+    /// key wait for one build; when it finds nothing (`None`), each caller
+    /// tries on its own.
     fn get_async(key: &Self::Key) -> impl Future<Output = Result<Self, Missing>> + Send {
         async move { get_in_async::<Self>(key, &mut Loader::default()).await }
     }
@@ -175,13 +181,17 @@ pub trait CacheModel: Serialize + DeserializeOwned + Send + Sync + Sized + 'stat
 
     /// Stores the object under its key, replacing what was there, and
     /// invalidates what was computed from the old one (on every node, and in
-    /// the proxies). Referenced objects are saved on their own.
+    /// the proxies). Referenced objects are saved on their own. Of concurrent
+    /// saves and deletes of one object, the last to invalidate wins, in Redis
+    /// and in every process. With the shared tier unreachable, the object is
+    /// saved in this process only (the tier logs the outage).
     fn save(&self) -> Result<(), SaveError> {
         save(self)
     }
 
     /// The async form of [`save`](Self::save): waits for the shared tier
-    /// without blocking a thread.
+    /// without blocking a thread. A future dropped before it finishes may
+    /// leave the object absent (a miss), never the old one.
     fn save_async(&self) -> impl Future<Output = Result<(), SaveError>> + Send {
         save_async(self)
     }

@@ -50,7 +50,8 @@ pub struct Reference<T: CacheModel> {
 }
 
 impl<T: CacheModel> Reference<T> {
-    /// A reference to `obj` (which is already loaded).
+    /// A reference to `obj`, loaded. It does not save `obj`: a `get` of the
+    /// object holding the reference loads it from the cache, so save it too.
     pub fn new(obj: T) -> Self {
         Reference {
             key: obj.key(),
