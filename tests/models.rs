@@ -955,3 +955,22 @@ fn a_stored_value_that_no_longer_reads_is_dropped_and_built_again() {
     assert_eq!(Ruled::get(&RuledKey::new(1)).unwrap().size, 50);
     assert_eq!(RULED_RUNS.get(), 1, "and stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builder_that_reads_its_own_key_does_not_wait_for_itself() {
+    // Inside the build of key 70, a `get` of key 70 would wait for the very
+    // build it is part of: it finds nothing instead, sync or async.
+    let key = MemberKey::new(70);
+    let m = Member::get_or_build_async(&key, async {
+        assert!(Member::get(&MemberKey::new(70)).is_err());
+        assert!(Member::get_async(&MemberKey::new(70)).await.is_err());
+        Some(Member {
+            id: 70,
+            name: "Seventy".into(),
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(m.name, "Seventy");
+    assert_eq!(Member::get(&key).unwrap().name, "Seventy");
+}

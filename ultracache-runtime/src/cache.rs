@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::clock::{self, Nanos, NEVER};
 use crate::dep::Dep;
 use crate::entry::{next_id, Cause, Entry};
-use crate::flight::Flight;
+use crate::flight::{Flight, Leader};
 use crate::generation::{self, Snapshot};
 use crate::recorder;
 use crate::registry::registry;
@@ -295,7 +295,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         Some(slot.value.clone())
     }
 
-    fn join(self: &Arc<Self>, key: &K, leader: Option<thread::ThreadId>) -> Join<K, V> {
+    fn join(self: &Arc<Self>, key: &K, leader: Leader) -> Join<K, V> {
         let mut flights = self.lock_flights();
         // Looked up again under the lock: a leader publishes before it leaves.
         if let Some(v) = self.lookup(key) {
@@ -378,11 +378,12 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         if let Some(v) = self.lookup(key) {
             return Ok(v);
         }
-        match self.join(key, me) {
+        let leader = Leader::Thread(me.unwrap_or_else(|| thread::current().id()));
+        match self.join(key, leader) {
             Join::Hit(v) => Ok(v),
             Join::Lead(lead) => Err(Some(lead)),
             // A computation that asks for its own key would wait for itself.
-            Join::Wait(flight) if me.is_some() && flight.leader == me => Err(None),
+            Join::Wait(flight) if flight.led_here(me) => Err(None),
             Join::Wait(flight) => {
                 self.counters.coalesced.add(1);
                 // The leader failed, panicked or computed a stale value: compute
@@ -487,9 +488,12 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         if let Some(v) = self.lookup(&key) {
             return O::wrap(v);
         }
-        let lead = match self.join(&key, None) {
+        let task = recorder::frame_id();
+        let lead = match self.join(&key, Leader::Task(task)) {
             Join::Hit(v) => return O::wrap(v),
             Join::Lead(lead) => Some(lead),
+            // Inside the computation that leads: it would wait for itself.
+            Join::Wait(flight) if flight.led_here(None) => None,
             Join::Wait(flight) => {
                 self.counters.coalesced.add(1);
                 match self.take(flight.wait_async().await) {
@@ -513,7 +517,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         };
         self.counters.misses.add(1);
         crate::telemetry::miss(self.name);
-        let (result, deps) = recorder::capture_future(fut).await;
+        let (result, deps) = recorder::capture_future_as(task, fut).await;
         #[cfg(feature = "redis")]
         self.store_shared::<R, O>(&key, &result, &deps, since);
         self.finish::<R, O>(key, lead, &result, deps, start, weigh);

@@ -12,13 +12,32 @@ use event_listener::{Event, Listener};
 pub(crate) struct Flight<S> {
     done: Mutex<Option<Option<Arc<S>>>>,
     event: Event,
-    /// The thread of a blocking leader: the same thread waiting on it would
-    /// wait forever (a cached function calling itself with the same key).
-    pub(crate) leader: Option<ThreadId>,
+    /// Who computes: the same computation waiting on itself would wait
+    /// forever (a cached function calling itself with the same key, or two
+    /// builders asking for each other).
+    leader: Leader,
+}
+
+/// Who leads a flight.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Leader {
+    /// A blocking computation on this thread.
+    Thread(ThreadId),
+    /// A future, recording in the frame with this id.
+    Task(u64),
 }
 
 impl<S> Flight<S> {
-    pub(crate) fn new(leader: Option<ThreadId>) -> Self {
+    /// Whether waiting for this flight here would wait for itself: on the
+    /// leading thread (`me`), or inside the leading future's poll.
+    pub(crate) fn led_here(&self, me: Option<ThreadId>) -> bool {
+        match self.leader {
+            Leader::Thread(t) => me == Some(t),
+            Leader::Task(id) => crate::recorder::inside(id),
+        }
+    }
+
+    pub(crate) fn new(leader: Leader) -> Self {
         Flight {
             done: Mutex::new(None),
             event: Event::new(),

@@ -14,6 +14,21 @@ use crate::trackable::{Models, Trackable};
 thread_local! {
     static FRAMES: RefCell<Vec<Vec<Dep>>> = const { RefCell::new(Vec::new()) };
     static DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// The ids of the futures being polled on this thread, outermost first
+    /// (those that lead a single flight; see [`frame_id`]).
+    static POLLING: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A new id for a future's frame: a flight led by that future knows a wait
+/// from inside its own poll (which would wait for itself).
+pub(crate) fn frame_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether this thread is polling, at any depth, the future with frame `id`.
+pub(crate) fn inside(id: u64) -> bool {
+    POLLING.with(|p| p.borrow().contains(&id))
 }
 
 /// Whether a frame is recording on this thread (cheap: one thread-local read).
@@ -121,24 +136,32 @@ pub fn track_kind_of(kind: Kind) {
 /// Pops the frame it pushed, even when the computation panics.
 struct FrameGuard<'a> {
     deps: &'a mut Vec<Dep>,
+    id: u64,
 }
 
 impl Drop for FrameGuard<'_> {
     fn drop(&mut self) {
         let popped = FRAMES.with(|f| f.borrow_mut().pop());
         DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        if self.id != 0 {
+            POLLING.with(|p| p.borrow_mut().pop());
+        }
         if let Some(popped) = popped {
             *self.deps = popped;
         }
     }
 }
 
-/// Runs `f` with `deps` as the innermost frame, collecting into it.
-pub(crate) fn in_frame<R>(deps: &mut Vec<Dep>, f: impl FnOnce() -> R) -> R {
+/// Runs `f` with `deps` as the innermost frame, collecting into it; `id`
+/// (when not 0) names the future being polled.
+fn in_frame<R>(deps: &mut Vec<Dep>, id: u64, f: impl FnOnce() -> R) -> R {
     let taken = std::mem::take(deps);
     FRAMES.with(|fr| fr.borrow_mut().push(taken));
     DEPTH.with(|d| d.set(d.get() + 1));
-    let _guard = FrameGuard { deps };
+    if id != 0 {
+        POLLING.with(|p| p.borrow_mut().push(id));
+    }
+    let _guard = FrameGuard { deps, id };
     f()
 }
 
@@ -166,7 +189,7 @@ pub(crate) fn normalize(mut deps: Vec<Dep>) -> Box<[Dep]> {
 /// ```
 pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Box<[Dep]>) {
     let mut deps = Vec::new();
-    let value = in_frame(&mut deps, f);
+    let value = in_frame(&mut deps, 0, f);
     let deps = normalize(deps);
     track_deps(&deps);
     (value, deps)
@@ -180,6 +203,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         deps: Vec<Dep>,
+        id: u64,
     }
 }
 
@@ -189,7 +213,7 @@ impl<F: Future> Future for Captured<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let inner = this.inner;
-        match in_frame(this.deps, || inner.poll(cx)) {
+        match in_frame(this.deps, *this.id, || inner.poll(cx)) {
             Poll::Ready(value) => {
                 let deps = normalize(std::mem::take(this.deps));
                 track_deps(&deps);
@@ -215,9 +239,15 @@ impl<F: Future> Future for Captured<F> {
 /// # }
 /// ```
 pub fn capture_future<F: Future>(fut: F) -> Captured<F> {
+    capture_future_as(0, fut)
+}
+
+/// [`capture_future`] for the future with frame id `id` (see [`frame_id`]).
+pub(crate) fn capture_future_as<F: Future>(id: u64, fut: F) -> Captured<F> {
     Captured {
         inner: fut,
         deps: Vec::new(),
+        id,
     }
 }
 
