@@ -974,3 +974,21 @@ async fn a_builder_that_reads_its_own_key_does_not_wait_for_itself() {
     assert_eq!(m.name, "Seventy");
     assert_eq!(Member::get(&key).unwrap().name, "Seventy");
 }
+
+// ---- expiry ----
+
+#[derive(CacheModel, Serialize, Deserialize, Debug)]
+#[cache(name = "models.ephemeral", timeout = std::time::Duration::from_millis(150))]
+struct Ephemeral {
+    #[cache(key)]
+    id: u32,
+}
+
+#[test]
+fn a_model_timeout_expires_its_objects() {
+    Ephemeral { id: 1 }.save().unwrap();
+    assert!(Ephemeral::get(&EphemeralKey::new(1)).is_ok());
+    // Past the deadline on the monotonic clock, the entry is gone.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(Ephemeral::get(&EphemeralKey::new(1)).is_err());
+}
