@@ -639,9 +639,27 @@ async fn get_async_builds_once_with_async_from_miss_and_tracks_its_reads() {
     // The synchronous `get` does not call an async `from_miss`.
     assert!(Quote::get(&QuoteKey::new("SYNC".into())).is_err());
     assert_eq!(QUOTE_RUNS.get(), 2);
-    assert!(Quote::get_async(&QuoteKey::new("NONE".into()))
-        .await
-        .is_err());
+
+    // Concurrent misses of a key that does not exist: one build, whose
+    // "nothing" every caller shares.
+    let gate = QUOTE_GATE.lock().await;
+    let waited = coalesced("models.quote");
+    let callers: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(async { Quote::get_async(&QuoteKey::new("NONE".into())).await }))
+        .collect();
+    while coalesced("models.quote") < waited + 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "callers never lined up"
+        );
+        tokio::task::yield_now().await;
+    }
+    drop(gate);
+    for c in callers {
+        let missing = c.await.unwrap().unwrap_err();
+        assert!(missing.key.contains("NONE"), "{missing}");
+    }
+    assert_eq!(QUOTE_RUNS.get(), 3, "built once for four callers");
 }
 
 static ASYNC_BADGE_RUNS: Runs = Runs::new();
@@ -991,4 +1009,76 @@ fn a_model_timeout_expires_its_objects() {
     // Past the deadline on the monotonic clock, the entry is gone.
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(Ephemeral::get(&EphemeralKey::new(1)).is_err());
+}
+
+// ---- a shared "nothing" carries what it was built from ----
+
+#[derive(Clone, Debug, Trackable)]
+#[trackable(kind = "models.ghost_source")]
+struct GhostSource {
+    id: u32,
+}
+
+#[tracks]
+fn find_ghost_source(_id: u32) -> Option<GhostSource> {
+    None
+}
+
+static GHOST_GATE: std::sync::Mutex<Option<(Arc<Barrier>, mpsc::Receiver<()>)>> =
+    std::sync::Mutex::new(None);
+
+#[derive(CacheModel, Serialize, Deserialize, Debug)]
+#[cache(name = "models.ghost")]
+struct Ghost {
+    #[cache(key)]
+    id: u32,
+}
+
+impl FromMiss for Ghost {
+    fn from_miss(key: &GhostKey) -> Option<Self> {
+        let gate = GHOST_GATE.lock().unwrap().take();
+        if let Some((started, release)) = gate {
+            started.wait();
+            release.recv().unwrap();
+        }
+        // Found nothing: a lookup that records the kind it searched.
+        find_ghost_source(key.id).map(|s| Ghost { id: s.id })
+    }
+}
+
+static GHOST_PAGE_RUNS: Runs = Runs::new();
+
+#[cached(forever)]
+fn ghost_page(viewer: u32) -> String {
+    GHOST_PAGE_RUNS.hit();
+    let found = Ghost::get(&GhostKey::new(1)).is_ok();
+    format!("viewer {viewer}: {found}")
+}
+
+#[test]
+fn callers_sharing_a_build_that_found_nothing_depend_on_what_it_read() {
+    let started = Arc::new(Barrier::new(2));
+    let (release, gate) = mpsc::channel();
+    *GHOST_GATE.lock().unwrap() = Some((Arc::clone(&started), gate));
+    let leader = thread::spawn(|| ghost_page(1));
+    started.wait(); // the build runs, inside viewer 1's page
+    let waiter = thread::spawn(|| ghost_page(2));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while coalesced("models.ghost") < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "viewer 2 never waited"
+        );
+        thread::yield_now();
+    }
+    release.send(()).unwrap();
+    assert_eq!(leader.join().unwrap(), "viewer 1: false");
+    assert_eq!(waiter.join().unwrap(), "viewer 2: false");
+    assert_eq!(GHOST_PAGE_RUNS.get(), 2);
+
+    // A ghost source is created: both pages said "nothing", both go.
+    ultracache::invalidate_kind::<GhostSource>();
+    ghost_page(1);
+    ghost_page(2);
+    assert_eq!(GHOST_PAGE_RUNS.get(), 4);
 }

@@ -87,6 +87,13 @@ pub trait Outcome<R> {
     fn value(result: &R) -> Option<&Self::Value>;
     /// The result a hit returns.
     fn wrap(value: Self::Value) -> R;
+    /// What callers that waited for a computation return when its result
+    /// was not stored: `None` (the default) has each compute on its own;
+    /// `Some` shares a definitive answer ("there is no such object").
+    #[doc(hidden)]
+    fn shared_miss() -> Option<R> {
+        None
+    }
 }
 
 /// Every result is stored (including `None`).
@@ -200,6 +207,14 @@ impl<K: CacheKey, V: CacheValue> Lead<K, V> {
         self.release(slot);
     }
 
+    /// Finishes with a definitive "nothing", computed from `deps`: waiters
+    /// that share it return it, depending on `deps` too.
+    fn finish_absent(mut self, deps: Box<[Dep]>) {
+        self.finished = true;
+        self.flight.mark_absent(deps);
+        self.release(None);
+    }
+
     fn release(&self, slot: Option<Arc<Slot<K, V>>>) {
         {
             let mut flights = self.core.lock_flights();
@@ -220,6 +235,16 @@ impl<K: CacheKey, V: CacheValue> Drop for Lead<K, V> {
             self.release(None);
         }
     }
+}
+
+/// Why `find` found no value: who computes.
+enum Miss<K: CacheKey, V: CacheValue> {
+    /// This caller, as the leader of a flight.
+    Lead(Lead<K, V>),
+    /// This caller, on its own.
+    Alone,
+    /// Nobody: the leader this caller waited for found there is nothing.
+    Absent,
 }
 
 pub(crate) struct Core<K, V> {
@@ -370,25 +395,31 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     /// Finds the value for `key`, or decides who computes it: this caller as
     /// the leader of a flight, or alone (when the leader it waited for stored
     /// nothing, or when a computation asks for its own key).
-    fn find(
-        self: &Arc<Self>,
-        key: &K,
-        me: Option<thread::ThreadId>,
-    ) -> Result<V, Option<Lead<K, V>>> {
+    fn find(self: &Arc<Self>, key: &K, me: Option<thread::ThreadId>) -> Result<V, Miss<K, V>> {
         if let Some(v) = self.lookup(key) {
             return Ok(v);
         }
         let leader = Leader::Thread(me.unwrap_or_else(|| thread::current().id()));
         match self.join(key, leader) {
             Join::Hit(v) => Ok(v),
-            Join::Lead(lead) => Err(Some(lead)),
+            Join::Lead(lead) => Err(Miss::Lead(lead)),
             // A computation that asks for its own key would wait for itself.
-            Join::Wait(flight) if flight.led_here(me) => Err(None),
+            Join::Wait(flight) if flight.led_here(me) => Err(Miss::Alone),
             Join::Wait(flight) => {
                 self.counters.coalesced.add(1);
-                // The leader failed, panicked or computed a stale value: compute
-                // alone rather than queue behind the next leader.
-                self.take(flight.wait()).ok_or(None)
+                let slot = flight.wait();
+                if let Some(v) = self.take(slot) {
+                    return Ok(v);
+                }
+                match flight.absent() {
+                    Some(deps) => {
+                        recorder::track_deps(&deps);
+                        Err(Miss::Absent)
+                    }
+                    // The leader failed, panicked or computed a stale value:
+                    // compute alone rather than queue behind the next leader.
+                    None => Err(Miss::Alone),
+                }
             }
         }
     }
@@ -404,7 +435,17 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         weigh: Option<fn(&R) -> usize>,
     ) {
         let heap = weigh.map(|w| w(result));
-        let slot = O::value(result).and_then(|v| self.publish(key, v.clone(), deps, start, heap));
+        let Some(value) = O::value(result) else {
+            if let Some(lead) = lead {
+                if O::shared_miss().is_some() {
+                    lead.finish_absent(deps);
+                } else {
+                    lead.finish(None);
+                }
+            }
+            return;
+        };
+        let slot = self.publish(key, value.clone(), deps, start, heap);
         if let Some(lead) = lead {
             lead.finish(slot);
         }
@@ -418,7 +459,12 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     ) -> R {
         let lead = match self.find(&key, Some(thread::current().id())) {
             Ok(v) => return O::wrap(v),
-            Err(lead) => lead,
+            Err(Miss::Lead(lead)) => Some(lead),
+            Err(Miss::Alone) => None,
+            Err(Miss::Absent) => match O::shared_miss() {
+                Some(r) => return r,
+                None => None,
+            },
         };
         let start = generation::snapshot();
         #[cfg(feature = "redis")]
@@ -496,10 +542,17 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             Join::Wait(flight) if flight.led_here(None) => None,
             Join::Wait(flight) => {
                 self.counters.coalesced.add(1);
-                match self.take(flight.wait_async().await) {
-                    Some(v) => return O::wrap(v),
+                let slot = flight.wait_async().await;
+                if let Some(v) = self.take(slot) {
+                    return O::wrap(v);
+                }
+                match (flight.absent(), O::shared_miss()) {
+                    (Some(deps), Some(r)) => {
+                        recorder::track_deps(&deps);
+                        return r;
+                    }
                     // The leader stored nothing: compute alone.
-                    None => None,
+                    _ => None,
                 }
             }
         };
@@ -893,7 +946,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         };
         let lead = match core.find(&key, Some(thread::current().id())) {
             Ok(v) => return Lookup::Hit(v),
-            Err(lead) => lead,
+            Err(Miss::Lead(lead)) => Some(lead),
+            Err(Miss::Alone | Miss::Absent) => None,
         };
         core.counters.misses.add(1);
         Lookup::Miss(Recording::open(

@@ -6,6 +6,8 @@ use std::thread::ThreadId;
 
 use event_listener::{Event, Listener};
 
+use crate::dep::Dep;
+
 /// One computation in progress. `done` is `Some(Some(slot))` once a value was
 /// stored, `Some(None)` when waiters must look again (the leader failed,
 /// panicked, was cancelled, or its value was stale).
@@ -16,6 +18,9 @@ pub(crate) struct Flight<S> {
     /// forever (a cached function calling itself with the same key, or two
     /// builders asking for each other).
     leader: Leader,
+    /// Set before `done` when the leader's answer is "there is nothing":
+    /// what that answer was computed from.
+    absent: Mutex<Option<Box<[Dep]>>>,
 }
 
 /// Who leads a flight.
@@ -42,11 +47,27 @@ impl<S> Flight<S> {
             done: Mutex::new(None),
             event: Event::new(),
             leader,
+            absent: Mutex::new(None),
         }
     }
 
     fn done(&self) -> Option<Option<Arc<S>>> {
         self.done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Marks the leader's answer as "there is nothing", computed from `deps`
+    /// (before `finish`).
+    pub(crate) fn mark_absent(&self, deps: Box<[Dep]>) {
+        *self.absent.lock().unwrap_or_else(PoisonError::into_inner) = Some(deps);
+    }
+
+    /// What the leader's "there is nothing" was computed from, if that was
+    /// its answer (once finished).
+    pub(crate) fn absent(&self) -> Option<Box<[Dep]>> {
+        self.absent
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::cache::{Cache, Timeout};
+use crate::cache::{Cache, Outcome, Timeout};
 use crate::dep::{Dep, Kind};
 use crate::invalidation::{
     invalidate_deps, invalidate_deps_async, invalidate_deps_ticked, invalidate_deps_ticked_async,
@@ -136,8 +136,7 @@ pub trait CacheModel: Serialize + DeserializeOwned + Send + Sync + Sized + 'stat
     /// The async form of [`get`](Self::get): the shared tier is read without
     /// blocking a thread, and a miss is built with [`AsyncFromMiss`] when the
     /// model implements it (else with [`FromMiss`]). Concurrent misses on one
-    /// key wait for one build; when it finds nothing (`None`), each caller
-    /// tries on its own.
+    /// key wait for one build and share its answer, found or not.
     fn get_async(key: &Self::Key) -> impl Future<Output = Result<Self, Missing>> + Send {
         async move { get_in_async::<Self>(key, &mut Loader::default()).await }
     }
@@ -401,6 +400,26 @@ fn encode<M: CacheModel>(obj: &M) -> Result<Stored, SaveError> {
         })
 }
 
+/// How a model's cache treats a build: the bytes are stored; a build that
+/// found nothing (`Err(Some(missing))`) is the answer of every caller that
+/// waited for it (they get `Err(None)`, and depend on what it read).
+struct Absence;
+
+type Built = Result<Stored, Option<Missing>>;
+
+impl Outcome<Built> for Absence {
+    type Value = Stored;
+    fn value(result: &Built) -> Option<&Stored> {
+        result.as_ref().ok()
+    }
+    fn wrap(value: Stored) -> Built {
+        Ok(value)
+    }
+    fn shared_miss() -> Option<Built> {
+        Some(Err(None))
+    }
+}
+
 /// What a miss stores: the object built (with the key fields set to `key`),
 /// depending on itself; `Missing` when nothing was built.
 fn built<M: CacheModel>(key: &M::Key, obj: Option<M>) -> Result<Stored, Missing> {
@@ -459,9 +478,11 @@ fn get_with<M: CacheModel>(
         // A hit looks the key up by reference: no clone of it.
         let stored = match cache.get(key) {
             Some(stored) => stored,
-            None => cache.try_get_or_compute(key.clone(), || {
-                built(key, build.take().and_then(|build| build()))
-            })?,
+            None => cache
+                .resolve::<_, Absence>(key.clone(), None, || {
+                    built(key, build.take().and_then(|build| build())).map_err(Some)
+                })
+                .map_err(|m| m.unwrap_or_else(|| Missing::of::<M>(key)))?,
         };
         match decode::<M>(key, &stored) {
             Ok(decoded) => break decoded,
@@ -511,13 +532,14 @@ async fn get_with_async<M: CacheModel, F: Future<Output = Option<M>>>(
             None => {
                 let build = build.take();
                 cache
-                    .try_get_or_compute_async(key.clone(), async {
+                    .resolve_async::<_, Absence, _>(key.clone(), None, async {
                         match build {
-                            Some(build) => built(key, build.await),
-                            None => Err(Missing::of::<M>(key)),
+                            Some(build) => built(key, build.await).map_err(Some),
+                            None => Err(Some(Missing::of::<M>(key))),
                         }
                     })
-                    .await?
+                    .await
+                    .map_err(|m| m.unwrap_or_else(|| Missing::of::<M>(key)))?
             }
         };
         match decode::<M>(key, &stored) {
