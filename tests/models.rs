@@ -457,8 +457,35 @@ fn keys_of_several_fields_in_declaration_order() {
 
 // ---- concurrency: no stale write-back ----
 
-static RACE_GATE: std::sync::Mutex<Option<(Arc<Barrier>, mpsc::Receiver<()>)>> =
-    std::sync::Mutex::new(None);
+/// Holds a builder once: the test learns it started, and says when it may
+/// go on.
+struct Gate(std::sync::Mutex<Option<(Arc<Barrier>, mpsc::Receiver<()>)>>);
+
+impl Gate {
+    const fn new() -> Self {
+        Gate(std::sync::Mutex::new(None))
+    }
+
+    /// Arms the gate: returns the barrier the builder meets on arrival and
+    /// the sender that lets it go.
+    fn arm(&self) -> (Arc<Barrier>, mpsc::Sender<()>) {
+        let started = Arc::new(Barrier::new(2));
+        let (release, gate) = mpsc::channel();
+        *self.0.lock().unwrap() = Some((Arc::clone(&started), gate));
+        (started, release)
+    }
+
+    /// In the builder: waits at the gate if it is armed (once).
+    fn pass(&self) {
+        let armed = self.0.lock().unwrap().take();
+        if let Some((started, release)) = armed {
+            started.wait();
+            release.recv().unwrap();
+        }
+    }
+}
+
+static RACE_GATE: Gate = Gate::new();
 
 #[derive(CacheModel, Serialize, Deserialize, Debug, PartialEq)]
 #[cache(name = "models.race")]
@@ -470,11 +497,7 @@ struct Racer {
 
 impl FromMiss for Racer {
     fn from_miss(key: &RacerKey) -> Option<Self> {
-        let gate = RACE_GATE.lock().unwrap().take();
-        if let Some((started, release)) = gate {
-            started.wait();
-            release.recv().unwrap();
-        }
+        RACE_GATE.pass();
         Some(Racer {
             id: key.id,
             version: 1,
@@ -484,9 +507,7 @@ impl FromMiss for Racer {
 
 #[test]
 fn a_save_during_from_miss_is_not_overwritten_by_it() {
-    let started = Arc::new(Barrier::new(2));
-    let (release, gate) = mpsc::channel();
-    *RACE_GATE.lock().unwrap() = Some((Arc::clone(&started), gate));
+    let (started, release) = RACE_GATE.arm();
 
     let reader = thread::spawn(|| Racer::get(&RacerKey::new(1)).unwrap());
     started.wait(); // from_miss is running
@@ -599,26 +620,36 @@ fn coalesced(name: &str) -> u64 {
     ultracache::stats().cache(name).map_or(0, |c| c.coalesced)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_async_builds_once_with_async_from_miss_and_tracks_its_reads() {
-    *ANALYST_NAME.lock().unwrap() = "Lin".into();
-    let gate = QUOTE_GATE.lock().await;
-    let key = QuoteKey::new("ACME".into());
-    let callers: Vec<_> = (0..4)
+/// Four tasks asking for the quote `key` while the build is held at
+/// `QUOTE_GATE`: returns once three of them wait for the fourth's build.
+async fn four_quote_callers(
+    key: &QuoteKey,
+) -> Vec<tokio::task::JoinHandle<Result<Quote, ultracache::Missing>>> {
+    let waited = coalesced("models.quote");
+    let callers = (0..4)
         .map(|_| {
             let key = key.clone();
             tokio::spawn(async move { Quote::get_async(&key).await })
         })
         .collect();
-    // One caller builds; the other three wait for it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while coalesced("models.quote") < 3 {
+    while coalesced("models.quote") < waited + 3 {
         assert!(
             std::time::Instant::now() < deadline,
             "callers never lined up"
         );
         tokio::task::yield_now().await;
     }
+    callers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_async_builds_once_with_async_from_miss_and_tracks_its_reads() {
+    *ANALYST_NAME.lock().unwrap() = "Lin".into();
+    let gate = QUOTE_GATE.lock().await;
+    let key = QuoteKey::new("ACME".into());
+    // One caller builds; the other three wait for it.
+    let callers = four_quote_callers(&key).await;
     drop(gate);
     for c in callers {
         assert_eq!(c.await.unwrap().unwrap().headline, "ACME by Lin");
@@ -643,17 +674,7 @@ async fn get_async_builds_once_with_async_from_miss_and_tracks_its_reads() {
     // Concurrent misses of a key that does not exist: one build, whose
     // "nothing" every caller shares.
     let gate = QUOTE_GATE.lock().await;
-    let waited = coalesced("models.quote");
-    let callers: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(async { Quote::get_async(&QuoteKey::new("NONE".into())).await }))
-        .collect();
-    while coalesced("models.quote") < waited + 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "callers never lined up"
-        );
-        tokio::task::yield_now().await;
-    }
+    let callers = four_quote_callers(&QuoteKey::new("NONE".into())).await;
     drop(gate);
     for c in callers {
         let missing = c.await.unwrap().unwrap_err();
@@ -1024,8 +1045,7 @@ fn find_ghost_source(_id: u32) -> Option<GhostSource> {
     None
 }
 
-static GHOST_GATE: std::sync::Mutex<Option<(Arc<Barrier>, mpsc::Receiver<()>)>> =
-    std::sync::Mutex::new(None);
+static GHOST_GATE: Gate = Gate::new();
 
 #[derive(CacheModel, Serialize, Deserialize, Debug)]
 #[cache(name = "models.ghost")]
@@ -1036,11 +1056,7 @@ struct Ghost {
 
 impl FromMiss for Ghost {
     fn from_miss(key: &GhostKey) -> Option<Self> {
-        let gate = GHOST_GATE.lock().unwrap().take();
-        if let Some((started, release)) = gate {
-            started.wait();
-            release.recv().unwrap();
-        }
+        GHOST_GATE.pass();
         // Found nothing: a lookup that records the kind it searched.
         find_ghost_source(key.id).map(|s| Ghost { id: s.id })
     }
@@ -1057,9 +1073,7 @@ fn ghost_page(viewer: u32) -> String {
 
 #[test]
 fn callers_sharing_a_build_that_found_nothing_depend_on_what_it_read() {
-    let started = Arc::new(Barrier::new(2));
-    let (release, gate) = mpsc::channel();
-    *GHOST_GATE.lock().unwrap() = Some((Arc::clone(&started), gate));
+    let (started, release) = GHOST_GATE.arm();
     let leader = thread::spawn(|| ghost_page(1));
     started.wait(); // the build runs, inside viewer 1's page
     let waiter = thread::spawn(|| ghost_page(2));

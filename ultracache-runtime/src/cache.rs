@@ -237,6 +237,9 @@ impl<K: CacheKey, V: CacheValue> Drop for Lead<K, V> {
     }
 }
 
+/// What a write needs: the core, its snapshot, the dependencies in order.
+type ToWrite<'a, K, V> = (&'a Arc<Core<K, V>>, u64, Box<[Dep]>);
+
 /// Why `find` found no value: who computes.
 enum Miss<K: CacheKey, V: CacheValue> {
     /// This caller, as the leader of a flight.
@@ -1016,11 +1019,9 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// was invalidated after its tick `since` (a later write won there), and
     /// then not stored here either.
     pub(crate) fn write(&self, key: K, value: V, deps: &[Dep], since: u64) -> bool {
-        let Some(core) = self.core() else {
+        let Some((core, start, deps)) = self.to_write(deps) else {
             return false;
         };
-        let start = generation::snapshot();
-        let deps = recorder::normalize(deps.to_vec());
         #[cfg(feature = "redis")]
         if let Some(shared) = &core.shared {
             if shared.store_now(&key, &value, &deps, since) == Some(false) {
@@ -1032,13 +1033,22 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         core.publish(key, value, deps, start, None).is_some()
     }
 
+    /// What a write needs: the core, the snapshot it is taken at, the
+    /// dependencies in order.
+    fn to_write(&self, deps: &[Dep]) -> Option<ToWrite<'_, K, V>> {
+        let core = self.core()?;
+        Some((
+            core,
+            generation::snapshot(),
+            recorder::normalize(deps.to_vec()),
+        ))
+    }
+
     /// The async form of [`write`](Self::write).
     pub(crate) async fn write_async(&self, key: K, value: V, deps: &[Dep], since: u64) -> bool {
-        let Some(core) = self.core() else {
+        let Some((core, start, deps)) = self.to_write(deps) else {
             return false;
         };
-        let start = generation::snapshot();
-        let deps = recorder::normalize(deps.to_vec());
         #[cfg(feature = "redis")]
         if let Some(shared) = &core.shared {
             if shared.store_now_async(&key, &value, &deps, since).await == Some(false) {

@@ -45,6 +45,31 @@ struct Loader {
     loaded: HashMap<Dep, Arc<dyn Any + Send + Sync>>,
 }
 
+impl Loader {
+    /// Enters the object `dep`, whose references are `pending`, when they
+    /// load now (there are some, and the `get` is not too deep yet).
+    fn enter(&mut self, dep: Dep, pending: &[Box<dyn reference::Pending>]) -> bool {
+        if pending.is_empty() || self.stack.len() >= MAX_DEPTH {
+            return false;
+        }
+        self.stack.push(dep);
+        true
+    }
+
+    /// Whether a reference to `dep` closes a cycle: its object is being
+    /// loaded above.
+    fn in_cycle(&self, dep: Dep) -> bool {
+        self.stack.contains(&dep)
+    }
+
+    /// Leaves the object `enter` entered; a missing reference names the `M`
+    /// that held it.
+    fn leave<M: CacheModel>(&mut self, loaded: Result<(), Missing>) -> Result<(), Missing> {
+        self.stack.pop();
+        loaded.map_err(|m| m.via(M::KIND.name()))
+    }
+}
+
 /// What a key field of a cache model must be: serde (its bytes are part of
 /// the stored key), hashable and comparable (the in-process key), printable
 /// (in [`Missing`]).
@@ -491,21 +516,18 @@ fn get_with<M: CacheModel>(
             Err(missing) => return Err(missing),
         }
     };
-    if pending.is_empty() || loader.stack.len() >= MAX_DEPTH {
-        return Ok(obj);
-    }
-    loader.stack.push(dep);
-    let mut loaded = Ok(());
-    for p in &pending {
-        if !loader.stack.contains(&p.dep()) {
-            loaded = p.load(loader);
-            if loaded.is_err() {
-                break;
+    if loader.enter(dep, &pending) {
+        let mut loaded = Ok(());
+        for p in &pending {
+            if !loader.in_cycle(p.dep()) {
+                loaded = p.load(loader);
+                if loaded.is_err() {
+                    break;
+                }
             }
         }
+        loader.leave::<M>(loaded)?;
     }
-    loader.stack.pop();
-    loaded.map_err(|m| m.via(M::KIND.name()))?;
     Ok(obj)
 }
 
@@ -549,21 +571,18 @@ async fn get_with_async<M: CacheModel, F: Future<Output = Option<M>>>(
             Err(missing) => return Err(missing),
         }
     };
-    if pending.is_empty() || loader.stack.len() >= MAX_DEPTH {
-        return Ok(obj);
-    }
-    loader.stack.push(dep);
-    let mut loaded = Ok(());
-    for p in &pending {
-        if !loader.stack.contains(&p.dep()) {
-            loaded = p.load_async(loader).await;
-            if loaded.is_err() {
-                break;
+    if loader.enter(dep, &pending) {
+        let mut loaded = Ok(());
+        for p in &pending {
+            if !loader.in_cycle(p.dep()) {
+                loaded = p.load_async(loader).await;
+                if loaded.is_err() {
+                    break;
+                }
             }
         }
+        loader.leave::<M>(loaded)?;
     }
-    loader.stack.pop();
-    loaded.map_err(|m| m.via(M::KIND.name()))?;
     Ok(obj)
 }
 
