@@ -13,6 +13,7 @@ fn setup() {
                 StoreConfig::new().max_entries(10).no_default_timeout(),
             )
             .store("pages", StoreConfig::new().max_bytes(1 << 20))
+            .store("scratch", StoreConfig::new())
             .install()
             .expect("first install succeeds");
     });
@@ -67,4 +68,32 @@ fn a_store_bounded_in_bytes_counts_value_sizes() {
 fn the_configuration_is_installed_once() {
     setup();
     assert_eq!(Config::new().install(), Err(ConfigError::AlreadyInstalled));
+}
+
+#[test]
+fn clear_store_refuses_computations_in_flight() {
+    setup();
+    static SCRATCH: ultracache::Cache<u32, &str> =
+        ultracache::Cache::new("scratch-in-flight").store("scratch");
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let bound = std::time::Duration::from_secs(30);
+    let computing = std::thread::spawn(move || {
+        SCRATCH.get_or_compute(1, move || {
+            started_tx.send(()).unwrap();
+            gate.recv_timeout(bound).unwrap();
+            "old"
+        })
+    });
+    started.recv_timeout(bound).unwrap();
+    assert!(ultracache::clear_store("scratch"));
+    release.send(()).unwrap();
+    assert_eq!(computing.join().unwrap(), "old");
+    assert_eq!(
+        SCRATCH.get(&1),
+        None,
+        "computed before the clear: not stored"
+    );
+    assert_eq!(SCRATCH.get_or_compute(1, || "new"), "new");
+    assert_eq!(SCRATCH.get(&1), Some("new"));
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use crate::dep::Dep;
+use crate::protocol::State;
 
 /// Why an entry left the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +36,10 @@ pub(crate) trait Entry: Send + Sync + 'static {
     fn weight(&self) -> u32;
     /// Removes it everywhere: its cache, its store and the registry. Idempotent.
     fn kill(&self, cause: Cause);
+    /// Where it is in its life (see [`protocol`](crate::protocol)).
+    fn state(&self) -> &State;
+    /// The oldest tick its value's reads are valid against.
+    fn basis(&self) -> u64;
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

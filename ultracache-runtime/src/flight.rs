@@ -1,26 +1,46 @@
 //! Single flight: concurrent misses on one key compute once; the others wait
-//! (blocking a thread, or as a future on any executor) for the leader's result.
+//! (blocking a thread, or as a future on any executor) for the leader's
+//! result. When the leader fails — it panicked, its future was dropped, or
+//! it stored nothing — the waiters elect one new leader among themselves
+//! (see `cache::resolve`), so a failing backend sees one more computation,
+//! not one per waiter.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::ThreadId;
 
 use event_listener::{Event, Listener};
 
-use crate::dep::Dep;
+use crate::recorder::Reads;
 
-/// One computation in progress. `done` is `Some(Some(slot))` once a value was
-/// stored, `Some(None)` when waiters must look again (the leader failed,
-/// panicked, was cancelled, or its value was stale).
+/// How a flight ended.
+pub(crate) enum Done<S> {
+    /// The leader stored this entry.
+    Stored(Arc<S>),
+    /// The leader's definitive answer is "there is nothing", from these reads.
+    Absent(Reads),
+    /// The leader stored nothing (failed, panicked, was cancelled, computed
+    /// a stale value): the waiters elect a new leader.
+    Failed,
+}
+
+impl<S> Clone for Done<S> {
+    fn clone(&self) -> Self {
+        match self {
+            Done::Stored(s) => Done::Stored(Arc::clone(s)),
+            Done::Absent(r) => Done::Absent(r.clone()),
+            Done::Failed => Done::Failed,
+        }
+    }
+}
+
+/// One computation in progress.
 pub(crate) struct Flight<S> {
-    done: Mutex<Option<Option<Arc<S>>>>,
+    done: Mutex<Option<Done<S>>>,
     event: Event,
     /// Who computes: the same computation waiting on itself would wait
     /// forever (a cached function calling itself with the same key, or two
     /// builders asking for each other).
     leader: Leader,
-    /// Set before `done` when the leader's answer is "there is nothing":
-    /// what that answer was computed from.
-    absent: Mutex<Option<Box<[Dep]>>>,
 }
 
 /// Who leads a flight.
@@ -33,6 +53,14 @@ pub(crate) enum Leader {
 }
 
 impl<S> Flight<S> {
+    pub(crate) fn new(leader: Leader) -> Self {
+        Flight {
+            done: Mutex::new(None),
+            event: Event::new(),
+            leader,
+        }
+    }
+
     /// Whether waiting for this flight here would wait for itself: on the
     /// leading thread (`me`), or inside the leading future's poll.
     pub(crate) fn led_here(&self, me: Option<ThreadId>) -> bool {
@@ -42,44 +70,26 @@ impl<S> Flight<S> {
         }
     }
 
-    pub(crate) fn new(leader: Leader) -> Self {
-        Flight {
-            done: Mutex::new(None),
-            event: Event::new(),
-            leader,
-            absent: Mutex::new(None),
-        }
-    }
-
-    fn done(&self) -> Option<Option<Arc<S>>> {
+    fn done(&self) -> Option<Done<S>> {
         self.done
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// Marks the leader's answer as "there is nothing", computed from `deps`
-    /// (before `finish`).
-    pub(crate) fn mark_absent(&self, deps: Box<[Dep]>) {
-        *self.absent.lock().unwrap_or_else(PoisonError::into_inner) = Some(deps);
-    }
-
-    /// What the leader's "there is nothing" was computed from, if that was
-    /// its answer (once finished).
-    pub(crate) fn absent(&self) -> Option<Box<[Dep]>> {
-        self.absent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    pub(crate) fn finish(&self, slot: Option<Arc<S>>) {
-        *self.done.lock().unwrap_or_else(PoisonError::into_inner) = Some(slot);
+    /// Ends the flight and wakes every waiter (the first call wins).
+    pub(crate) fn finish(&self, done: Done<S>) {
+        {
+            let mut slot = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+            if slot.is_none() {
+                *slot = Some(done);
+            }
+        }
         self.event.notify(usize::MAX);
     }
 
     /// Blocks until the leader finishes.
-    pub(crate) fn wait(&self) -> Option<Arc<S>> {
+    pub(crate) fn wait(&self) -> Done<S> {
         loop {
             if let Some(done) = self.done() {
                 return done;
@@ -93,7 +103,7 @@ impl<S> Flight<S> {
     }
 
     /// Waits, as a future, until the leader finishes.
-    pub(crate) async fn wait_async(&self) -> Option<Arc<S>> {
+    pub(crate) async fn wait_async(&self) -> Done<S> {
         loop {
             if let Some(done) = self.done() {
                 return done;

@@ -1,14 +1,14 @@
 //! Invalidation: writing an object drops exactly the entries computed from
-//! it. Each call stamps the generations first (so computations in flight are
-//! not stored) and then drops the registered entries; when it returns, no
-//! read can return a value computed from the old data.
+//! it. Each call versions the dependencies first (so computations in flight
+//! are not stored) and then drops the registered entries, following the
+//! [`protocol`](crate::protocol); when it returns, no read can return a value
+//! computed from the old data.
 
 use std::borrow::Borrow;
 
 use crate::dep::{Dep, Kind};
-use crate::entry::Cause;
-use crate::generation;
 use crate::paths::path_dep;
+use crate::protocol::{self, Target};
 use crate::registry::registry;
 use crate::runtime;
 use crate::stats::Stats;
@@ -163,28 +163,16 @@ fn forward(deps: &[Dep], kinds: &[Kind]) -> Option<u64> {
 
 /// Drops this process's entries for `deps` and for whole `kinds`.
 pub(crate) fn invalidate_local(deps: &[Dep], kinds: &[Kind]) -> usize {
-    let mut n = 0;
-    if !deps.is_empty() {
-        generation::stamp(deps);
-        for dep in deps {
-            let entries = registry().take(dep);
-            crate::telemetry::invalidated(dep, entries.len());
-            n += entries.len();
-            for entry in entries {
-                entry.kill(Cause::Invalidated);
-            }
-        }
-    }
-    for kind in kinds {
-        generation::stamp_kind(*kind);
-        let entries = registry().take_kind(*kind);
-        crate::telemetry::invalidated_kind(kind.name(), entries.len());
-        n += entries.len();
-        for entry in entries {
-            entry.kill(Cause::Invalidated);
-        }
-    }
-    n
+    protocol::invalidate(
+        crate::versions::versions(),
+        registry(),
+        deps,
+        kinds,
+        |target, n| match target {
+            Target::Dep(dep) => crate::telemetry::invalidated(dep, n),
+            Target::Kind(kind) => crate::telemetry::invalidated_kind(kind.name(), n),
+        },
+    )
 }
 
 /// Drops every entry of every cache and store, and of the shared tier.
@@ -206,7 +194,9 @@ pub fn clear() {
 pub fn clear_store(name: &str) -> bool {
     match runtime::get().store(Some(name)) {
         Some(store) => {
-            generation::stamp_all();
+            // Computations in flight for this store are not stored.
+            let tick = crate::versions::versions().next();
+            crate::sync::raise_u64(&store.cleared, tick);
             store.clear();
             true
         }
@@ -216,7 +206,7 @@ pub fn clear_store(name: &str) -> bool {
 
 /// Drops every entry of this process.
 pub(crate) fn clear_local() {
-    generation::stamp_all();
+    crate::versions::versions().stamp_all();
     let rt = runtime::get();
     for store in rt.stores() {
         store.clear();

@@ -15,7 +15,6 @@ mod dep;
 mod entry;
 mod flight;
 mod fragment;
-mod generation;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod http;
@@ -25,6 +24,7 @@ mod invalidation;
 pub mod minijinja;
 mod model;
 mod paths;
+pub(crate) mod protocol;
 #[cfg(feature = "purge")]
 #[cfg_attr(docsrs, doc(cfg(feature = "purge")))]
 pub mod purge;
@@ -37,8 +37,10 @@ mod registry;
 mod runtime;
 mod stats;
 mod store;
+mod sync;
 pub mod telemetry;
 mod trackable;
+pub(crate) mod versions;
 mod weigh;
 
 #[doc(hidden)]
@@ -51,7 +53,6 @@ pub use cache::{
 pub use config::{Config, ConfigError, StoreConfig, DEFAULT_STORE, DEFAULT_TIMEOUT};
 pub use dep::{id_key, Dep, IdHasher, Kind};
 pub use fragment::fragment;
-pub use generation::Snapshot;
 pub use invalidation::{
     clear, clear_store, dependents, invalidate, invalidate_any_of, invalidate_async,
     invalidate_deps, invalidate_deps_async, invalidate_id, invalidate_kind, run_pending_tasks,
@@ -60,8 +61,8 @@ pub use invalidation::{
 pub use model::{AsyncFromMiss, CacheModel, FromMiss, Missing, ModelKey, Reference, SaveError};
 pub use paths::{invalidate_paths, path_dep, DependentPaths, PATH_KIND};
 pub use recorder::{
-    capture, capture_future, track, track_dep, track_deps, track_id, track_kind, track_value,
-    Captured,
+    capture, capture_future, record, record_future, track, track_dep, track_deps, track_id,
+    track_kind, track_value, Captured, Frame, FrameExt, InFrame, Recorded, RecordedFuture,
 };
 pub use registration::{registered, CachedFn, ModelInfo, Registered};
 pub use stats::{CacheStats, Stats};

@@ -44,8 +44,7 @@ use minijinja::{Environment, Error, ErrorKind, State, Value};
 use crate::cache::{CacheKey, CacheValue};
 use crate::dep::Dep;
 use crate::fragment::ByTimeout;
-use crate::generation::Snapshot;
-use crate::recorder::{capture, track_dep, track_value};
+use crate::recorder::{record, track_dep, track_value};
 use crate::trackable::{Models, Trackable};
 
 /// How blocks behave; see [`register_with`].
@@ -235,9 +234,8 @@ fn block(
 
     // A miss: render the body, recording what it reads and what the blocks
     // inside it vary on.
-    let since = Snapshot::now();
     OPEN.with(|open| open.borrow_mut().push(Vec::new()));
-    let (html, deps) = capture(|| render(state, &caller));
+    let (html, read) = record(|| render(state, &caller));
     let inner = OPEN
         .with(|open| open.borrow_mut().pop())
         .unwrap_or_default();
@@ -247,20 +245,15 @@ fn block(
     }
 
     if inner.is_empty() {
-        cache.insert_computed(base, Stored::Html(Arc::clone(&html)), deps, since);
+        cache.insert_recorded(base, Stored::Html(Arc::clone(&html)), &read);
     } else {
         let inner: Arc<[(String, Value)]> = match key {
             Some((_, known)) if known.len() >= inner.len() => known,
             _ => Arc::from(inner),
         };
         let variant = varies_key(&base, state, &inner);
-        cache.insert_computed(
-            variant,
-            Stored::Html(Arc::clone(&html)),
-            deps.clone(),
-            since,
-        );
-        cache.insert_computed(base, Stored::Varies(inner), deps, since);
+        cache.insert_recorded(variant, Stored::Html(Arc::clone(&html)), &read);
+        cache.insert_recorded(base, Stored::Varies(inner), &read);
     }
     Ok(Value::from_safe_string(html.to_string()))
 }

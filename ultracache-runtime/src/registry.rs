@@ -2,14 +2,24 @@
 //! from it. Sharded by dependency; kept in step with evictions and expiry, so
 //! it never outgrows the stores.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock};
 
 use crate::dep::{Dep, Kind};
 use crate::entry::Entry;
+use crate::sync::{lock, Mutex, MutexGuard};
 
 const SHARDS: usize = 64;
+
+/// Keyed with a random seed (ids can come from requests); the model checker
+/// needs a fixed one (the same exploration every run).
+#[cfg(not(feature = "loom"))]
+type Hasher = std::hash::RandomState;
+#[cfg(feature = "loom")]
+type Hasher = foldhash::fast::FixedState;
+
+type HashMap<K, V> = StdHashMap<K, V, Hasher>;
 
 type Links = HashMap<u64, Arc<dyn Entry>>;
 
@@ -23,22 +33,24 @@ pub(crate) struct Registry {
     links: AtomicUsize,
 }
 
-static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
-    shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-    links: AtomicUsize::new(0),
-});
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry::new(SHARDS));
 
 pub(crate) fn registry() -> &'static Registry {
     &REGISTRY
 }
 
-fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Registry {
+    pub(crate) fn new(shards: usize) -> Self {
+        Registry {
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
+            links: AtomicUsize::new(0),
+        }
+    }
+
     fn shard(&self, dep: &Dep) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[(dep.hash64() as usize) % SHARDS])
+        lock(&self.shards[(dep.hash64() as usize) % self.shards.len()])
     }
 
     /// Links `entry` under each of its dependencies.
@@ -80,7 +92,8 @@ impl Registry {
         }
     }
 
-    /// Removes and returns every entry linked under `dep`.
+    /// Removes and returns every entry linked under `dep`, each doomed
+    /// before the shard's lock is released (see [`protocol`](crate::protocol)).
     pub(crate) fn take(&self, dep: &Dep) -> Vec<Arc<dyn Entry>> {
         let mut shard = self.shard(dep);
         let kind = dep.model_kind();
@@ -91,17 +104,32 @@ impl Registry {
         if table.is_empty() {
             shard.kinds.remove(&kind);
         }
+        for entry in links.values() {
+            entry.state().doom();
+        }
         drop(shard);
         self.links.fetch_sub(links.len(), Relaxed);
         links.into_values().collect()
     }
 
-    /// Removes and returns every entry linked under any dependency of `kind`.
+    /// Removes and returns every entry linked under any dependency of
+    /// `kind`, each doomed under its shard's lock.
     pub(crate) fn take_kind(&self, kind: Kind) -> Vec<Arc<dyn Entry>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            let table = lock(shard).kinds.remove(&kind);
-            for links in table.into_iter().flat_map(HashMap::into_values) {
+            let table = {
+                let mut shard = lock(shard);
+                let table = shard.kinds.remove(&kind);
+                for entry in table
+                    .iter()
+                    .flat_map(StdHashMap::values)
+                    .flat_map(StdHashMap::values)
+                {
+                    entry.state().doom();
+                }
+                table
+            };
+            for links in table.into_iter().flat_map(StdHashMap::into_values) {
                 self.links.fetch_sub(links.len(), Relaxed);
                 out.extend(links.into_values());
             }
@@ -118,7 +146,7 @@ impl Registry {
     pub(crate) fn dependencies(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| lock(s).kinds.values().map(HashMap::len).sum::<usize>())
+            .map(|s| lock(s).kinds.values().map(StdHashMap::len).sum::<usize>())
             .sum()
     }
 
@@ -128,6 +156,6 @@ impl Registry {
             .kinds
             .get(&dep.model_kind())
             .and_then(|t| t.get(&dep.id_key()))
-            .map_or(0, HashMap::len)
+            .map_or(0, StdHashMap::len)
     }
 }

@@ -19,6 +19,8 @@ pub(crate) struct Store {
     pub(crate) name: String,
     pub(crate) entries: Moka<u64, Arc<dyn Entry>>,
     pub(crate) default_timeout: Option<Duration>,
+    /// The tick of the last `clear_store` of this store.
+    pub(crate) cleared: crate::sync::AtomicU64,
 }
 
 struct EntryExpiry;
@@ -68,6 +70,7 @@ impl Store {
             name: name.to_owned(),
             entries,
             default_timeout: config.default_timeout,
+            cleared: crate::sync::AtomicU64::new(0),
         }
     }
 

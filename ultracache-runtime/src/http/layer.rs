@@ -28,9 +28,8 @@ use super::page::{
 };
 use super::urls::{register, Counts, STATS};
 use crate::cache::{Cache, Outcome};
-use crate::generation::Snapshot;
 use crate::paths::path_dep;
-use crate::recorder::{capture_future, track_dep};
+use crate::recorder::{record_future, track_dep};
 
 type KeyFn = Arc<dyn Fn(&Parts) -> String + Send + Sync>;
 type PrefixFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
@@ -718,12 +717,11 @@ impl Policy {
         S: Service<Request<Body>, Response = Response<Body>> + Send,
         S::Future: Send,
     {
-        let since = Snapshot::now();
         let request_parts = {
             let (parts, _) = copy_head_parts(&head);
             parts
         };
-        let (result, deps) = capture_future(async {
+        let (result, read) = record_future(async {
             track_dep(path_dep(&plan.path));
             let response = call(&mut inner, head).await?;
             Ok(self.buffer(response).await)
@@ -792,7 +790,7 @@ impl Policy {
             url: plan.url.clone(),
             route: plan.route.clone(),
             varied,
-            tags: super::page::tags(&deps),
+            tags: super::page::tags(&read.deps()),
         });
         let store = if learned || names.is_empty() {
             Stored::Page(Arc::clone(&page))
@@ -803,7 +801,7 @@ impl Policy {
             let variant = variant_key(&plan.base, &request_parts, &names);
             if variant != key {
                 self.cache
-                    .insert_computed(variant, Stored::Page(Arc::clone(&page)), deps, since);
+                    .insert_recorded(variant, Stored::Page(Arc::clone(&page)), &read);
             }
             Stored::Variants(names)
         };

@@ -1,0 +1,300 @@
+//! The core of one cache: its front map (the hit path), its computations in
+//! flight, its store, and publishing through the [`protocol`].
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::mem::size_of;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::outcome::{CacheKey, CacheValue};
+use super::slot::Slot;
+use crate::clock::{self, NEVER};
+use crate::dep::mix;
+use crate::entry::{next_id, Cause, Entry};
+use crate::flight::Flight;
+use crate::protocol::{self, Guards, State};
+use crate::recorder::{self, Reads};
+use crate::registry::registry;
+use crate::runtime::CacheHandle;
+use crate::stats::{CacheStats, Counters};
+use crate::store::Store;
+use crate::sync::AtomicU64;
+use crate::versions::versions;
+
+pub(super) type Hasher = foldhash::fast::RandomState;
+
+/// The computations in progress, by key.
+type Flights<K, V> = HashMap<K, Arc<Flight<Slot<K, V>>>, Hasher>;
+
+/// One hit in this many (per cache) is reported to the store's eviction
+/// policy, so that it learns which entries are popular.
+const TOUCH_EVERY: u64 = 256;
+
+pub(crate) struct Core<K, V> {
+    pub(super) name: &'static str,
+    pub(super) module: &'static str,
+    pub(super) front: papaya::HashMap<K, Arc<Slot<K, V>>, Hasher>,
+    pub(super) flights: Mutex<Flights<K, V>>,
+    pub(super) store: Arc<Store>,
+    pub(super) timeout: Option<Duration>,
+    pub(super) weigher: Option<fn(&V) -> usize>,
+    pub(super) counters: Counters,
+    pub(super) on_invalidated: Option<fn(&K, &V)>,
+    /// The tick of the last `invalidate_all`.
+    pub(super) cleared: AtomicU64,
+    /// Orders revealing an entry against versioning its key or the cache.
+    pub(super) reveal: Mutex<()>,
+    /// Hashes keys into version keys (`Cache::invalidate`), unique per cache.
+    pub(super) keys: foldhash::fast::FixedState,
+    #[cfg(feature = "redis")]
+    pub(super) shared: Option<crate::redis::Shared<K, V>>,
+}
+
+impl<K: CacheKey, V: CacheValue> Core<K, V> {
+    pub(super) fn new(
+        name: &'static str,
+        module: &'static str,
+        store: Arc<Store>,
+        timeout: Option<Duration>,
+        weigher: Option<fn(&V) -> usize>,
+        on_invalidated: Option<fn(&K, &V)>,
+    ) -> Self {
+        Core {
+            name,
+            module,
+            front: papaya::HashMap::builder().hasher(Hasher::default()).build(),
+            flights: Mutex::new(HashMap::with_hasher(Hasher::default())),
+            store,
+            timeout,
+            weigher,
+            counters: Counters::default(),
+            on_invalidated,
+            cleared: AtomicU64::new(0),
+            reveal: Mutex::new(()),
+            keys: foldhash::fast::FixedState::with_seed(next_id()),
+            #[cfg(feature = "redis")]
+            shared: None,
+        }
+    }
+
+    fn lock_reveal(&self) -> MutexGuard<'_, ()> {
+        self.reveal.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn lock_flights(&self) -> MutexGuard<'_, Flights<K, V>> {
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn unlink(&self, key: &K, id: u64) {
+        let guard = self.front.guard();
+        let _ = self.front.remove_if(key, |_, s| s.id == id, &guard);
+    }
+
+    /// The version key of `key` in this cache.
+    fn key_version(&self, key: &K) -> u64 {
+        let mut h = self.keys.build_hasher();
+        key.hash(&mut h);
+        mix(std::hash::Hasher::finish(&h))
+    }
+
+    /// The hit path.
+    #[inline]
+    pub(super) fn lookup(&self, key: &K) -> Option<V> {
+        let guard = self.front.guard();
+        let slot = self.front.get(key, &guard)?;
+        if slot.live() {
+            self.hit(slot);
+            return Some(slot.value.clone());
+        }
+        if slot.expired(clock::now()) {
+            let slot = Arc::clone(slot);
+            drop(guard);
+            slot.end(Cause::Expired, true);
+        }
+        None
+    }
+
+    #[inline]
+    pub(super) fn hit(&self, slot: &Arc<Slot<K, V>>) {
+        if recorder::recording() {
+            recorder::track_hit(Arc::clone(slot) as Arc<dyn Entry>);
+        }
+        if self.counters.hits.add(1).is_multiple_of(TOUCH_EVERY) {
+            self.store.touch(slot.id);
+            crate::telemetry::hits(self.name, crate::telemetry::HIT_BATCH);
+        }
+    }
+
+    /// The value a finished flight left, if it is still good.
+    pub(super) fn take(&self, slot: &Arc<Slot<K, V>>) -> Option<V> {
+        if !slot.live() {
+            return None;
+        }
+        self.hit(slot);
+        Some(slot.value.clone())
+    }
+
+    /// Publishes a computed value through the [`protocol`]: stored and live
+    /// only if nothing it read was invalidated since it was read.
+    pub(super) fn publish(
+        self: &Arc<Self>,
+        key: K,
+        value: V,
+        reads: &Reads,
+        heap: Option<usize>,
+    ) -> Option<Arc<Slot<K, V>>> {
+        let heap = heap.or_else(|| self.weigher.map(|w| w(&value)));
+        let deps = reads.all_deps();
+        let weight =
+            size_of::<Slot<K, V>>() + deps.len() * size_of::<crate::dep::Dep>() + heap.unwrap_or(0);
+        let key_version = self.key_version(&key);
+        let slot = Arc::new(Slot {
+            id: next_id(),
+            key,
+            value,
+            deps,
+            basis: reads.oldest_basis(),
+            expires_at: self.timeout.and_then(|t| Instant::now().checked_add(t)),
+            deadline: clock::deadline(self.timeout),
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            state: State::pending(),
+            ended: AtomicBool::new(false),
+            owner: Arc::downgrade(self),
+        });
+        let entry: Arc<dyn Entry> = Arc::clone(&slot) as Arc<dyn Entry>;
+        let v = versions();
+        let staged = protocol::stage(v, registry(), &entry, reads, || {
+            self.store.insert(Arc::clone(&entry));
+        });
+        let revealed = staged && {
+            let _reveal = self.lock_reveal();
+            let guards = Guards {
+                cleared: [Some(&self.cleared), Some(&self.store.cleared)],
+                key: Some(key_version),
+            };
+            protocol::reveal(v, &*entry, reads.basis, &guards) && {
+                let replaced = {
+                    let guard = self.front.guard();
+                    self.front
+                        .insert(slot.key.clone(), Arc::clone(&slot), &guard)
+                        .map(Arc::clone)
+                };
+                if let Some(old) = replaced {
+                    old.end(Cause::Replaced, true);
+                }
+                true
+            }
+        };
+        if !revealed {
+            self.counters.stale.add(1);
+            crate::telemetry::stale(self.name);
+            slot.end(Cause::Stale, true);
+            return None;
+        }
+        if !slot.state.is_live() {
+            // Invalidated between revealing and here: its end may have
+            // looked in the front map before it was there.
+            self.unlink(&slot.key, slot.id);
+            return None;
+        }
+        self.counters.inserts.add(1);
+        crate::telemetry::insert(self.name, slot.deps.len());
+        Some(slot)
+    }
+
+    /// Passes a finished computation on to the enclosing frame: its entry
+    /// when it was stored (the enclosing value is as fresh as it), else what
+    /// it read.
+    pub(super) fn pass_on(slot: Option<&Arc<Slot<K, V>>>, reads: Reads) {
+        match slot {
+            Some(slot) => recorder::track_hit(Arc::clone(slot) as Arc<dyn Entry>),
+            None => recorder::track_reads(reads),
+        }
+    }
+
+    /// Bookkeeping when a slot of this cache ends.
+    pub(super) fn ended(&self, cause: Cause, key: &K, value: &V) {
+        let counters = &self.counters;
+        if matches!(cause, Cause::Invalidated | Cause::Cleared) {
+            if let Some(hook) = self.on_invalidated {
+                hook(key, value);
+            }
+        }
+        crate::telemetry::dropped(self.name, cause);
+        let _ = match cause {
+            Cause::Invalidated | Cause::Cleared => counters.invalidations.add(1),
+            Cause::Evicted => counters.evictions.add(1),
+            Cause::Expired => counters.expirations.add(1),
+            Cause::Stale | Cause::Replaced => 0,
+        };
+    }
+
+    /// Drops the entry for `key`; a computation of it in flight is not stored.
+    pub(super) fn invalidate_key(&self, key: &K) {
+        {
+            let _reveal = self.lock_reveal();
+            let v = versions();
+            v.record(self.key_version(key), v.next());
+        }
+        let slot = {
+            let guard = self.front.guard();
+            self.front.get(key, &guard).map(Arc::clone)
+        };
+        if let Some(slot) = slot {
+            slot.end(Cause::Invalidated, true);
+        }
+    }
+
+    fn slots(&self) -> Vec<Arc<Slot<K, V>>> {
+        let guard = self.front.guard();
+        self.front.values(&guard).map(Arc::clone).collect()
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
+    fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        let bytes = {
+            let guard = self.front.guard();
+            self.front.values(&guard).map(|s| u64::from(s.weight)).sum()
+        };
+        CacheStats {
+            name: self.name,
+            module: self.module,
+            store: self.store.name.clone(),
+            entries: self.front.len() as u64,
+            bytes,
+            hits: c.hits.get(),
+            misses: c.misses.get(),
+            inserts: c.inserts.get(),
+            invalidations: c.invalidations.get(),
+            evictions: c.evictions.get(),
+            expirations: c.expirations.get(),
+            stale: c.stale.get(),
+            coalesced: c.coalesced.get(),
+            shared_hits: c.shared_hits.get(),
+        }
+    }
+
+    fn sweep_expired(&self) {
+        let now = clock::now();
+        for slot in self.slots() {
+            if slot.deadline != NEVER && now >= slot.deadline {
+                slot.end(Cause::Expired, true);
+            }
+        }
+    }
+
+    /// Drops every entry; computations in flight are not stored.
+    fn clear(&self) {
+        {
+            let _reveal = self.lock_reveal();
+            crate::sync::raise_u64(&self.cleared, versions().next());
+        }
+        for slot in self.slots() {
+            slot.end(Cause::Cleared, true);
+        }
+    }
+}
