@@ -216,10 +216,10 @@ fn no_read_returns_a_value_older_than_an_invalidation_that_returned() {
             let (stale, reads, start) =
                 (Arc::clone(&stale), Arc::clone(&reads), Arc::clone(&start));
             thread::spawn(move || {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1) * 0x1234_5678_9abc);
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) * 0x1234_5678_9abc));
                 start.wait();
                 for n in 0..OPS / THREADS {
-                    if n % 4096 == 0 {
+                    if n.is_multiple_of(4096) {
                         assert!(Instant::now() < deadline, "the oracle run took too long");
                     }
                     let i = rng.next() % OBJECTS as u32;
@@ -238,7 +238,7 @@ fn no_read_returns_a_value_older_than_an_invalidation_that_returned() {
                             Lookup::Hit(seen) => seen,
                             Lookup::Miss(recording) => {
                                 let seen = vec![load(i)];
-                                if rng.next() % 2 == 0 {
+                                if rng.next().is_multiple_of(2) {
                                     recording.store(seen)
                                 } else {
                                     drop(recording);

@@ -6,9 +6,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::registration::registered;
-use crate::runtime;
-
 /// The name of the store used when a cache names none.
 pub const DEFAULT_STORE: &str = "default";
 
@@ -101,6 +98,8 @@ pub struct Config {
     pub(crate) redis_prefix: Option<String>,
     #[cfg(feature = "redis")]
     pub(crate) redis_timeout: Option<Duration>,
+    #[cfg(feature = "redis")]
+    pub(crate) memory_tier: Option<crate::tier::MemoryTier>,
 }
 
 impl Config {
@@ -154,26 +153,13 @@ impl Config {
         self
     }
 
-    /// Installs this configuration for the life of the process.
-    ///
-    /// Fails if a configuration was installed already, if a cache was used
-    /// before (it started the embedded default), or if a `#[cached]` function
-    /// names a store this configuration lacks.
-    pub fn install(self) -> Result<(), ConfigError> {
-        if runtime::started() {
-            return Err(ConfigError::AlreadyInstalled);
-        }
-        for f in registered().functions {
-            if let Some(store) = f.store {
-                if store != DEFAULT_STORE && !self.stores.contains_key(store) {
-                    return Err(ConfigError::UnknownStore {
-                        cache: format!("{}::{}", f.module, f.name),
-                        store: store.to_owned(),
-                    });
-                }
-            }
-        }
-        runtime::install(self)
+    /// Shares caches through an in-process [`MemoryTier`](crate::MemoryTier)
+    /// instead of Redis: the multi-node protocol, testable without a server.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn memory_tier(mut self, tier: &crate::tier::MemoryTier) -> Self {
+        self.memory_tier = Some(tier.clone());
+        self
     }
 }
 
@@ -209,3 +195,28 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// How long a cache keeps its entries.
+#[derive(Clone, Copy, Debug)]
+pub enum Timeout {
+    /// The default timeout of the cache's store.
+    StoreDefault,
+    /// Until invalidated or evicted.
+    Forever,
+    /// A fixed duration.
+    After(Duration),
+    /// A duration computed once, when the cache is first used.
+    Computed(fn() -> Duration),
+}
+
+impl Timeout {
+    /// The duration entries live, given the store's default; `None` for ever.
+    pub fn resolve(&self, store_default: Option<Duration>) -> Option<Duration> {
+        match self {
+            Timeout::StoreDefault => store_default,
+            Timeout::Forever => None,
+            Timeout::After(d) => Some(*d),
+            Timeout::Computed(f) => Some(f()),
+        }
+    }
+}

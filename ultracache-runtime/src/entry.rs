@@ -5,24 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use crate::dep::Dep;
-use crate::protocol::State;
-
-/// Why an entry left the cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Cause {
-    /// One of its dependencies was written.
-    Invalidated,
-    /// The store ran out of room.
-    Evicted,
-    /// Its timeout passed.
-    Expired,
-    /// A newer value for the same key replaced it.
-    Replaced,
-    /// A dependency was written while it was being computed.
-    Stale,
-    /// `clear()`.
-    Cleared,
-}
+pub(crate) use crate::state::{Cause, State};
 
 /// A cached value, seen without its types.
 pub(crate) trait Entry: Send + Sync + 'static {

@@ -161,6 +161,25 @@ fn forward(deps: &[Dep], kinds: &[Kind]) -> Option<u64> {
     None
 }
 
+/// Drops every entry that depends on one of these paths: every cached
+/// response for them (all methods, all variants), and whatever nests them.
+///
+/// ```
+/// ultracache::invalidate_paths(["/", "/posts/hello"]);
+/// ```
+pub fn invalidate_paths<I, S>(paths: I) -> usize
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let deps: Vec<Dep> = paths.into_iter().map(|p| path_dep(p.as_ref())).collect();
+    if deps.is_empty() {
+        0
+    } else {
+        invalidate_deps(&deps)
+    }
+}
+
 /// Drops this process's entries for `deps` and for whole `kinds`.
 pub(crate) fn invalidate_local(deps: &[Dep], kinds: &[Kind]) -> usize {
     protocol::invalidate(
@@ -173,6 +192,17 @@ pub(crate) fn invalidate_local(deps: &[Dep], kinds: &[Kind]) -> usize {
             Target::Kind(kind) => crate::telemetry::invalidated_kind(kind.name(), n),
         },
     )
+}
+
+#[cfg(feature = "redis")]
+impl crate::tier::MemoryTier {
+    /// Another node writes `deps`: they are invalidated in the tier, and
+    /// this node hears of it as it would from Redis. Returns how many of
+    /// this node's entries were dropped.
+    pub fn invalidate_from_another_node(&self, deps: &[Dep]) -> usize {
+        self.invalidate_in_tier(deps);
+        invalidate_local(deps, &[])
+    }
 }
 
 /// Drops every entry of every cache and store, and of the shared tier.

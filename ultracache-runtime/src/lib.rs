@@ -35,10 +35,13 @@ pub mod redis;
 mod registration;
 mod registry;
 mod runtime;
+mod state;
 mod stats;
 mod store;
 mod sync;
 pub mod telemetry;
+#[cfg(feature = "redis")]
+mod tier;
 mod trackable;
 pub(crate) mod versions;
 mod weigh;
@@ -55,11 +58,11 @@ pub use dep::{id_key, Dep, IdHasher, Kind};
 pub use fragment::fragment;
 pub use invalidation::{
     clear, clear_store, dependents, invalidate, invalidate_any_of, invalidate_async,
-    invalidate_deps, invalidate_deps_async, invalidate_id, invalidate_kind, run_pending_tasks,
-    stats,
+    invalidate_deps, invalidate_deps_async, invalidate_id, invalidate_kind, invalidate_paths,
+    run_pending_tasks, stats,
 };
 pub use model::{AsyncFromMiss, CacheModel, FromMiss, Missing, ModelKey, Reference, SaveError};
-pub use paths::{invalidate_paths, path_dep, DependentPaths, PATH_KIND};
+pub use paths::{path_dep, DependentPaths, PATH_KIND};
 pub use recorder::{
     capture, capture_future, record, record_future, track, track_dep, track_deps, track_id,
     track_kind, track_value, Captured, Frame, FrameExt, InFrame, Recorded, RecordedFuture,
@@ -67,5 +70,8 @@ pub use recorder::{
 pub use registration::{registered, CachedFn, ModelInfo, Registered};
 pub use stats::{CacheStats, Stats};
 pub use store::DEFAULT_MAX_ENTRIES;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use tier::MemoryTier;
 pub use trackable::{Models, Trackable};
 pub use weigh::HeapSize;

@@ -3,7 +3,6 @@
 //! that show it (django-dumper's `dependent_paths`).
 
 use crate::dep::{Dep, Kind};
-use crate::invalidation::invalidate_deps;
 
 /// The kind under which URL paths are recorded.
 pub const PATH_KIND: Kind = Kind::new("ultracache.path");
@@ -15,25 +14,6 @@ pub const PATH_KIND: Kind = Kind::new("ultracache.path");
 /// ```
 pub fn path_dep(path: &str) -> Dep {
     Dep::object(PATH_KIND, path)
-}
-
-/// Drops every entry that depends on one of these paths: every cached
-/// response for them (all methods, all variants), and whatever nests them.
-///
-/// ```
-/// ultracache::invalidate_paths(["/", "/posts/hello"]);
-/// ```
-pub fn invalidate_paths<I, S>(paths: I) -> usize
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<str>,
-{
-    let deps: Vec<Dep> = paths.into_iter().map(|p| path_dep(p.as_ref())).collect();
-    if deps.is_empty() {
-        0
-    } else {
-        invalidate_deps(&deps)
-    }
 }
 
 /// The URL paths that show a model: writing the object drops them (through

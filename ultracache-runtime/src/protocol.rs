@@ -69,52 +69,9 @@ use crate::dep::{Dep, Kind};
 use crate::entry::{Cause, Entry};
 use crate::recorder::Reads;
 use crate::registry::Registry;
-use crate::sync::{AtomicU64, AtomicU8};
+use crate::state::{LIVE, RETIRED};
+use crate::sync::AtomicU64;
 use crate::versions::Versions;
-
-const PENDING: u8 = 0;
-const LIVE: u8 = 1;
-const RETIRED: u8 = 2;
-const DOOMED: u8 = 3;
-
-/// Where an entry is in its life: pending → live → retired or doomed.
-pub(crate) struct State(AtomicU8);
-
-impl State {
-    pub(crate) fn pending() -> Self {
-        State(AtomicU8::new(PENDING))
-    }
-
-    /// Pending → live; false if it was doomed or retired meanwhile.
-    pub(crate) fn activate(&self) -> bool {
-        self.0
-            .compare_exchange(PENDING, LIVE, SeqCst, SeqCst)
-            .is_ok()
-    }
-
-    /// Invalidated: a hit on it must not be published.
-    pub(crate) fn doom(&self) {
-        crate::sync::raise_u8(&self.0, DOOMED);
-    }
-
-    /// Gone for another reason (evicted, expired, replaced, refused).
-    pub(crate) fn retire(&self) {
-        crate::sync::raise_u8(&self.0, RETIRED);
-    }
-
-    /// Leaves it as `cause` says: doomed for an invalidation, else retired.
-    pub(crate) fn end(&self, cause: Cause) {
-        match cause {
-            Cause::Invalidated | Cause::Cleared => self.doom(),
-            _ => self.retire(),
-        }
-    }
-
-    #[inline]
-    pub(crate) fn is_live(&self) -> bool {
-        self.0.load(SeqCst) == LIVE
-    }
-}
 
 /// What else may have invalidated a computation in flight, besides its
 /// reads: its cache or its store being cleared, its own key invalidated.
@@ -130,7 +87,7 @@ pub(crate) struct Guards<'a> {
 /// Call it after the entry is registered and inserted in its store.
 pub(crate) fn fresh(versions: &Versions, reads: &Reads) -> bool {
     for hit in &reads.hits {
-        let ok = match hit.state().0.load(SeqCst) {
+        let ok = match hit.state().load() {
             LIVE => true,
             RETIRED => !versions.changed(hit.deps(), hit.basis()),
             _ => false,

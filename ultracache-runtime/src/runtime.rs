@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use crate::config::{Config, ConfigError, DEFAULT_STORE};
 use crate::stats::CacheStats;
 use crate::store::Store;
+#[cfg(feature = "redis")]
+use crate::tier::SharedTier;
 
 /// What the runtime needs of a cache, whatever its key and value types.
 pub(crate) trait CacheHandle: Send + Sync {
@@ -20,7 +22,7 @@ pub(crate) struct Runtime {
     stores: HashMap<String, Arc<Store>>,
     caches: Mutex<Vec<Weak<dyn CacheHandle>>>,
     #[cfg(feature = "redis")]
-    tier: Option<Arc<crate::redis::Tier>>,
+    tier: Option<Arc<dyn SharedTier>>,
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -46,6 +48,30 @@ pub(crate) fn install(config: Config) -> Result<(), ConfigError> {
     }
 }
 
+impl Config {
+    /// Installs this configuration for the life of the process.
+    ///
+    /// Fails if a configuration was installed already, if a cache was used
+    /// before (it started the embedded default), or if a `#[cached]` function
+    /// names a store this configuration lacks.
+    pub fn install(self) -> Result<(), ConfigError> {
+        if started() {
+            return Err(ConfigError::AlreadyInstalled);
+        }
+        for f in crate::registration::registered().functions {
+            if let Some(store) = f.store {
+                if store != DEFAULT_STORE && !self.stores.contains_key(store) {
+                    return Err(ConfigError::UnknownStore {
+                        cache: format!("{}::{}", f.module, f.name),
+                        store: store.to_owned(),
+                    });
+                }
+            }
+        }
+        install(self)
+    }
+}
+
 impl Runtime {
     fn new(config: Config) -> Self {
         Runtime {
@@ -63,7 +89,7 @@ impl Runtime {
 
     /// The shared tier, when one is configured.
     #[cfg(feature = "redis")]
-    pub(crate) fn tier(&self) -> Option<&Arc<crate::redis::Tier>> {
+    pub(crate) fn tier(&self) -> Option<&Arc<dyn SharedTier>> {
         self.tier.as_ref()
     }
 
@@ -91,26 +117,23 @@ impl Runtime {
     }
 }
 
-/// Starts the Redis tier the configuration (or `ULTRACACHE_REDIS_URL`) names.
+/// A shared-tier backend that can start from a configuration (registered
+/// with `inventory::submit!`; the Redis one is in [`redis`](crate::redis)).
 #[cfg(feature = "redis")]
-fn start_tier(config: &Config) -> Option<Arc<crate::redis::Tier>> {
-    let url = config
-        .redis_url
-        .clone()
-        .or_else(|| std::env::var("ULTRACACHE_REDIS_URL").ok())?;
-    let prefix = config
-        .redis_prefix
-        .clone()
-        .or_else(|| std::env::var("ULTRACACHE_REDIS_PREFIX").ok())
-        .unwrap_or_else(|| "ultracache".into());
-    let timeout = config
-        .redis_timeout
-        .unwrap_or(crate::redis::DEFAULT_TIMEOUT);
-    match crate::redis::Tier::start(&url, &prefix, timeout) {
-        Ok(tier) => Some(tier),
-        Err(e) => {
-            tracing::error!("ultracache: no shared tier: {e}");
-            None
-        }
+pub(crate) struct TierBackend {
+    pub(crate) start: fn(&Config) -> Option<Arc<dyn SharedTier>>,
+}
+
+#[cfg(feature = "redis")]
+inventory::collect!(TierBackend);
+
+/// The shared tier the configuration names, if any.
+#[cfg(feature = "redis")]
+fn start_tier(config: &Config) -> Option<Arc<dyn SharedTier>> {
+    if let Some(memory) = &config.memory_tier {
+        return Some(Arc::clone(&memory.0) as Arc<dyn SharedTier>);
     }
+    inventory::iter::<TierBackend>
+        .into_iter()
+        .find_map(|backend| (backend.start)(config))
 }

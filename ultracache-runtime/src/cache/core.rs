@@ -14,10 +14,11 @@ use crate::clock::{self, NEVER};
 use crate::dep::mix;
 use crate::entry::{next_id, Cause, Entry};
 use crate::flight::Flight;
-use crate::protocol::{self, Guards, State};
+use crate::protocol::{self, Guards};
 use crate::recorder::{self, Reads};
 use crate::registry::registry;
 use crate::runtime::CacheHandle;
+use crate::state::State;
 use crate::stats::{CacheStats, Counters};
 use crate::store::Store;
 use crate::sync::AtomicU64;
@@ -49,7 +50,7 @@ pub(crate) struct Core<K, V> {
     /// Hashes keys into version keys (`Cache::invalidate`), unique per cache.
     pub(super) keys: foldhash::fast::FixedState,
     #[cfg(feature = "redis")]
-    pub(super) shared: Option<crate::redis::Shared<K, V>>,
+    pub(super) shared: Option<crate::tier::Shared<K, V>>,
 }
 
 impl<K: CacheKey, V: CacheValue> Core<K, V> {

@@ -16,6 +16,7 @@
 mod block;
 mod core;
 mod outcome;
+mod registered;
 mod resolve;
 mod slot;
 
@@ -23,8 +24,9 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+pub use crate::config::Timeout;
 pub use block::{Lookup, Recording};
-pub use outcome::{CacheKey, CacheValue, OkOnly, Outcome, Plain, Timeout};
+pub use outcome::{CacheKey, CacheValue, OkOnly, Outcome, Plain};
 
 use self::core::Core;
 use crate::clock::{self, NEVER};
@@ -69,7 +71,7 @@ pub struct Cache<K, V> {
     weigher: Option<fn(&V) -> usize>,
     on_invalidated: Option<fn(&K, &V)>,
     #[cfg(feature = "redis")]
-    codec: Option<crate::redis::Codec<K, V>>,
+    codec: Option<crate::tier::Codec<K, V>>,
     core: OnceLock<Option<Arc<Core<K, V>>>>,
 }
 
@@ -142,7 +144,7 @@ impl<K, V> Cache<K, V> {
         #[cfg(feature = "redis")]
         {
             let mut this = self;
-            this.codec = Some(crate::redis::Codec::new());
+            this.codec = Some(crate::tier::Codec::new());
             this
         }
         #[cfg(not(feature = "redis"))]
@@ -160,7 +162,7 @@ impl<K, V> Cache<K, V> {
         #[cfg(feature = "redis")]
         {
             let mut this = self;
-            this.codec = Some(crate::redis::Codec::new().fingerprint_of::<T>());
+            this.codec = Some(crate::tier::Codec::new().fingerprint_of::<T>());
             this
         }
         #[cfg(not(feature = "redis"))]
@@ -207,7 +209,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         let timeout = self.timeout.resolve(store.default_timeout);
         #[cfg(feature = "redis")]
         let shared = match (self.codec, rt.tier()) {
-            (Some(codec), Some(tier)) => Some(crate::redis::Shared {
+            (Some(codec), Some(tier)) => Some(crate::tier::Shared {
                 tier: Arc::clone(tier),
                 codec,
                 fingerprint: (codec.fingerprint)(),
@@ -258,7 +260,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         #[cfg(feature = "redis")]
         if let Some(shared) = &core.shared {
             let basis = versions().now();
-            if let crate::redis::Found::Hit(value, deps) = shared.fetch(key).await {
+            if let crate::tier::Found::Hit(value, deps) = shared.fetch(key).await {
                 return Some(core.shared_hit(key.clone(), None, value, deps, basis));
             }
         }

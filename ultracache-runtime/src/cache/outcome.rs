@@ -1,8 +1,7 @@
-//! What a cache holds: its keys, its values, how long, and which results of
-//! a computation are stored.
+//! What a cache holds: its keys, its values, and which results of a
+//! computation are stored.
 
 use std::hash::Hash;
-use std::time::Duration;
 
 /// What a cache key must be: hashable, comparable, clonable, shareable and
 /// owned. Every such type is one.
@@ -23,31 +22,6 @@ impl<T: Hash + Eq + Clone + Send + Sync + 'static> CacheKey for T {}
 )]
 pub trait CacheValue: Clone + Send + Sync + 'static {}
 impl<T: Clone + Send + Sync + 'static> CacheValue for T {}
-
-/// How long a cache keeps its entries.
-#[derive(Clone, Copy, Debug)]
-pub enum Timeout {
-    /// The default timeout of the cache's store.
-    StoreDefault,
-    /// Until invalidated or evicted.
-    Forever,
-    /// A fixed duration.
-    After(Duration),
-    /// A duration computed once, when the cache is first used.
-    Computed(fn() -> Duration),
-}
-
-impl Timeout {
-    /// The duration entries live, given the store's default; `None` for ever.
-    pub fn resolve(&self, store_default: Option<Duration>) -> Option<Duration> {
-        match self {
-            Timeout::StoreDefault => store_default,
-            Timeout::Forever => None,
-            Timeout::After(d) => Some(*d),
-            Timeout::Computed(f) => Some(f()),
-        }
-    }
-}
 
 /// How a computation's result maps to the value stored: every result
 /// ([`Plain`]), or only the `Ok` of a `Result` ([`OkOnly`]).

@@ -206,6 +206,10 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         weigh: Option<fn(&R) -> usize>,
         f: impl FnOnce() -> R,
     ) -> R {
+        // The hit path: nothing else before it.
+        if let Some(v) = self.lookup(&key) {
+            return O::wrap(v);
+        }
         let lead = match Self::decide::<R, O>(self.find(&key)) {
             Ok(lead) => lead,
             Err(r) => return r,
@@ -214,10 +218,10 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         let since = {
             let basis = versions().now();
             match self.shared.as_ref().map(|s| s.fetch_blocking(&key)) {
-                Some(crate::redis::Found::Hit(value, deps)) => {
+                Some(crate::tier::Found::Hit(value, deps)) => {
                     return O::wrap(self.shared_hit(key, lead, value, deps, basis));
                 }
-                Some(crate::redis::Found::Miss { since }) => Some(since),
+                Some(crate::tier::Found::Miss { since }) => Some(since),
                 _ => None,
             }
         };
@@ -252,11 +256,11 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             let basis = versions().now();
             match &self.shared {
                 Some(shared) => match shared.fetch(&key).await {
-                    crate::redis::Found::Hit(value, deps) => {
+                    crate::tier::Found::Hit(value, deps) => {
                         return O::wrap(self.shared_hit(key, lead, value, deps, basis));
                     }
-                    crate::redis::Found::Miss { since } => Some(since),
-                    crate::redis::Found::Unavailable => None,
+                    crate::tier::Found::Miss { since } => Some(since),
+                    crate::tier::Found::Unavailable => None,
                 },
                 None => None,
             }

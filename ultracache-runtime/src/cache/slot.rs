@@ -10,8 +10,8 @@ use super::outcome::{CacheKey, CacheValue};
 use crate::clock::{self, Nanos, NEVER};
 use crate::dep::Dep;
 use crate::entry::{Cause, Entry};
-use crate::protocol::State;
 use crate::registry::registry;
+use crate::state::State;
 
 pub(super) struct Slot<K, V> {
     pub(super) id: u64,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::key::glob_match;
 use super::layer::Policy;
 use super::page::Stored;
-use crate::paths::invalidate_paths;
+use crate::invalidation::invalidate_paths;
 
 static POLICIES: Mutex<Vec<Weak<Policy>>> = Mutex::new(Vec::new());
 

@@ -18,11 +18,12 @@ use loom::sync::atomic::AtomicU64;
 use loom::sync::Mutex;
 use loom::thread;
 
-use super::{invalidate, reveal, stage, Guards, State};
+use super::{invalidate, reveal, stage, Guards};
 use crate::dep::{Dep, Kind};
 use crate::entry::{Cause, Entry};
 use crate::recorder::Reads;
 use crate::registry::Registry;
+use crate::state::State;
 use crate::versions::Versions;
 
 const KIND: Kind = Kind::new("model");

@@ -21,7 +21,8 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 use crate::clock;
 use crate::dep::Dep;
 
-use super::codec::dep_name;
+use crate::tier::codec::{dep_name, hash};
+use crate::tier::Fetched;
 
 /// How long one Redis call may take before the tier counts as down.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -134,14 +135,6 @@ enum Op {
     },
 }
 
-/// An entry's bytes, if Redis has them, and the invalidation tick they were
-/// read at (a value computed after a miss stores only if nothing it read was
-/// invalidated since).
-pub(crate) struct Fetched {
-    pub(crate) bytes: Option<Vec<u8>>,
-    pub(crate) since: u64,
-}
-
 /// Counts of what the tier did, for statistics and tests.
 #[derive(Default)]
 pub(crate) struct TierCounts {
@@ -250,7 +243,7 @@ impl Tier {
 
     /// The entry key of `cache`'s entry with these key bytes.
     pub(crate) fn entry_key(&self, cache: &str, key: &[u8]) -> String {
-        self.key(cache, super::codec::hash(key) ^ key.len() as u64)
+        self.key(cache, hash(key) ^ key.len() as u64)
     }
 
     /// Fetches an entry, blocking this thread (for sync callers) at most the

@@ -1,4 +1,4 @@
-//! How entries are stored in Redis: a small header (magic, format version,
+//! How entries are stored in the shared tier: a small header (magic, format version,
 //! the value type's fingerprint), then postcard bytes of the key, the
 //! dependencies and the value. Anything that does not decode exactly — other
 //! bytes, another format, another type, another key — is a miss.

@@ -1,0 +1,253 @@
+//! The shared tier: one store that every node of a site reads and writes
+//! behind its in-process caches (Redis, or the in-process [`MemoryTier`] for
+//! tests). The core names only the [`SharedTier`] trait; a backend is
+//! chosen from the configuration by the [`Backend`]s registered at link time
+//! (the Redis one: `Config::redis` or `ULTRACACHE_REDIS_URL`), or given to
+//! the configuration directly ([`Config::memory_tier`](crate::Config::memory_tier)).
+//!
+//! - [`codec`]: how keys and values become bytes (with a type fingerprint);
+//! - [`Shared`]: one cache's link to the tier;
+//! - [`memory`]: the in-process backend.
+
+pub(crate) mod codec;
+mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::dep::{Dep, Kind};
+
+pub use memory::MemoryTier;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A store shared by every node, with its own dependency registry and
+/// invalidation tick, that tells every node of each invalidation. Every call
+/// fails open: `None` means "could not be asked", and the caller computes.
+pub(crate) trait SharedTier: Send + Sync {
+    /// The key of `cache`'s entry with these key bytes.
+    fn entry_key(&self, cache: &str, key: &[u8]) -> String;
+    /// An entry's bytes (blocking at most the tier's timeout).
+    fn fetch_blocking(&self, key: String) -> Option<Fetched>;
+    /// An entry's bytes, without blocking a thread.
+    fn fetch(&self, key: String) -> BoxFuture<'_, Option<Fetched>>;
+    /// Stores a computed entry in the background, unless one of `deps` was
+    /// invalidated after the tier's tick `since`.
+    fn store(&self, key: String, bytes: Vec<u8>, ttl: Option<Duration>, deps: &[Dep], since: u64);
+    /// Stores a written entry unless one of `deps` was invalidated after
+    /// `since`, and waits for the answer.
+    fn store_now(
+        &self,
+        key: String,
+        bytes: Vec<u8>,
+        ttl: Option<Duration>,
+        deps: &[Dep],
+        since: u64,
+    ) -> Option<bool>;
+    /// The async form of [`store_now`](Self::store_now).
+    fn store_now_async<'a>(
+        &'a self,
+        key: String,
+        bytes: Vec<u8>,
+        ttl: Option<Duration>,
+        deps: &'a [Dep],
+        since: u64,
+    ) -> BoxFuture<'a, Option<bool>>;
+    /// Deletes an entry (bytes found unreadable).
+    fn delete(&self, key: String);
+    /// Invalidates `deps` and whole `kinds` in the tier and on every node;
+    /// the tier's tick for it, when it took it.
+    fn invalidate(&self, deps: &[Dep], kinds: &[Kind]) -> Option<u64>;
+    /// The async form of [`invalidate`](Self::invalidate).
+    fn invalidate_async<'a>(
+        &'a self,
+        deps: &'a [Dep],
+        kinds: &'a [Kind],
+    ) -> BoxFuture<'a, Option<u64>>;
+    /// Drops every entry, on every node.
+    fn clear(&self);
+    /// What it did so far.
+    fn stats(&self) -> TierStats;
+}
+
+/// An entry's bytes, if the tier has them, and the invalidation tick they
+/// were read at (a value computed after a miss stores only if nothing it
+/// read was invalidated since).
+pub(crate) struct Fetched {
+    pub(crate) bytes: Option<Vec<u8>>,
+    pub(crate) since: u64,
+}
+
+/// Statistics of the shared tier (this node's view).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TierStats {
+    /// Whether a tier is configured.
+    pub configured: bool,
+    /// Failed or timed-out calls.
+    pub errors: u64,
+    /// Values Redis accepted.
+    pub stores: u64,
+    /// Values Redis refused: something they read was invalidated (on any
+    /// node) while they were computed.
+    pub refused: u64,
+    /// Times the invalidation subscription came back after a break (each
+    /// dropped this node's L1).
+    pub reconnects: u64,
+}
+
+/// Encodes an entry: fingerprint, key bytes, dependencies, value.
+type Encode<V> = fn(u64, &[u8], &[Dep], &V) -> Option<Vec<u8>>;
+/// Decodes an entry for this fingerprint and key bytes.
+type Decode<V> = fn(u64, &[u8], &[u8]) -> Option<(V, Vec<Dep>)>;
+
+/// How a shared cache turns its keys and values into bytes.
+pub(crate) struct Codec<K, V> {
+    pub(crate) key: fn(&K) -> Option<Vec<u8>>,
+    pub(crate) encode: Encode<V>,
+    pub(crate) decode: Decode<V>,
+    pub(crate) fingerprint: fn() -> u64,
+}
+
+impl<K, V> Clone for Codec<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, V> Copy for Codec<K, V> {}
+
+fn key_bytes<K: Serialize>(key: &K) -> Option<Vec<u8>> {
+    postcard::to_stdvec(key).ok()
+}
+
+impl<K: Serialize, V: Serialize + DeserializeOwned + 'static> Codec<K, V> {
+    pub(crate) const fn new() -> Self {
+        Codec {
+            key: key_bytes::<K>,
+            encode: codec::encode::<V>,
+            decode: codec::decode::<V>,
+            fingerprint: codec::fingerprint::<V>,
+        }
+    }
+
+    /// The codec with the fingerprint of `T`: for values that are `T`'s bytes.
+    pub(crate) const fn fingerprint_of<T: Serialize + DeserializeOwned + 'static>(
+        mut self,
+    ) -> Self {
+        self.fingerprint = codec::fingerprint::<T>;
+        self
+    }
+}
+
+/// A shared cache's link to the tier.
+pub(crate) struct Shared<K, V> {
+    pub(crate) tier: Arc<dyn SharedTier>,
+    pub(crate) codec: Codec<K, V>,
+    pub(crate) fingerprint: u64,
+    pub(crate) name: &'static str,
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// What the shared tier had for a key.
+pub(crate) enum Found<V> {
+    /// A value and what it was computed from.
+    Hit(V, Vec<Dep>),
+    /// Nothing (or nothing usable): compute, then store with this tick.
+    Miss { since: u64 },
+    /// Redis is not reachable: compute, store nothing.
+    Unavailable,
+}
+
+impl<K, V> Shared<K, V> {
+    fn entry_key(&self, key: &K) -> Option<(String, Vec<u8>)> {
+        let bytes = (self.codec.key)(key)?;
+        Some((self.tier.entry_key(self.name, &bytes), bytes))
+    }
+
+    fn found(&self, redis_key: String, key_bytes: &[u8], fetched: Option<Fetched>) -> Found<V> {
+        let Some(fetched) = fetched else {
+            return Found::Unavailable;
+        };
+        let Some(bytes) = fetched.bytes else {
+            return Found::Miss {
+                since: fetched.since,
+            };
+        };
+        match (self.codec.decode)(self.fingerprint, key_bytes, &bytes) {
+            Some((value, deps)) => Found::Hit(value, deps),
+            None => {
+                // Garbage, a truncated write or another type: a miss, removed.
+                self.tier.delete(redis_key);
+                Found::Miss {
+                    since: fetched.since,
+                }
+            }
+        }
+    }
+
+    pub(crate) fn fetch_blocking(&self, key: &K) -> Found<V> {
+        let Some((redis_key, bytes)) = self.entry_key(key) else {
+            return Found::Unavailable;
+        };
+        let fetched = self.tier.fetch_blocking(redis_key.clone());
+        self.found(redis_key, &bytes, fetched)
+    }
+
+    pub(crate) async fn fetch(&self, key: &K) -> Found<V> {
+        let Some((redis_key, bytes)) = self.entry_key(key) else {
+            return Found::Unavailable;
+        };
+        let fetched = self.tier.fetch(redis_key.clone()).await;
+        self.found(redis_key, &bytes, fetched)
+    }
+
+    pub(crate) fn store(&self, key: &K, value: &V, deps: &[Dep], since: u64) {
+        let Some((redis_key, key_bytes)) = self.entry_key(key) else {
+            return;
+        };
+        if let Some(bytes) = (self.codec.encode)(self.fingerprint, &key_bytes, deps, value) {
+            self.tier.store(redis_key, bytes, self.timeout, deps, since);
+        }
+    }
+
+    /// Stores a value written (not computed) unless one of `deps` was
+    /// invalidated after Redis's tick `since`; waits for Redis's answer.
+    pub(crate) fn store_now(&self, key: &K, value: &V, deps: &[Dep], since: u64) -> Option<bool> {
+        let (redis_key, bytes) = self.written(key, value, deps)?;
+        self.tier
+            .store_now(redis_key, bytes, self.timeout, deps, since)
+    }
+
+    /// The async form of [`store_now`](Self::store_now).
+    pub(crate) async fn store_now_async(
+        &self,
+        key: &K,
+        value: &V,
+        deps: &[Dep],
+        since: u64,
+    ) -> Option<bool> {
+        let (redis_key, bytes) = self.written(key, value, deps)?;
+        self.tier
+            .store_now_async(redis_key, bytes, self.timeout, deps, since)
+            .await
+    }
+
+    /// Deletes the entry for `key` in Redis.
+    pub(crate) fn delete(&self, key: &K) {
+        if let Some((redis_key, _)) = self.entry_key(key) {
+            self.tier.delete(redis_key);
+        }
+    }
+
+    /// The Redis key and the bytes of a written value.
+    fn written(&self, key: &K, value: &V, deps: &[Dep]) -> Option<(String, Vec<u8>)> {
+        let (redis_key, key_bytes) = self.entry_key(key)?;
+        let bytes = (self.codec.encode)(self.fingerprint, &key_bytes, deps, value)?;
+        Some((redis_key, bytes))
+    }
+}
