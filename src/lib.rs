@@ -83,6 +83,10 @@ pub use ultracache_runtime::minijinja;
 #[doc(inline)]
 pub use ultracache_runtime::redis;
 
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use ultracache_runtime::MemoryTier;
+
 #[cfg(feature = "purge")]
 #[doc(inline)]
 pub use ultracache_runtime::purge;

@@ -5,12 +5,11 @@
 //! (see `cache::resolve`), so a failing backend sees one more computation,
 //! not one per waiter.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::ThreadId;
 
-use event_listener::{Event, Listener};
-
 use crate::recorder::Reads;
+use crate::wait::Promise;
 
 /// How a flight ended.
 pub(crate) enum Done<S> {
@@ -35,8 +34,7 @@ impl<S> Clone for Done<S> {
 
 /// One computation in progress.
 pub(crate) struct Flight<S> {
-    done: Mutex<Option<Done<S>>>,
-    event: Event,
+    done: Promise<Done<S>>,
     /// Who computes: the same computation waiting on itself would wait
     /// forever (a cached function calling itself with the same key, or two
     /// builders asking for each other).
@@ -55,8 +53,7 @@ pub(crate) enum Leader {
 impl<S> Flight<S> {
     pub(crate) fn new(leader: Leader) -> Self {
         Flight {
-            done: Mutex::new(None),
-            event: Event::new(),
+            done: Promise::new(),
             leader,
         }
     }
@@ -70,49 +67,18 @@ impl<S> Flight<S> {
         }
     }
 
-    fn done(&self) -> Option<Done<S>> {
-        self.done
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
     /// Ends the flight and wakes every waiter (the first call wins).
     pub(crate) fn finish(&self, done: Done<S>) {
-        {
-            let mut slot = self.done.lock().unwrap_or_else(PoisonError::into_inner);
-            if slot.is_none() {
-                *slot = Some(done);
-            }
-        }
-        self.event.notify(usize::MAX);
+        self.done.fulfil(done);
     }
 
     /// Blocks until the leader finishes.
     pub(crate) fn wait(&self) -> Done<S> {
-        loop {
-            if let Some(done) = self.done() {
-                return done;
-            }
-            let listener = self.event.listen();
-            if let Some(done) = self.done() {
-                return done;
-            }
-            listener.wait();
-        }
+        self.done.wait()
     }
 
     /// Waits, as a future, until the leader finishes.
     pub(crate) async fn wait_async(&self) -> Done<S> {
-        loop {
-            if let Some(done) = self.done() {
-                return done;
-            }
-            let listener = self.event.listen();
-            if let Some(done) = self.done() {
-                return done;
-            }
-            listener.await;
-        }
+        self.done.wait_async().await
     }
 }

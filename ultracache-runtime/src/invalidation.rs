@@ -103,7 +103,7 @@ pub(crate) fn invalidate_deps_ticked(deps: &[Dep]) -> (usize, Option<u64>) {
 
 /// The async form of [`invalidate_deps_ticked`].
 pub(crate) async fn invalidate_deps_ticked_async(deps: &[Dep]) -> (usize, Option<u64>) {
-    purge(deps, &[]);
+    crate::listen::invalidating(deps, &[]);
     #[cfg(feature = "redis")]
     let tick = match runtime::get().tier() {
         Some(tier) => tier.invalidate_async(deps, &[]).await,
@@ -131,28 +131,11 @@ pub async fn invalidate_async<T: Trackable + ?Sized>(obj: &T) -> usize {
     invalidate_deps_async(&written(obj)).await
 }
 
-/// Tells the proxies' purgers, when installed.
-fn purge(deps: &[Dep], kinds: &[Kind]) {
-    #[cfg(feature = "purge")]
-    if crate::purge::installed() {
-        let keys: Vec<String> = deps
-            .iter()
-            .map(ToString::to_string)
-            .chain(kinds.iter().map(|k| format!("{}:*", k.name())))
-            .collect();
-        if !keys.is_empty() {
-            crate::purge::enqueue(crate::purge::PurgeRequest::Keys(keys));
-        }
-    }
-    #[cfg(not(feature = "purge"))]
-    let _ = (deps, kinds);
-}
-
-/// Tells the shared tier first (its entries go, and every node hears of it),
-/// so that no read on this node can bring an old entry back from Redis after
-/// the local entries are dropped.
+/// Tells the listeners (the purgers), then the shared tier (its entries go,
+/// and every node hears of it), so that no read on this node can bring an old
+/// entry back from Redis after the local entries are dropped.
 fn forward(deps: &[Dep], kinds: &[Kind]) -> Option<u64> {
-    purge(deps, kinds);
+    crate::listen::invalidating(deps, kinds);
     #[cfg(feature = "redis")]
     return runtime::get()
         .tier()

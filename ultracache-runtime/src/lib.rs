@@ -19,6 +19,7 @@ mod fragment;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod http;
 mod invalidation;
+mod listen;
 #[cfg(feature = "minijinja")]
 #[cfg_attr(docsrs, doc(cfg(feature = "minijinja")))]
 pub mod minijinja;
@@ -44,6 +45,7 @@ pub mod telemetry;
 mod tier;
 mod trackable;
 pub(crate) mod versions;
+mod wait;
 mod weigh;
 
 #[doc(hidden)]

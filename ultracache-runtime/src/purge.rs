@@ -34,6 +34,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::dep::{Dep, Kind};
+
 mod broadcast;
 
 #[cfg(feature = "rabbitmq")]
@@ -246,7 +248,24 @@ pub fn install(purgers: Vec<Arc<dyn Purger>>, options: PurgeOptions) -> Result<(
             });
         })
         .map_err(|e| PurgeError(format!("cannot start the purge thread: {e}")))?;
+    crate::listen::listen(Arc::new(SurrogateKeys));
     Ok(())
+}
+
+/// Purges the surrogate keys of what a write invalidates.
+struct SurrogateKeys;
+
+impl crate::listen::Listener for SurrogateKeys {
+    fn invalidating(&self, deps: &[Dep], kinds: &[Kind]) {
+        let keys: Vec<String> = deps
+            .iter()
+            .map(ToString::to_string)
+            .chain(kinds.iter().map(|k| format!("{}:*", k.name())))
+            .collect();
+        if !keys.is_empty() {
+            enqueue(PurgeRequest::Keys(keys));
+        }
+    }
 }
 
 /// Counts of purge requests so far.
@@ -268,11 +287,6 @@ pub fn enqueue(request: PurgeRequest) {
     if let Some(p) = PIPELINE.get() {
         let _ = p.tx.send(request);
     }
-}
-
-/// Whether purgers are installed.
-pub(crate) fn installed() -> bool {
-    PIPELINE.get().is_some()
 }
 
 async fn run(

@@ -10,16 +10,17 @@
 //! cannot know which invalidations it missed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script};
-use tokio::sync::{mpsc as tmpsc, oneshot};
+use tokio::sync::mpsc as tmpsc;
 
 use crate::clock;
 use crate::dep::Dep;
+use crate::wait::Promise;
 
 use crate::tier::codec::{dep_name, hash};
 use crate::tier::Fetched;
@@ -252,14 +253,9 @@ impl Tier {
         if !self.available() {
             return None;
         }
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Op::Fetch {
-            key,
-            reply: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        });
-        rx.recv_timeout(self.timeout).ok().flatten()
+        let (reply, answer) = promise();
+        self.send(Op::Fetch { key, reply });
+        answer.take_timeout(self.timeout).flatten()
     }
 
     /// Fetches an entry (for async callers, on any executor).
@@ -267,18 +263,9 @@ impl Tier {
         if !self.available() {
             return None;
         }
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::Fetch {
-            key,
-            reply: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        });
-        tokio::time::timeout(self.timeout, rx)
-            .await
-            .ok()?
-            .ok()
-            .flatten()
+        let (reply, answer) = promise();
+        self.send(Op::Fetch { key, reply });
+        answer.take_async_timeout(self.timeout).await.flatten()
     }
 
     /// Stores an entry (in the background: the Redis-side check refuses a
@@ -318,14 +305,11 @@ impl Tier {
         if !self.available() {
             return None;
         }
-        let (tx, rx) = mpsc::sync_channel(1);
-        let sent = self.send(written(key, bytes, ttl, deps, since, move |r| {
-            let _ = tx.send(r);
-        }));
-        if !sent {
+        let (reply, answer) = promise();
+        if !self.send(written(key, bytes, ttl, deps, since, reply)) {
             return None;
         }
-        rx.recv_timeout(self.timeout).ok().flatten()
+        answer.take_timeout(self.timeout).flatten()
     }
 
     /// The async form of [`store_now`](Self::store_now).
@@ -340,18 +324,11 @@ impl Tier {
         if !self.available() {
             return None;
         }
-        let (tx, rx) = oneshot::channel();
-        let sent = self.send(written(key, bytes, ttl, deps, since, move |r| {
-            let _ = tx.send(r);
-        }));
-        if !sent {
+        let (reply, answer) = promise();
+        if !self.send(written(key, bytes, ttl, deps, since, reply)) {
             return None;
         }
-        tokio::time::timeout(self.timeout, rx)
-            .await
-            .ok()?
-            .ok()
-            .flatten()
+        answer.take_async_timeout(self.timeout).await.flatten()
     }
 
     /// Deletes an entry that did not decode.
@@ -364,16 +341,14 @@ impl Tier {
     /// Redis's tick for the invalidation, when Redis took it.
     pub(crate) fn invalidate(&self, deps: &[Dep], kinds: &[crate::dep::Kind]) -> Option<u64> {
         let (objects, kinds) = self.to_invalidate(deps, kinds)?;
-        let (tx, rx) = mpsc::sync_channel(1);
+        let (reply, answer) = promise();
         let sent = self.send(Op::Invalidate {
             objects: objects.clone(),
             kinds: kinds.clone(),
-            reply: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
+            reply,
         });
         let tick = if sent {
-            rx.recv_timeout(self.timeout).ok().flatten()
+            answer.take_timeout(self.timeout).flatten()
         } else {
             None
         };
@@ -390,20 +365,14 @@ impl Tier {
         kinds: &[crate::dep::Kind],
     ) -> Option<u64> {
         let (objects, kinds) = self.to_invalidate(deps, kinds)?;
-        let (tx, rx) = oneshot::channel();
+        let (reply, answer) = promise();
         let sent = self.send(Op::Invalidate {
             objects: objects.clone(),
             kinds: kinds.clone(),
-            reply: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
+            reply,
         });
         let tick = if sent {
-            tokio::time::timeout(self.timeout, rx)
-                .await
-                .ok()?
-                .ok()
-                .flatten()
+            answer.take_async_timeout(self.timeout).await.flatten()
         } else {
             None
         };
@@ -446,14 +415,18 @@ impl Tier {
 
     /// Drops every entry under the prefix, on every node.
     pub(crate) fn clear(&self) {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Op::Clear {
-            reply: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        });
-        let _ = rx.recv_timeout(self.timeout * 4);
+        let (reply, answer) = promise();
+        self.send(Op::Clear { reply });
+        let _ = answer.take_timeout(self.timeout * 4);
     }
+}
+
+/// A reply for the worker to call, and the promise the caller waits on.
+#[allow(clippy::type_complexity)]
+fn promise<T: Send + 'static>() -> (Box<dyn FnOnce(T) + Send>, Arc<Promise<T>>) {
+    let answer = Arc::new(Promise::new());
+    let set = Arc::clone(&answer);
+    (Box::new(move |v| set.fulfil(v)), answer)
 }
 
 /// The op that stores a written value, telling `reply` whether Redis has it.
