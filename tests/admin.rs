@@ -505,3 +505,176 @@ async fn in_a_browser_a_click_on_purge_removes_the_url() {
     let _ = chrome.wait();
     let _ = std::fs::remove_dir_all(&profile);
 }
+
+// ---- attacks on the admin page ----
+
+/// An app with the admin under a router that has a `CacheLayer` around
+/// everything, as a careless mount would.
+async fn serve_admin_under_a_cache(auth: Auth) -> String {
+    let app = Router::new()
+        .nest("/_cache", admin::router(auth))
+        .layer(CacheLayer::new(Duration::from_secs(3600)).name("admin-outer"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_responses_are_never_served_to_a_stranger_from_a_cache() {
+    let base = serve_admin_under_a_cache(Auth::bearer(TOKEN)).await;
+    let c = client();
+    for path in ["/_cache/urls", "/_cache/api/urls", "/_cache"] {
+        let r = c
+            .get(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let cc = r.headers()["cache-control"].to_str().unwrap().to_owned();
+        assert!(
+            cc.contains("no-store") && cc.contains("private"),
+            "{path}: {cc}"
+        );
+        // A stranger asks next.
+        let r = c.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path} served to a stranger");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_bearer_token_opens_nothing() {
+    let base = serve_admin_under_a_cache(Auth::bearer("")).await;
+    let c = client();
+    let with_empty_cookie = c
+        .get(format!("{base}/_cache/api/stats"))
+        .header("cookie", "ultracache_admin=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_empty_cookie.status(), 403);
+    let with_empty_bearer = c
+        .get(format!("{base}/_cache/api/stats"))
+        .header("authorization", "Bearer ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_empty_bearer.status(), 403);
+    let login = c
+        .get(format!("{base}/_cache/login?token="))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_cookie_is_not_the_token_and_is_scoped_to_the_admin() {
+    let base = serve_admin_under_a_cache(Auth::bearer(TOKEN)).await;
+    let c = client();
+    let r = c
+        .get(format!("{base}/_cache/login?token={TOKEN}"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        !cookie.contains(TOKEN),
+        "the token leaks into the cookie: {cookie}"
+    );
+    assert!(cookie.contains("Path=/_cache"), "{cookie}");
+    assert!(cookie.contains("Secure"), "over HTTPS: {cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    // The cookie works; the token as a cookie does not.
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let ok = c
+        .get(format!("{base}/_cache/api/stats"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let forged = c
+        .get(format!("{base}/_cache/api/stats"))
+        .header("cookie", format!("ultracache_admin={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_never_redirects_off_site() {
+    let base = serve_admin_under_a_cache(Auth::bearer(TOKEN)).await;
+    let c = client();
+    for next in [
+        "//evil.example",
+        "/%5Cevil.example",
+        "https:evil.example",
+        "https://evil.example/",
+        "evil.example",
+        "/\\evil.example",
+    ] {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{base}/_cache/login"),
+            &[("token", TOKEN), ("next", next)],
+        )
+        .unwrap();
+        let r = c.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{next}");
+        let location = r.headers()["location"].to_str().unwrap();
+        assert!(
+            location.starts_with('/') && !location.starts_with("//") && !location.contains('\\'),
+            "next={next} sent the browser to {location}"
+        );
+        let landed = reqwest::Url::parse(&base).unwrap().join(location).unwrap();
+        assert_eq!(
+            landed.host_str(),
+            Some("127.0.0.1"),
+            "next={next} sent the browser to {landed}"
+        );
+    }
+    let url = reqwest::Url::parse_with_params(
+        &format!("{base}/_cache/login"),
+        &[("token", TOKEN), ("next", "/_cache/urls?sort=hits")],
+    )
+    .unwrap();
+    let r = c.get(url).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/_cache/urls?sort=hits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependency_names_from_requests_do_not_grow_memory_without_bound() {
+    let base = serve_admin_under_a_cache(Auth::bearer(TOKEN)).await;
+    let c = client();
+    // Far more distinct kind names than any program has.
+    for i in 0..5000 {
+        let r = c
+            .post(format!("{base}/_cache/api/invalidate"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({ "dep": format!("flood.kind{i}:1") }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success() || r.status() == 400,
+            "{}",
+            r.status()
+        );
+    }
+    // The table of names read from outside is full: a new one is refused
+    // rather than kept forever.
+    let r = c
+        .post(format!("{base}/_cache/api/invalidate"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "dep": "flood.one-more:1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // The program's own model kinds still parse.
+    assert!(ultracache::Dep::parse("admin.post:1").is_some());
+}

@@ -109,6 +109,8 @@ enum Access {
 struct Admin {
     auth: Auth,
     csrf: String,
+    /// The login cookie's value: random, never the token itself.
+    session: String,
     history: Mutex<VecDeque<Sample>>,
 }
 
@@ -139,6 +141,42 @@ fn random_token() -> String {
     out
 }
 
+/// Compares secrets in time that depends on their lengths only.
+fn same(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Where a login may send the browser next: a path on this site, never
+/// another origin (`//evil`, `/\evil`, `https:evil`).
+fn safe_next(next: &str) -> bool {
+    let mut chars = next.chars();
+    chars.next() == Some('/')
+        && !matches!(chars.next(), Some('/' | '\\'))
+        && !next.chars().any(|c| c.is_control() || c == '\\')
+}
+
+/// Whether the request reached the site over HTTPS (directly or through a
+/// proxy that says so).
+fn https(parts: &Parts) -> bool {
+    parts.uri.scheme_str() == Some("https")
+        || parts
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// Every admin response: never stored by a cache (a `CacheLayer` around
+/// the router, a proxy, the browser).
+async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, private"),
+    );
+    response
+}
+
 fn totals() -> (u64, u64) {
     crate::stats()
         .caches
@@ -155,7 +193,8 @@ impl Admin {
                 Err(Denied::Forbidden)
             };
         }
-        let Some(token) = &self.auth.token else {
+        // An empty token (an unset variable read with a default) opens nothing.
+        let Some(token) = self.auth.token.as_ref().filter(|t| !t.is_empty()) else {
             return Err(Denied::Forbidden);
         };
         let header = parts
@@ -175,8 +214,8 @@ impl Admin {
                     .map(str::to_owned)
             });
         match (header, cookie) {
-            (Some(given), _) if given == &**token => Ok(Access::Header),
-            (None, Some(given)) if *given == **token => Ok(Access::Session),
+            (Some(given), _) if same(given, token) => Ok(Access::Header),
+            (None, Some(given)) if same(&given, &self.session) => Ok(Access::Session),
             (None, None) => Err(Denied::Unauthenticated),
             _ => Err(Denied::Forbidden),
         }
@@ -212,9 +251,15 @@ fn base(parts: &Parts) -> String {
 
 /// The admin router; nest it where you like (`.nest("/_cache", router(auth))`).
 pub fn router(auth: Auth) -> Router {
+    if auth.token.as_deref() == Some("") {
+        tracing::error!(
+            "ultracache: the admin page's bearer token is empty: it is closed to everyone"
+        );
+    }
     let admin = Arc::new(Admin {
         auth,
         csrf: random_token(),
+        session: random_token(),
         history: Mutex::new(VecDeque::new()),
     });
     admin.sample();
@@ -245,6 +290,7 @@ pub fn router(auth: Auth) -> Router {
         .route("/api/purge", post(api_purge))
         .route("/api/invalidate", post(api_invalidate))
         .route("/api/clear", post(api_clear))
+        .layer(axum::middleware::map_response(no_store))
         .with_state(admin)
 }
 
@@ -630,24 +676,27 @@ async fn login(
     Query(query): Query<LoginQuery>,
     parts: Parts,
 ) -> Response {
-    if admin.auth.token.as_deref() != Some(query.token.as_str()) {
+    let open = admin
+        .auth
+        .token
+        .as_deref()
+        .is_some_and(|t| !t.is_empty() && same(&query.token, t));
+    if !open {
         return StatusCode::FORBIDDEN.into_response();
     }
-    let next = query
-        .next
-        .filter(|n| !n.starts_with("//") && !n.contains("://"))
-        .unwrap_or_else(|| {
-            let b = base(&parts);
-            if b.is_empty() {
-                "/".into()
-            } else {
-                b
-            }
-        });
+    let b = base(&parts);
+    let home = if b.is_empty() {
+        "/".to_owned()
+    } else {
+        b.clone()
+    };
+    let next = query.next.filter(|n| safe_next(n)).unwrap_or(home);
+    let path = if b.is_empty() { "/".to_owned() } else { b };
+    let secure = if https(&parts) { "; Secure" } else { "" };
     let mut headers = HeaderMap::new();
     if let Ok(cookie) = HeaderValue::from_str(&format!(
-        "{COOKIE_NAME}={}; HttpOnly; SameSite=Strict; Path=/",
-        query.token
+        "{COOKIE_NAME}={}; HttpOnly; SameSite=Strict; Path={path}{secure}",
+        admin.session
     )) {
         headers.insert(SET_COOKIE, cookie);
     }

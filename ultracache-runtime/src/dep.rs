@@ -149,6 +149,9 @@ impl Dep {
     /// assert_eq!(Dep::parse("blog.post"), Some(Dep::kind(POST)));
     /// assert_eq!(Dep::parse(" "), None);
     /// ```
+    ///
+    /// Kind names read this way are kept for the life of the program, at
+    /// most 4,096 distinct ones; past that, an unknown name parses as `None`.
     pub fn parse(text: &str) -> Option<Dep> {
         let text = text.trim();
         if text.is_empty() {
@@ -156,30 +159,64 @@ impl Dep {
         }
         Some(match text.rsplit_once(':') {
             Some((kind, id)) => {
-                let kind = Kind::new(intern(kind));
+                let kind = Kind::new(try_intern(kind)?);
                 match (id.parse::<u64>(), id.parse::<i64>()) {
                     (Ok(key), _) => Dep::object_key(kind, key),
                     (_, Ok(n)) => Dep::object(kind, &n),
                     _ => Dep::object(kind, id),
                 }
             }
-            None => Dep::kind(Kind::new(intern(text))),
+            None => Dep::kind(Kind::new(try_intern(text)?)),
         })
     }
 }
 
 /// Names read at run time (from Redis, a URL, the command line) live for the
-/// program, once each: kinds and caches are a handful.
-pub(crate) fn intern(name: &str) -> &'static str {
+/// program, once each: kinds and caches are a handful. At most
+/// [`MAX_NAMES`] distinct names are kept, so input from outside cannot grow
+/// the table without bound; past that, [`intern`] answers `None`.
+pub(crate) fn try_intern(name: &str) -> Option<&'static str> {
     use std::sync::{Mutex, PoisonError};
+    // The kinds of the program's own models need no room in the table.
+    if let Some(model) = inventory::iter::<ModelInfo>
+        .into_iter()
+        .find(|m| m.kind.name() == name)
+    {
+        return Some(model.kind.name());
+    }
     static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
     let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(n) = names.iter().find(|n| **n == name) {
-        return n;
+        return Some(n);
+    }
+    if names.len() >= MAX_NAMES {
+        return None;
     }
     let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
     names.push(leaked);
-    leaked
+    Some(leaked)
+}
+
+/// A model kind, registered by `#[derive(Trackable)]`.
+#[derive(Debug)]
+pub struct ModelInfo {
+    /// The kind.
+    pub kind: Kind,
+    /// The Rust type's name.
+    pub type_name: &'static str,
+    /// The module the type is defined in.
+    pub module: &'static str,
+}
+
+inventory::collect!(ModelInfo);
+
+/// How many distinct names read at run time are kept.
+pub(crate) const MAX_NAMES: usize = 4096;
+
+/// [`try_intern`], for names the program itself chose (cache names): past
+/// the bound, one shared placeholder.
+pub(crate) fn intern(name: &str) -> &'static str {
+    try_intern(name).unwrap_or("(too many names)")
 }
 
 impl fmt::Debug for Dep {

@@ -6,7 +6,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use crate::config::Timeout;
-use crate::dep::Kind;
 
 /// A `#[cached]` function: its metadata and its cache.
 pub struct CachedFn {
@@ -60,22 +59,12 @@ impl CachedFn {
     }
 }
 
-/// A model kind, registered by `#[derive(Trackable)]`.
-#[derive(Debug)]
-pub struct ModelInfo {
-    /// The kind.
-    pub kind: Kind,
-    /// The Rust type's name.
-    pub type_name: &'static str,
-    /// The module the type is defined in.
-    pub module: &'static str,
-}
+pub use crate::dep::ModelInfo;
 
 #[doc(hidden)]
 pub struct FnRegistration(pub &'static CachedFn);
 
 inventory::collect!(FnRegistration);
-inventory::collect!(ModelInfo);
 
 /// Everything registered in this program; see [`registered`].
 #[derive(Debug)]

@@ -111,17 +111,18 @@ pub(crate) fn decode<V: DeserializeOwned>(
     if decoded.key != key {
         return None;
     }
+    // A name past the interning bound makes the entry unreadable: a miss.
     let deps = decoded
         .deps
         .iter()
         .map(|StoredDep(kind, id)| {
-            let kind = Kind::new(crate::dep::intern(kind));
-            match id {
+            let kind = Kind::new(crate::dep::try_intern(kind)?);
+            Some(match id {
                 Some(id) => Dep::object_key(kind, *id),
                 None => Dep::kind(kind),
-            }
+            })
         })
-        .collect();
+        .collect::<Option<Vec<Dep>>>()?;
     Some((decoded.value, deps))
 }
 
