@@ -131,13 +131,14 @@ fn regenerate(proxy: &Arc<Proxy>, parts: &axum::http::request::Parts) {
         proxy.origin,
         parts.uri.path_and_query().map_or("/", |p| p.as_str())
     );
+    let host = parts.headers.get(axum::http::header::HOST).cloned();
     let client = proxy.client.clone();
     tokio::spawn(async move {
-        let _ = client
-            .get(url)
-            .header("x-ultracache-warm", token)
-            .send()
-            .await;
+        let mut request = client.get(url).header("x-ultracache-warm", token);
+        if let Some(host) = host {
+            request = request.header("host", host.as_bytes());
+        }
+        let _ = request.send().await;
     });
 }
 
@@ -151,9 +152,10 @@ async fn forward(
         proxy.origin,
         parts.uri.path_and_query().map_or("/", |p| p.as_str())
     );
+    // The Host the client asked for goes through (as Varnish passes it):
+    // the app keys its pages on it, and so does the page reader here.
     let mut headers = parts.headers.clone();
     strip(&mut headers);
-    headers.remove("host");
     let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
         .unwrap_or(reqwest::Method::GET);
     let mut request = proxy.client.request(method, &url).body(body);

@@ -1,9 +1,12 @@
-//! Cache keys for requests: the path, the query string reduced to the
-//! parameters that matter (in a stable order), and the request headers and
-//! cookies the response varies on.
+//! Cache keys for requests, built from what the handler will see: the host,
+//! the canonical path, the decoded query reduced to the parameters that
+//! matter (in a stable order), and the request headers and cookies the
+//! response varies on, parsed as the handler's extractors parse them.
 
-use http::header::{HeaderName, COOKIE};
+use http::header::{HeaderName, COOKIE, HOST};
 use http::request::Parts;
+
+use crate::paths::canonical_path;
 
 /// Which query parameters take part in the key.
 #[derive(Clone, Debug, Default)]
@@ -19,8 +22,11 @@ pub(crate) enum QueryParams {
     Ignore,
 }
 
-/// The query string with only the parameters that matter, sorted: `?b=2&a=1`
-/// and `?a=1&b=2` give the same key.
+/// The query string as the handler decodes it, with only the parameters
+/// that matter, re-encoded canonically and sorted by name: `?b=2&a=1` and
+/// `?a=1&b=2` give the same key, `?p%61ge=2` is `?page=2`, `?q=a+b` is
+/// `?q=a%20b`; repeated names keep their order (`?a=1&a=2` is not
+/// `?a=2&a=1`). Allow and deny lists compare decoded names.
 pub(crate) fn normalized_query(query: Option<&str>, params: &QueryParams) -> String {
     let Some(query) = query.filter(|q| !q.is_empty()) else {
         return String::new();
@@ -28,34 +34,74 @@ pub(crate) fn normalized_query(query: Option<&str>, params: &QueryParams) -> Str
     if matches!(params, QueryParams::Ignore) {
         return String::new();
     }
-    let mut pairs: Vec<&str> = query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or_default();
-            match params {
-                QueryParams::All => true,
-                QueryParams::Allow(names) => names.iter().any(|n| n == name),
-                QueryParams::Deny(names) => !names.iter().any(|n| n == name),
-                QueryParams::Ignore => false,
-            }
+    let mut pairs: Vec<_> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(name, _)| match params {
+            QueryParams::All => true,
+            QueryParams::Allow(names) => names.iter().any(|n| n == name),
+            QueryParams::Deny(names) => !names.iter().any(|n| n == name),
+            QueryParams::Ignore => false,
         })
         .collect();
-    pairs.sort_unstable();
-    pairs.join("&")
+    // A stable sort: values of one name stay in the order they came.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
-/// The value of cookie `name` in the request, if it sent one.
-pub(crate) fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
+/// The value of cookie `name` in the request, as axum-extra's `CookieJar`
+/// reads it (the `cookie` crate, percent-decoded, the last of repeated
+/// names): the key holds exactly what the handler will see.
+pub(crate) fn cookie(parts: &Parts, name: &str) -> Option<String> {
+    let mut found = None;
+    let values = parts.headers.get_all(COOKIE);
+    for header in values.iter().filter_map(|v| v.to_str().ok()) {
+        for part in header.split(';') {
+            if let Ok(c) = cookie::Cookie::parse_encoded(part) {
+                if c.name() == name {
+                    found = Some(c.value().to_owned());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The host the request is for, lower-cased: from the request target when
+/// it is absolute, else the `Host` header (RFC 9112 §3.2.2).
+pub(crate) fn host(parts: &Parts) -> String {
+    let from_uri = parts.uri.authority().map(|a| match a.port() {
+        Some(port) => format!("{}:{}", a.host(), port),
+        None => a.host().to_owned(),
+    });
+    from_uri
+        .or_else(|| {
+            parts
+                .headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// The canonical path and `path?query` of a request (see
+/// [`canonical_path`] and [`normalized_query`]).
+pub(crate) fn request_url(parts: &Parts, params: &QueryParams) -> (String, String) {
+    let path = canonical_path(parts.uri.path());
+    let query = normalized_query(parts.uri.query(), params);
+    let url = if query.is_empty() {
+        path.clone()
+    } else {
+        format!("{path}?{query}")
+    };
+    (path, url)
+}
+
+/// A page's key with the default key function: the host, then the URL.
+pub(crate) fn default_key(parts: &Parts, url: &str) -> String {
+    format!("{}{url}", host(parts))
 }
 
 /// Appends `name: value` lines for the request headers in `names`.
@@ -111,6 +157,20 @@ mod tests {
         assert_eq!(normalized_query(Some("page=2&junk=1"), &allow), "page=2");
         let deny = QueryParams::Deny(vec!["utm".into()]);
         assert_eq!(normalized_query(Some("utm=x&q=1"), &deny), "q=1");
+    }
+
+    #[test]
+    fn names_are_compared_decoded_and_repeated_values_keep_their_order() {
+        let allow = QueryParams::Allow(vec!["page".into()]);
+        assert_eq!(normalized_query(Some("p%61ge=666"), &allow), "page=666");
+        assert_eq!(
+            normalized_query(Some("q=a+b"), &QueryParams::All),
+            normalized_query(Some("q=a%20b"), &QueryParams::All)
+        );
+        assert_ne!(
+            normalized_query(Some("a=1&a=2"), &QueryParams::All),
+            normalized_query(Some("a=2&a=1"), &QueryParams::All)
+        );
     }
 
     #[test]

@@ -14,14 +14,14 @@ use axum::body::Body;
 use axum::extract::MatchedPath;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::header::{HeaderName, AUTHORIZATION, CONTENT_LENGTH, ETAG};
+use http::header::{HeaderName, AUTHORIZATION, CONTENT_LENGTH, COOKIE, ETAG};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::key::{cookie, glob_match, normalized_query, push_headers, QueryParams};
+use super::key::{cookie, default_key, glob_match, push_headers, request_url, QueryParams};
 use super::page::{
     etag_of, mark, no_cache_headers, refuse_to_store, storable_headers, vary_names, ClientCaching,
     Page, Served, Stored,
@@ -50,6 +50,9 @@ struct Options {
     vary_headers: Vec<HeaderName>,
     vary_cookies: Vec<String>,
     session_cookie: Option<String>,
+    /// Requests that carry cookies may use the cache (set by
+    /// `cache_requests_with_cookies`, `vary_cookie` and `anonymous_only`).
+    with_cookies: bool,
     allow_authorized: bool,
     statuses: Vec<StatusCode>,
     before_store: Option<BeforeStore>,
@@ -127,6 +130,7 @@ impl CacheLayer {
                 vary_headers: Vec::new(),
                 vary_cookies: Vec::new(),
                 session_cookie: None,
+                with_cookies: false,
                 allow_authorized: false,
                 statuses: vec![StatusCode::OK],
                 before_store: None,
@@ -199,17 +203,38 @@ impl CacheLayer {
         self.set(|o| o.vary_headers.push(name))
     }
 
-    /// Keeps one entry per value of this request cookie.
+    /// Keeps one entry per value of this request cookie (read as axum-extra's
+    /// `CookieJar` reads it). Requests with cookies then use the cache: the
+    /// pages vary on this cookie, and on no other.
     pub fn vary_cookie(self, name: &str) -> Self {
         let name = name.to_owned();
-        self.set(|o| o.vary_cookies.push(name))
+        self.set(|o| {
+            o.vary_cookies.push(name);
+            o.with_cookies = true;
+        })
     }
 
     /// Requests carrying this cookie (a logged-in session) bypass the cache,
-    /// as requests with `Authorization` always do.
+    /// as requests with `Authorization` always do; requests with other
+    /// cookies use it (the pages depend on no cookie but this one).
     pub fn anonymous_only(self, session_cookie: &str) -> Self {
         let name = session_cookie.to_owned();
-        self.set(|o| o.session_cookie = Some(name))
+        self.set(|o| {
+            o.session_cookie = Some(name);
+            o.with_cookies = true;
+        })
+    }
+
+    /// Requests that carry cookies use the cache like any other: for pages
+    /// that read no cookie at all.
+    ///
+    /// By default a request with a `Cookie` header bypasses the cache (as
+    /// Varnish's built-in rules do): a page personalised on a cookie would
+    /// otherwise go to the next visitor. [`vary_cookie`](Self::vary_cookie)
+    /// and [`anonymous_only`](Self::anonymous_only) also let such requests
+    /// in, for the cookies they name.
+    pub fn cache_requests_with_cookies(self) -> Self {
+        self.set(|o| o.with_cookies = true)
     }
 
     /// Requests with `Authorization` may use the cache: each credential gets
@@ -462,11 +487,14 @@ impl Policy {
         if o.timeout == Some(Duration::ZERO) {
             return Decision::Bypass { no_cache: true };
         }
-        let path = parts.uri.path();
-        if o.ignore.iter().any(|p| glob_match(p, path)) {
+        let (path, url) = request_url(parts, &o.query);
+        if o.ignore.iter().any(|p| glob_match(p, &path)) {
             return bypass;
         }
         if parts.headers.contains_key(AUTHORIZATION) && !o.allow_authorized {
+            return bypass;
+        }
+        if parts.headers.contains_key(COOKIE) && !o.with_cookies {
             return bypass;
         }
         if let Some(session) = &o.session_cookie {
@@ -474,15 +502,9 @@ impl Policy {
                 return bypass;
             }
         }
-        let query = normalized_query(parts.uri.query(), &o.query);
-        let url = if query.is_empty() {
-            path.to_owned()
-        } else {
-            format!("{path}?{query}")
-        };
         let mut base = match &o.key_fn {
             Some(f) => f(parts),
-            None => url.clone(),
+            None => default_key(parts, &url),
         };
         if let Some(prefix) = &o.key_prefix {
             match prefix(parts) {
@@ -495,7 +517,7 @@ impl Policy {
             base.push_str("\ncookie ");
             base.push_str(name);
             base.push('=');
-            base.push_str(cookie(parts, name).unwrap_or_default());
+            base.push_str(&cookie(parts, name).unwrap_or_default());
         }
         if o.allow_authorized {
             push_headers(&mut base, parts, &[AUTHORIZATION]);
@@ -503,7 +525,7 @@ impl Policy {
         Decision::Cache(Plan {
             base,
             url,
-            path: path.to_owned(),
+            path,
             route: parts
                 .extensions
                 .get::<MatchedPath>()

@@ -6,7 +6,7 @@ use http::request::Parts;
 use http::{HeaderValue, Response};
 use std::time::{Duration, SystemTime};
 
-use super::key::{normalized_query, QueryParams};
+use super::key::{default_key, request_url, QueryParams};
 use super::page::{ClientCaching, Served, Stored};
 use crate::cache::Cache;
 use crate::dep::intern;
@@ -41,12 +41,8 @@ impl PageReader {
         parts: &Parts,
         header: &'static str,
     ) -> Option<(Response<Body>, bool)> {
-        let query = normalized_query(parts.uri.query(), &QueryParams::All);
-        let base = if query.is_empty() {
-            parts.uri.path().to_owned()
-        } else {
-            format!("{}?{query}", parts.uri.path())
-        };
+        let (_, url) = request_url(parts, &QueryParams::All);
+        let base = default_key(parts, &url);
         let page = match self.cache.fetch(&base).await? {
             Stored::Page(page) => page,
             Stored::Variants(names) => {

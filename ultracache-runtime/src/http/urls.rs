@@ -49,9 +49,16 @@ pub struct CachedUrl {
 
 /// Lists the cached URLs whose path matches one of `patterns` (`*` matches
 /// any run of characters; a pattern without `*` matches one path exactly).
+/// Paths and patterns are compared in canonical form: `/x/hell%6F` is
+/// `/x/hello`.
 /// Every variant of a URL is listed. Expired entries are not reported, and are
 /// removed.
 pub fn find_urls<S: AsRef<str>>(patterns: &[S]) -> Vec<CachedUrl> {
+    // Paths are kept canonical (`/x/hell%6F` is `/x/hello`): so are patterns.
+    let patterns: Vec<String> = patterns
+        .iter()
+        .map(|p| crate::paths::canonical_path(p.as_ref()))
+        .collect();
     let mut out = Vec::new();
     for policy in policies() {
         for entry in policy.cache.entries() {
@@ -59,7 +66,7 @@ pub fn find_urls<S: AsRef<str>>(patterns: &[S]) -> Vec<CachedUrl> {
                 continue;
             };
             let path = page.url.split('?').next().unwrap_or_default();
-            if patterns.iter().any(|p| glob_match(p.as_ref(), path)) {
+            if patterns.iter().any(|p| glob_match(p, path)) {
                 out.push(CachedUrl {
                     url: page.url.clone(),
                     path: path.to_owned(),
