@@ -619,7 +619,9 @@ impl Policy {
             };
         }
         if let Some(Stored::Page(page)) = self.cache.get(&key) {
-            return Ok(self.serve_stored(&page, &parts, &plan, &key, learned, inner));
+            if page.matches(&parts.headers) {
+                return Ok(self.serve_stored(&page, &parts, &plan, &key, learned, inner));
+            }
         }
 
         let head = copy_head(&parts);
@@ -642,7 +644,7 @@ impl Policy {
             Some(Reply::Error(e)) => Err(e),
             // Another request computed it while this one waited.
             None => match computed.store {
-                Some(Stored::Page(page)) => {
+                Some(Stored::Page(page)) if page.matches(&parts.headers) => {
                     self.count(&plan, true);
                     Ok(self.respond(&page, &parts, Served::Hit))
                 }
@@ -655,8 +657,10 @@ impl Policy {
                     };
                     let key = variant_key(&plan.base, &parts, &names);
                     if let Some(Stored::Page(page)) = self.cache.get(&key) {
-                        self.count(&plan, true);
-                        return Ok(self.respond(&page, &parts, Served::Hit));
+                        if page.matches(&parts.headers) {
+                            self.count(&plan, true);
+                            return Ok(self.respond(&page, &parts, Served::Hit));
+                        }
                     }
                     let head = copy_head(&parts);
                     let fill = self
@@ -814,7 +818,37 @@ impl Policy {
             varied,
             tags: super::page::tags(&read.deps()),
         });
-        let store = if learned || names.is_empty() {
+        // What the URL's responses are known to vary on; a response that
+        // varies on more widens it (each response is matched against its own
+        // Vary when served, so a narrower key never leaks it).
+        let known: Option<Arc<[HeaderName]>> = if learned {
+            match self.cache.get(&plan.base) {
+                Some(Stored::Variants(known)) => Some(known),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let wider = known
+            .as_ref()
+            .is_some_and(|k| names.iter().any(|n| !k.contains(n)));
+        let store = if wider {
+            let mut all: Vec<HeaderName> = known.iter().flat_map(|k| k.iter().cloned()).collect();
+            all.extend(names.iter().cloned());
+            all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            all.dedup();
+            let all: Arc<[HeaderName]> = Arc::from(all);
+            let variant = variant_key(&plan.base, &request_parts, &all);
+            self.cache
+                .insert_recorded(variant, Stored::Page(Arc::clone(&page)), &read);
+            self.cache
+                .insert_recorded(plan.base.clone(), Stored::Variants(all), &read);
+            // Stored above under the wider key; nothing under this one.
+            return Computed {
+                store: None,
+                serve: Some(Reply::Page(page)),
+            };
+        } else if learned || names.is_empty() {
             Stored::Page(Arc::clone(&page))
         } else {
             // Responses for this URL vary: the page goes under its variant's

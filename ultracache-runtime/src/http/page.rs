@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use axum::body::Body;
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, AGE, CACHE_CONTROL, CONNECTION, ETAG, EXPIRES, IF_NONE_MATCH,
-    SET_COOKIE, TRANSFER_ENCODING, VARY,
+    HeaderName, HeaderValue, AGE, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, ETAG, EXPIRES,
+    IF_NONE_MATCH, SET_COOKIE, TRANSFER_ENCODING, VARY,
 };
 use http::{HeaderMap, Method, Response, StatusCode};
 
@@ -90,14 +90,24 @@ pub(crate) fn refuse_to_store(
     if headers.contains_key(SET_COOKIE) {
         return Some("set-cookie");
     }
+    // Read as bytes: a stray non-ASCII byte elsewhere in the field must not
+    // hide `private` (RFC 9111 §5.2: directives are tokens; unknown ones are
+    // ignored, known ones still count).
     for value in headers.get_all(CACHE_CONTROL) {
-        let value = value.to_str().unwrap_or_default().to_ascii_lowercase();
+        let value = String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase();
         for directive in value.split(',').map(str::trim) {
-            let name = directive.split('=').next().unwrap_or_default().trim();
+            let (name, arg) = match directive.split_once('=') {
+                Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                None => (directive, None),
+            };
             if matches!(name, "private" | "no-store" | "no-cache") {
                 return Some("cache-control");
             }
-            if directive.replace(' ', "") == "max-age=0" {
+            // This layer is a shared cache: `s-maxage` is its lifetime, and
+            // zero (or a negative or unreadable one) means "do not keep".
+            if matches!(name, "max-age" | "s-maxage")
+                && arg.is_none_or(|a| a.parse::<u64>().map_or(true, |n| n == 0))
+            {
                 return Some("max-age=0");
             }
         }
@@ -113,10 +123,12 @@ pub(crate) fn refuse_to_store(
             return Some("expires");
         }
     }
+    // `Vary: *` anywhere in the list: no request can match it (§4.1).
     if headers
         .get_all(VARY)
         .iter()
-        .any(|v| v.to_str().unwrap_or_default().trim() == "*")
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|n| n.trim_ascii() == b"*")
     {
         return Some("vary-*");
     }
@@ -256,6 +268,29 @@ pub(crate) fn mark(headers: &mut HeaderMap, served: Served) {
 }
 
 impl Page {
+    /// Whether this stored response may answer `request`: every request
+    /// header its own `Vary` names has the values the request it was computed
+    /// for had (RFC 9111 §4.1). A page keyed under fewer names than it varies
+    /// on is never served to a request that differs on the others.
+    pub(crate) fn matches(&self, request: &HeaderMap) -> bool {
+        if !self.headers.contains_key(VARY) {
+            return true;
+        }
+        vary_names(&self.headers).iter().all(|name| {
+            let stored = self
+                .varied
+                .iter()
+                .filter(|(n, _)| n == name.as_str())
+                .map(|(_, v)| v.as_str());
+            let sent: Vec<_> = request
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .collect();
+            stored.eq(sent.iter().map(|v| v.as_ref()))
+        })
+    }
+
     /// The response for a request served from this page.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn respond(
@@ -295,6 +330,11 @@ impl Page {
             if let Ok(v) = HeaderValue::from_str(&self.tags) {
                 headers.insert(name.clone(), v);
             }
+        }
+        if method == Method::HEAD && !not_modified {
+            // The length the GET would have (RFC 9110 §9.3.2), not the
+            // empty body's.
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(self.body.len()));
         }
         mark(headers, served);
         response

@@ -44,14 +44,15 @@ impl PageReader {
         let (_, url) = request_url(parts, &QueryParams::All);
         let base = default_key(parts, &url);
         let page = match self.cache.fetch(&base).await? {
-            Stored::Page(page) => page,
+            Stored::Page(page) if page.matches(&parts.headers) => page,
+            Stored::Page(_) => return None,
             Stored::Variants(names) => {
                 let mut key = base.clone();
                 key.push_str("\nvary");
                 super::key::push_headers(&mut key, parts, &names);
                 match self.cache.fetch(&key).await? {
-                    Stored::Page(page) => page,
-                    Stored::Variants(_) => return None,
+                    Stored::Page(page) if page.matches(&parts.headers) => page,
+                    _ => return None,
                 }
             }
         };

@@ -1,0 +1,168 @@
+//! What may be stored and how a stored response is served, held to RFC 9111
+//! and RFC 9110; each test is named for the leak or the wrong answer it
+//! stops.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Response};
+use axum::routing::get;
+use axum::Router;
+use ultracache::http::CacheLayer;
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+async fn fetch(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (String, String) {
+    let mut r = c.get(url);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.send().await.unwrap();
+    let cache = r
+        .headers()
+        .get("x-cache")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (cache, r.text().await.unwrap())
+}
+
+fn layer(name: &str) -> CacheLayer {
+    CacheLayer::new(Duration::from_secs(3600)).name(name)
+}
+
+fn user(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.strip_prefix("user="))
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_varying_on_more_than_the_url_learned_is_not_served_to_others() {
+    let app = Router::new()
+        .route(
+            "/dash",
+            get(|headers: HeaderMap| async move {
+                let lang = headers
+                    .get("accept-language")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                match user(&headers) {
+                    Some(who) => Response::builder()
+                        .header("vary", "Accept-Language, Cookie")
+                        .body(Body::from(format!("dashboard of {who}")))
+                        .unwrap(),
+                    None => Response::builder()
+                        .header("vary", "Accept-Language")
+                        .body(Body::from(format!("public in {lang}")))
+                        .unwrap(),
+                }
+            }),
+        )
+        .layer(layer("sem.vary").cache_requests_with_cookies());
+    let base = serve(app).await;
+    let c = client();
+    let url = format!("{base}/dash");
+    // The URL learns `Vary: Accept-Language` from an anonymous visitor.
+    assert_eq!(
+        fetch(&c, &url, &[("accept-language", "en")]).await.1,
+        "public in en"
+    );
+    // Alice, in French: her dashboard varies on her cookie too.
+    let alice = [("accept-language", "fr"), ("cookie", "user=alice")];
+    assert_eq!(fetch(&c, &url, &alice).await.1, "dashboard of alice");
+    let bob = [("accept-language", "fr"), ("cookie", "user=bob")];
+    assert_eq!(
+        fetch(&c, &url, &bob).await.1,
+        "dashboard of bob",
+        "Alice's page went to Bob"
+    );
+    assert_eq!(
+        fetch(&c, &url, &[("accept-language", "fr")]).await.1,
+        "public in fr",
+        "Alice's page went to an anonymous visitor"
+    );
+    // Each still hits its own entry.
+    assert_eq!(
+        fetch(&c, &url, &alice).await,
+        ("HIT".to_owned(), "dashboard of alice".to_owned())
+    );
+}
+
+/// An app whose one route answers with `header: value` and counts its runs.
+async fn answering(
+    name: &str,
+    header: &'static str,
+    value: &'static [u8],
+) -> (String, Arc<AtomicUsize>) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let app = Router::new()
+        .route(
+            "/r",
+            get(move || {
+                let runs = Arc::clone(&counted);
+                async move {
+                    runs.fetch_add(1, SeqCst);
+                    Response::builder()
+                        .header(header, HeaderValue::from_bytes(value).unwrap())
+                        .body(Body::from("body"))
+                        .unwrap()
+                }
+            }),
+        )
+        .layer(layer(name));
+    (serve(app).await, runs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vary_list_containing_a_star_is_never_stored() {
+    let (base, runs) = answering("sem.star", "vary", b"Accept-Encoding, *").await;
+    let c = client();
+    fetch(&c, &format!("{base}/r"), &[]).await;
+    fetch(&c, &format!("{base}/r"), &[]).await;
+    assert_eq!(runs.load(SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_ascii_byte_in_cache_control_does_not_hide_private() {
+    let (base, runs) = answering("sem.private", "cache-control", b"private, ext=\"caf\xe9\"").await;
+    let c = client();
+    fetch(&c, &format!("{base}/r"), &[]).await;
+    fetch(&c, &format!("{base}/r"), &[]).await;
+    assert_eq!(runs.load(SeqCst), 2, "a private response was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s_maxage_zero_is_not_stored() {
+    let (base, runs) = answering("sem.smaxage", "cache-control", b"max-age=60, s-maxage=0").await;
+    let c = client();
+    fetch(&c, &format!("{base}/r"), &[]).await;
+    fetch(&c, &format!("{base}/r"), &[]).await;
+    assert_eq!(runs.load(SeqCst), 2, "kept for the full timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_answered_from_the_cache_states_the_length_of_the_page() {
+    let app = Router::new()
+        .route("/page", get(|| async { "x".repeat(32) }))
+        .layer(layer("sem.head"));
+    let base = serve(app).await;
+    let c = client();
+    fetch(&c, &format!("{base}/page"), &[]).await;
+    let r = c.head(format!("{base}/page")).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert_eq!(r.headers()["content-length"], "32");
+}
