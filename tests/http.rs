@@ -110,11 +110,13 @@ async fn only_get_and_head_use_the_cache_and_head_shares_the_get_entry() {
     let head = c.head(&url).send().await.unwrap();
     assert_eq!(x_cache(&head), "HIT");
 
-    // POSTs always run and are never served to a GET.
+    // POSTs always run and are never served to a GET; a POST that
+    // succeeded changed the page, so the GET is computed again (RFC 9111 §4.4).
     let p1 = c.post(&url).send().await.unwrap().text().await.unwrap();
     let p2 = c.post(&url).send().await.unwrap().text().await.unwrap();
     assert_eq!((p1.as_str(), p2.as_str()), ("posted 2", "posted 3"));
-    assert_eq!(get_text(&c, &url).await, ("HIT".into(), "run 1".into()));
+    assert_eq!(get_text(&c, &url).await, ("MISS".into(), "run 4".into()));
+    assert_eq!(get_text(&c, &url).await, ("HIT".into(), "run 4".into()));
 }
 
 async fn header_route(headers: HeaderMap, runs: Runs) -> Response {

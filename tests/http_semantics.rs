@@ -166,3 +166,78 @@ async fn a_head_answered_from_the_cache_states_the_length_of_the_page() {
     assert_eq!(r.headers()["x-cache"], "HIT");
     assert_eq!(r.headers()["content-length"], "32");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_write_through_the_layer_drops_the_pages_it_changed() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (r1, r2) = (Arc::clone(&runs), Arc::clone(&runs));
+    let app = Router::new()
+        .route(
+            "/items",
+            get(move || {
+                let runs = Arc::clone(&r1);
+                async move { format!("list {}", runs.fetch_add(1, SeqCst)) }
+            })
+            .post(|body: String| async move {
+                if body == "fail" {
+                    Response::builder().status(500).body(Body::empty()).unwrap()
+                } else {
+                    Response::builder()
+                        .status(303)
+                        .header("location", "/items/7")
+                        .body(Body::empty())
+                        .unwrap()
+                }
+            }),
+        )
+        .route(
+            "/items/7",
+            get(move || {
+                let runs = Arc::clone(&r2);
+                async move { format!("item {}", runs.fetch_add(1, SeqCst)) }
+            }),
+        )
+        .layer(layer("sem.unsafe"));
+    let base = serve(app).await;
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in ["/items", "/items/7"] {
+        fetch(&c, &format!("{base}{path}"), &[]).await;
+        assert_eq!(fetch(&c, &format!("{base}{path}"), &[]).await.0, "HIT");
+    }
+    // A write that failed changed nothing.
+    let r = c
+        .post(format!("{base}/items"))
+        .body("fail")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(fetch(&c, &format!("{base}/items"), &[]).await.0, "HIT");
+    // One that succeeded changed its target and what it points to.
+    let r = c
+        .post(format!("{base}/items"))
+        .body("new")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(fetch(&c, &format!("{base}/items"), &[]).await.0, "MISS");
+    assert_eq!(fetch(&c, &format!("{base}/items/7"), &[]).await.0, "MISS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_carry_the_standard_cache_status_field() {
+    let app = Router::new()
+        .route("/s", get(|| async { "s" }))
+        .layer(layer("sem.status"));
+    let base = serve(app).await;
+    let c = client();
+    let first = c.get(format!("{base}/s")).send().await.unwrap();
+    assert_eq!(first.headers()["cache-status"], "ultracache; fwd=miss");
+    let second = c.get(format!("{base}/s")).send().await.unwrap();
+    assert_eq!(second.headers()["cache-status"], "ultracache; hit");
+}

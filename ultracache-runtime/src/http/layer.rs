@@ -21,14 +21,14 @@ use http_body_util::BodyExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::key::{cookie, default_key, glob_match, push_headers, request_url, QueryParams};
+use super::key::{cookie, default_key, glob_match, host, push_headers, request_url, QueryParams};
 use super::page::{
     etag_of, mark, no_cache_headers, refuse_to_store, storable_headers, vary_names, ClientCaching,
     Page, Served, Stored,
 };
 use super::urls::{register, Counts, STATS};
 use crate::cache::{Cache, Outcome};
-use crate::paths::path_dep;
+use crate::paths::{canonical_path, path_dep};
 use crate::recorder::{record_future, track_dep};
 
 type KeyFn = Arc<dyn Fn(&Parts) -> String + Send + Sync>;
@@ -587,7 +587,15 @@ impl Policy {
         let (parts, body) = request.into_parts();
         let plan = match self.decide(&parts) {
             Decision::Bypass { no_cache } => {
+                let unsafe_method = !parts.method.is_safe();
+                let target = unsafe_method.then(|| (parts.uri.clone(), host(&parts)));
                 let mut response = call(&mut inner, Request::from_parts(parts, body)).await?;
+                if let Some((uri, host)) = target {
+                    let written = written_paths(&uri, &host, &response);
+                    if !written.is_empty() {
+                        crate::invalidation::invalidate_deps_async(&written).await;
+                    }
+                }
                 if no_cache {
                     no_cache_headers(response.headers_mut());
                 }
@@ -937,6 +945,36 @@ fn variant_key(base: &str, parts: &Parts, names: &[HeaderName]) -> String {
     key.push_str("\nvary");
     push_headers(&mut key, parts, names);
     key
+}
+
+/// An unsafe request (POST, PUT, DELETE, PATCH…) that succeeded changed
+/// its target: the paths whose stored responses are dropped, its own and
+/// the `Location` and `Content-Location` it names on this host (RFC 9111
+/// §4.4).
+fn written_paths(uri: &http::Uri, host: &str, response: &Response<Body>) -> Vec<crate::dep::Dep> {
+    let status = response.status();
+    if !(status.is_success() || status.is_redirection()) {
+        return Vec::new();
+    }
+    let mut paths = vec![canonical_path(uri.path())];
+    for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+        let Some(target) = response
+            .headers()
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<http::Uri>().ok())
+        else {
+            continue;
+        };
+        // Only this site's URLs: another host's pages are not ours to drop.
+        let same_host = target
+            .authority()
+            .is_none_or(|a| a.as_str().eq_ignore_ascii_case(host));
+        if same_host && target.path().starts_with('/') {
+            paths.push(canonical_path(target.path()));
+        }
+    }
+    paths.iter().map(|p| path_dep(p)).collect()
 }
 
 /// Tells the purgers which URL an invalidation dropped.

@@ -265,6 +265,15 @@ pub(crate) fn no_cache_headers(headers: &mut HeaderMap) {
 /// Marks a response with how it was served.
 pub(crate) fn mark(headers: &mut HeaderMap, served: Served) {
     headers.insert(X_CACHE, served.header());
+    // RFC 9211: the same, in the standard field.
+    headers.insert(
+        HeaderName::from_static("cache-status"),
+        HeaderValue::from_static(match served {
+            Served::Hit => "ultracache; hit",
+            Served::Stale => "ultracache; hit; detail=stale",
+            Served::Miss => "ultracache; fwd=miss",
+        }),
+    );
 }
 
 impl Page {
