@@ -68,7 +68,7 @@ pub use ultracache_runtime::{
     ConfigError, Dep, DependentPaths, Frame, FrameExt, FromMiss, HeapSize, IdHasher, InFrame, Kind,
     Lookup, Missing, ModelInfo, ModelKey, Models, OkOnly, Outcome, Plain, Recorded, RecordedFuture,
     Recording, Reference, Registered, SaveError, Stats, StoreConfig, Timeout, Trackable,
-    DEFAULT_MAX_ENTRIES, DEFAULT_STORE, DEFAULT_TIMEOUT, PATH_KIND,
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_STORE, DEFAULT_TIMEOUT, PATH_KIND,
 };
 
 #[cfg(feature = "axum")]

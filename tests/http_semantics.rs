@@ -241,3 +241,29 @@ async fn responses_carry_the_standard_cache_status_field() {
     let second = c.get(format!("{base}/s")).send().await.unwrap();
     assert_eq!(second.headers()["cache-status"], "ultracache; hit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_urls_and_large_pages_stay_inside_the_stores_byte_bound() {
+    // The default store is bounded in bytes; a page weighs its body, its
+    // headers and its URL, and the statistics say what is really held.
+    let app = Router::new()
+        .route("/big/{n}", get(|| async { "b".repeat(60 << 10) }))
+        .layer(layer("sem.memory"));
+    let base = serve(app).await;
+    let c = client();
+    let long = "q".repeat(2000);
+    for n in 0..200 {
+        fetch(&c, &format!("{base}/big/{n}?{long}={n}"), &[]).await;
+    }
+    ultracache::run_pending_tasks();
+    let stats = ultracache::stats();
+    let held = stats.cache("sem.memory").unwrap();
+    assert!(held.entries > 0);
+    assert!(
+        held.bytes >= held.entries * (60 << 10),
+        "{} bytes reported for {} pages of 60 KiB",
+        held.bytes,
+        held.entries
+    );
+    assert!(held.bytes <= ultracache::DEFAULT_MAX_BYTES);
+}

@@ -32,19 +32,24 @@ pub struct StoreConfig {
     pub(crate) default_timeout: Option<Duration>,
 }
 
+/// Bytes a store holds when its capacity in bytes is not configured.
+pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             max_entries: None,
-            max_bytes: None,
+            max_bytes: Some(DEFAULT_MAX_BYTES),
             default_timeout: Some(DEFAULT_TIMEOUT),
         }
     }
 }
 
 impl StoreConfig {
-    /// A store of [`DEFAULT_MAX_ENTRIES`](crate::DEFAULT_MAX_ENTRIES) entries
-    /// whose entries expire after [`DEFAULT_TIMEOUT`] unless their cache says
+    /// A store of at most [`DEFAULT_MAX_ENTRIES`](crate::DEFAULT_MAX_ENTRIES)
+    /// entries and [`DEFAULT_MAX_BYTES`] bytes (each entry weighs its value's
+    /// estimated size, and at least its share of the bytes per entry), whose
+    /// entries expire after [`DEFAULT_TIMEOUT`] unless their cache says
     /// otherwise.
     pub fn new() -> Self {
         Self::default()

@@ -55,7 +55,9 @@ pub mod private;
 pub use cache::{
     Cache, CacheKey, CacheValue, EntryInfo, Lookup, OkOnly, Outcome, Plain, Recording, Timeout,
 };
-pub use config::{Config, ConfigError, StoreConfig, DEFAULT_STORE, DEFAULT_TIMEOUT};
+pub use config::{
+    Config, ConfigError, StoreConfig, DEFAULT_MAX_BYTES, DEFAULT_STORE, DEFAULT_TIMEOUT,
+};
 pub use dep::{id_key, Dep, IdHasher, Kind};
 pub use fragment::fragment;
 pub use invalidation::{

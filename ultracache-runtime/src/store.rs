@@ -55,7 +55,7 @@ impl Store {
             (entries, Some(bytes)) => {
                 // An entry weighs at least bytes/entries: staying under the byte
                 // bound then also keeps the count under the entry bound.
-                let floor = entries.map_or(1, |n| (bytes / n.max(1)).max(1));
+                let floor = (bytes / entries.unwrap_or(DEFAULT_MAX_ENTRIES).max(1)).max(1);
                 let floor = u32::try_from(floor).unwrap_or(u32::MAX);
                 builder
                     .max_capacity(bytes)

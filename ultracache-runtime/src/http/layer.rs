@@ -328,7 +328,9 @@ impl CacheLayer {
                 (Some(t), Some(w)) => Some(t + w),
                 (t, _) => t,
             };
-            let cache = Cache::new(o.name).module("ultracache::http");
+            let cache = Cache::new(o.name)
+                .module("ultracache::http")
+                .weigher(super::page::weigh);
             let cache = match kept {
                 Some(t) => cache.timeout(t),
                 None => cache.forever(),

@@ -1,6 +1,7 @@
 //! Stored responses: what may be stored, what is kept, and how a stored page
 //! is served (Age, ETag and 304, HEAD, the headers clients are given).
 
+use std::mem::size_of;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -24,6 +25,34 @@ pub enum Stored {
     Variants(Arc<[HeaderName]>),
     /// A page.
     Page(Arc<Page>),
+}
+
+/// What a stored value holds in memory: for a page, its body, headers, URL
+/// (twice: it is also most of the key), varied headers and surrogate keys.
+pub(crate) fn weigh(stored: &Stored) -> usize {
+    const PER_FIELD: usize = 32;
+    match stored {
+        Stored::Variants(names) => names.iter().map(|n| n.as_str().len() + PER_FIELD).sum(),
+        Stored::Page(page) => {
+            let headers: usize = page
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + PER_FIELD)
+                .sum();
+            let varied: usize = page
+                .varied
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + PER_FIELD)
+                .sum();
+            size_of::<Page>()
+                + page.body.len()
+                + headers
+                + 2 * page.url.len()
+                + page.route.as_ref().map_or(0, String::len)
+                + varied
+                + page.tags.len()
+        }
+    }
 }
 
 /// A stored response.

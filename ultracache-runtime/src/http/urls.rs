@@ -133,8 +133,9 @@ pub struct UrlStats {
     pub misses: u64,
 }
 
-/// At most this many URLs are counted; the least recently counted go first.
-const MAX_URLS: u64 = 10_000;
+/// URLs counted take at most this many bytes (their text and counters); the
+/// least used go first. Long URLs are no way to grow the process.
+const MAX_URL_BYTES: u64 = 4 << 20;
 
 pub(crate) struct Stats {
     urls: moka::sync::Cache<String, Arc<Counts>>,
@@ -142,7 +143,10 @@ pub(crate) struct Stats {
 }
 
 pub(crate) static STATS: std::sync::LazyLock<Stats> = std::sync::LazyLock::new(|| Stats {
-    urls: moka::sync::Cache::new(MAX_URLS),
+    urls: moka::sync::Cache::builder()
+        .max_capacity(MAX_URL_BYTES)
+        .weigher(|url: &String, _| u32::try_from(url.len() + 64).unwrap_or(u32::MAX))
+        .build(),
     routes: Mutex::new(BTreeMap::new()),
 });
 
