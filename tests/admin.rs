@@ -678,3 +678,49 @@ async fn dependency_names_from_requests_do_not_grow_memory_without_bound() {
     // The program's own model kinds still parse.
     assert!(ultracache::Dep::parse("admin.post:1").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_login_gets_its_own_session_and_csrf_token() {
+    let base = serve_admin_under_a_cache(Auth::bearer(TOKEN)).await;
+    let c = client();
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let r = c
+            .get(format!("{base}/_cache/login?token={TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        let cookie = r.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let html = c
+            .get(format!("{base}/_cache/urls"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        sessions.push((cookie, csrf_of(&html)));
+    }
+    let ((a_cookie, a_csrf), (b_cookie, b_csrf)) = (&sessions[0], &sessions[1]);
+    assert_ne!(a_cookie, b_cookie);
+    assert_ne!(a_csrf, b_csrf, "one CSRF token for every session");
+    // Session B cannot act with session A's token.
+    let r = c
+        .post(format!("{base}/_cache/api/purge"))
+        .header("cookie", b_cookie)
+        .json(&serde_json::json!({ "csrf": a_csrf, "patterns": ["/nothing-here"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .post(format!("{base}/_cache/api/purge"))
+        .header("cookie", b_cookie)
+        .json(&serde_json::json!({ "csrf": b_csrf, "patterns": ["/nothing-here"] }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+}

@@ -108,10 +108,47 @@ enum Access {
 
 struct Admin {
     auth: Auth,
+    /// The forms' CSRF token for requests let in by a custom check.
     csrf: String,
-    /// The login cookie's value: random, never the token itself.
-    session: String,
+    /// Signed-in browsers, newest last (at most [`MAX_SESSIONS`]): each
+    /// login gets a random cookie value (never the token) and a CSRF token of
+    /// its own.
+    sessions: Mutex<VecDeque<Session>>,
     history: Mutex<VecDeque<Sample>>,
+}
+
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+/// Browsers signed in at once; the oldest session ends past this.
+const MAX_SESSIONS: usize = 64;
+
+/// A request the admin let in: how, and the CSRF token its forms carry.
+struct Granted {
+    access: Access,
+    csrf: String,
+}
+
+impl Granted {
+    /// Whether a form or API call may act: requests signed in by a header
+    /// need no token; sessions must send theirs.
+    fn check(&self, csrf: &str) -> Result<(), Denied> {
+        if self.access == Access::Session && !same(csrf, &self.csrf) {
+            return Err(Denied::Csrf);
+        }
+        Ok(())
+    }
+}
+
+/// The one access check, before any admin handler runs.
+impl axum::extract::FromRequestParts<Shared> for Granted {
+    type Rejection = Denied;
+
+    async fn from_request_parts(parts: &mut Parts, admin: &Shared) -> Result<Self, Denied> {
+        admin.access(parts)
+    }
 }
 
 #[derive(Clone, Copy, Serialize)]
@@ -185,10 +222,13 @@ fn totals() -> (u64, u64) {
 }
 
 impl Admin {
-    fn access(&self, parts: &Parts) -> Result<Access, Denied> {
+    fn access(&self, parts: &Parts) -> Result<Granted, Denied> {
         if let Some(check) = &self.auth.check {
             return if check(parts) {
-                Ok(Access::Session)
+                Ok(Granted {
+                    access: Access::Session,
+                    csrf: self.csrf.clone(),
+                })
             } else {
                 Err(Denied::Forbidden)
             };
@@ -214,11 +254,43 @@ impl Admin {
                     .map(str::to_owned)
             });
         match (header, cookie) {
-            (Some(given), _) if same(given, token) => Ok(Access::Header),
-            (None, Some(given)) if same(&given, &self.session) => Ok(Access::Session),
+            (Some(given), _) if same(given, token) => Ok(Granted {
+                access: Access::Header,
+                csrf: String::new(),
+            }),
+            (None, Some(given)) => match self.session(&given) {
+                Some(csrf) => Ok(Granted {
+                    access: Access::Session,
+                    csrf,
+                }),
+                None => Err(Denied::Forbidden),
+            },
             (None, None) => Err(Denied::Unauthenticated),
             _ => Err(Denied::Forbidden),
         }
+    }
+
+    /// The CSRF token of the session with this cookie value.
+    fn session(&self, cookie: &str) -> Option<String> {
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions
+            .iter()
+            .find(|s| same(cookie, &s.cookie))
+            .map(|s| s.csrf.clone())
+    }
+
+    /// Starts a session; returns its cookie value.
+    fn sign_in(&self) -> String {
+        let cookie = random_token();
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.push_back(Session {
+            cookie: cookie.clone(),
+            csrf: random_token(),
+        });
+        while sessions.len() > MAX_SESSIONS {
+            sessions.pop_front();
+        }
+        cookie
     }
 
     fn sample(&self) {
@@ -259,7 +331,7 @@ pub fn router(auth: Auth) -> Router {
     let admin = Arc::new(Admin {
         auth,
         csrf: random_token(),
-        session: random_token(),
+        sessions: Mutex::new(VecDeque::new()),
         history: Mutex::new(VecDeque::new()),
     });
     admin.sample();
@@ -349,7 +421,7 @@ fn human(d: Option<Duration>) -> String {
     }
 }
 
-fn page(admin: &Admin, base: &str, title: &str, body: &str) -> Html<String> {
+fn page(granted: &Granted, base: &str, title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>{title} · ultracache</title><style>\
@@ -366,14 +438,14 @@ fn page(admin: &Admin, base: &str, title: &str, body: &str) -> Html<String> {
         title = esc(title),
         home = esc(if base.is_empty() { "/" } else { base }),
         base = esc(base),
-        csrf = csrf_field(admin),
+        csrf = csrf_field(granted),
     ))
 }
 
-fn csrf_field(admin: &Admin) -> String {
+fn csrf_field(granted: &Granted) -> String {
     format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        admin.csrf
+        esc(&granted.csrf)
     )
 }
 
@@ -423,10 +495,7 @@ fn chart(admin: &Admin) -> String {
     )
 }
 
-async fn overview(State(admin): State<Shared>, parts: Parts) -> Response {
-    if let Err(denied) = admin.access(&parts) {
-        return denied.into_response();
-    }
+async fn overview(State(admin): State<Shared>, granted: Granted, parts: Parts) -> Response {
     admin.sample();
     let stats = crate::stats();
     let (hits, misses) = totals();
@@ -459,7 +528,7 @@ async fn overview(State(admin): State<Shared>, parts: Parts) -> Response {
         );
     }
     body.push_str("</table>");
-    page(&admin, &base(&parts), "Cache overview", &body).into_response()
+    page(&granted, &base(&parts), "Cache overview", &body).into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -526,14 +595,7 @@ fn url_rows(query: &UrlQuery) -> Vec<UrlRow> {
     rows
 }
 
-async fn urls(
-    State(admin): State<Shared>,
-    Query(query): Query<UrlQuery>,
-    parts: Parts,
-) -> Response {
-    if let Err(denied) = admin.access(&parts) {
-        return denied.into_response();
-    }
+async fn urls(granted: Granted, Query(query): Query<UrlQuery>, parts: Parts) -> Response {
     let rows = url_rows(&query);
     let q = query.q.clone().unwrap_or_default();
     let b = base(&parts);
@@ -551,7 +613,7 @@ async fn urls(
          <table id=\"urls\"><tr><th>{}</th><th>route</th><th class=num>status</th><th class=num>{}</th>\
          <th class=num>{}</th><th class=num>{}</th><th class=num>{}</th><th>dependencies</th><th></th></tr>",
         esc(&q),
-        csrf_field(&admin),
+        csrf_field(&granted),
         esc(if q.is_empty() { "*" } else { &q }),
         rows.len(),
         link("url", "URL"),
@@ -594,12 +656,12 @@ async fn urls(
             } else {
                 deps.join(" ")
             },
-            csrf_field(&admin),
+            csrf_field(&granted),
             esc(r.url.split('?').next().unwrap_or_default()),
         );
     }
     body.push_str("</table>");
-    page(&admin, &b, "Cached URLs", &body).into_response()
+    page(&granted, &b, "Cached URLs", &body).into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -629,14 +691,7 @@ fn model_view(dep: &str) -> Option<ModelView> {
     })
 }
 
-async fn models(
-    State(admin): State<Shared>,
-    Query(query): Query<ModelQuery>,
-    parts: Parts,
-) -> Response {
-    if let Err(denied) = admin.access(&parts) {
-        return denied.into_response();
-    }
+async fn models(granted: Granted, Query(query): Query<ModelQuery>, parts: Parts) -> Response {
     let dep = query.dep.unwrap_or_default();
     let b = base(&parts);
     let mut body = format!(
@@ -652,7 +707,7 @@ async fn models(
              <button>Invalidate {}</button></form><ul>",
             view.entries,
             esc(&view.dependency),
-            csrf_field(&admin),
+            csrf_field(&granted),
             esc(&view.dependency),
             esc(&view.dependency)
         );
@@ -661,7 +716,7 @@ async fn models(
         }
         body.push_str("</ul>");
     }
-    page(&admin, &b, "Models", &body).into_response()
+    page(&granted, &b, "Models", &body).into_response()
 }
 
 #[derive(Deserialize)]
@@ -696,7 +751,7 @@ async fn login(
     let mut headers = HeaderMap::new();
     if let Ok(cookie) = HeaderValue::from_str(&format!(
         "{COOKIE_NAME}={}; HttpOnly; SameSite=Strict; Path={path}{secure}",
-        admin.session
+        admin.sign_in()
     )) {
         headers.insert(SET_COOKIE, cookie);
     }
@@ -716,14 +771,6 @@ struct ActionForm {
     dep: Option<String>,
 }
 
-fn guard(admin: &Admin, parts: &Parts, csrf: &str) -> Result<(), Denied> {
-    let access = admin.access(parts)?;
-    if access == Access::Session && csrf != admin.csrf {
-        return Err(Denied::Csrf);
-    }
-    Ok(())
-}
-
 fn back(parts: &Parts) -> Response {
     let to = parts
         .headers
@@ -738,12 +785,8 @@ fn back(parts: &Parts) -> Response {
     (StatusCode::SEE_OTHER, headers).into_response()
 }
 
-async fn purge_form(
-    State(admin): State<Shared>,
-    parts: Parts,
-    Form(form): Form<ActionForm>,
-) -> Response {
-    if let Err(denied) = guard(&admin, &parts, &form.csrf) {
+async fn purge_form(granted: Granted, parts: Parts, Form(form): Form<ActionForm>) -> Response {
+    if let Err(denied) = granted.check(&form.csrf) {
         return denied.into_response();
     }
     if let Some(pattern) = form.pattern.filter(|p| !p.is_empty()) {
@@ -752,12 +795,8 @@ async fn purge_form(
     back(&parts)
 }
 
-async fn invalidate_form(
-    State(admin): State<Shared>,
-    parts: Parts,
-    Form(form): Form<ActionForm>,
-) -> Response {
-    if let Err(denied) = guard(&admin, &parts, &form.csrf) {
+async fn invalidate_form(granted: Granted, parts: Parts, Form(form): Form<ActionForm>) -> Response {
+    if let Err(denied) = granted.check(&form.csrf) {
         return denied.into_response();
     }
     if let Some(dep) = form.dep.as_deref().and_then(crate::Dep::parse) {
@@ -766,12 +805,8 @@ async fn invalidate_form(
     back(&parts)
 }
 
-async fn clear_form(
-    State(admin): State<Shared>,
-    parts: Parts,
-    Form(form): Form<ActionForm>,
-) -> Response {
-    if let Err(denied) = guard(&admin, &parts, &form.csrf) {
+async fn clear_form(granted: Granted, parts: Parts, Form(form): Form<ActionForm>) -> Response {
+    if let Err(denied) = granted.check(&form.csrf) {
         return denied.into_response();
     }
     crate::clear();
@@ -804,10 +839,7 @@ struct CacheRow {
     expirations: u64,
 }
 
-async fn api_stats(State(admin): State<Shared>, parts: Parts) -> Response {
-    if let Err(denied) = admin.access(&parts) {
-        return denied.into_response();
-    }
+async fn api_stats(State(admin): State<Shared>, _: Granted) -> Response {
     admin.sample();
     let stats = crate::stats();
     let (hits, misses) = totals();
@@ -845,25 +877,11 @@ async fn api_stats(State(admin): State<Shared>, parts: Parts) -> Response {
     .into_response()
 }
 
-async fn api_urls(
-    State(admin): State<Shared>,
-    Query(query): Query<UrlQuery>,
-    parts: Parts,
-) -> Response {
-    if let Err(denied) = admin.access(&parts) {
-        return denied.into_response();
-    }
+async fn api_urls(_: Granted, Query(query): Query<UrlQuery>) -> Response {
     Json(url_rows(&query)).into_response()
 }
 
-async fn api_models(
-    State(admin): State<Shared>,
-    Query(query): Query<ModelQuery>,
-    parts: Parts,
-) -> Response {
-    if let Err(denied) = admin.access(&parts) {
-        return denied.into_response();
-    }
+async fn api_models(_: Granted, Query(query): Query<ModelQuery>) -> Response {
     match query.dep.as_deref().and_then(model_view) {
         Some(view) => Json(view).into_response(),
         None => (StatusCode::BAD_REQUEST, "dep=kind:id or dep=kind").into_response(),
@@ -877,12 +895,8 @@ struct PurgeBody {
     patterns: Vec<String>,
 }
 
-async fn api_purge(
-    State(admin): State<Shared>,
-    parts: Parts,
-    Json(body): Json<PurgeBody>,
-) -> Response {
-    if let Err(denied) = guard(&admin, &parts, &body.csrf) {
+async fn api_purge(granted: Granted, Json(body): Json<PurgeBody>) -> Response {
+    if let Err(denied) = granted.check(&body.csrf) {
         return denied.into_response();
     }
     let purged: Vec<String> = purge_urls(&body.patterns)
@@ -899,12 +913,8 @@ struct InvalidateBody {
     dep: String,
 }
 
-async fn api_invalidate(
-    State(admin): State<Shared>,
-    parts: Parts,
-    Json(body): Json<InvalidateBody>,
-) -> Response {
-    if let Err(denied) = guard(&admin, &parts, &body.csrf) {
+async fn api_invalidate(granted: Granted, Json(body): Json<InvalidateBody>) -> Response {
+    if let Err(denied) = granted.check(&body.csrf) {
         return denied.into_response();
     }
     match crate::Dep::parse(&body.dep) {
@@ -922,12 +932,8 @@ struct ClearBody {
     store: Option<String>,
 }
 
-async fn api_clear(
-    State(admin): State<Shared>,
-    parts: Parts,
-    Json(body): Json<ClearBody>,
-) -> Response {
-    if let Err(denied) = guard(&admin, &parts, &body.csrf) {
+async fn api_clear(granted: Granted, Json(body): Json<ClearBody>) -> Response {
+    if let Err(denied) = granted.check(&body.csrf) {
         return denied.into_response();
     }
     match body.store {
