@@ -495,3 +495,25 @@ fn reads_sent_after_the_computation_finished_are_not_part_of_it() {
     frame.in_scope(|| track_id::<Spawned>(99u32));
     assert!(deps.is_empty());
 }
+
+#[test]
+fn a_hit_on_an_entry_replaced_meanwhile_does_not_refuse_the_computation() {
+    static INNER: Cache<u32, u32> = Cache::new("fresh.replaced.inner");
+    static OUTER: Cache<u32, u32> = Cache::new("fresh.replaced.outer");
+    INNER.get_or_compute(1, || {
+        track_id::<Row>(77_000_000u32);
+        1
+    });
+    OUTER.get_or_compute(1, || {
+        let v = INNER.get(&1).unwrap_or(0);
+        // A newer value replaces the one this computation used; nothing it
+        // read was invalidated.
+        INNER.insert(1, 2, &[]);
+        v
+    });
+    assert_eq!(
+        OUTER.get(&1),
+        Some(1),
+        "refused for a replacement, not a write"
+    );
+}

@@ -48,10 +48,13 @@ impl<K: CacheKey, V: CacheValue> Slot<K, V> {
     /// Ends its life for `cause`: out of its cache, its store (unless the
     /// store let go of it already) and the registry.
     pub(super) fn end(&self, cause: Cause, remove_from_store: bool) {
-        self.state.end(cause);
+        // The first end decides how it ended: the store's listener, hearing
+        // of the removal this end makes, must not turn a replaced entry into
+        // an invalidated one (a hit on it would then be refused needlessly).
         if self.ended.swap(true, SeqCst) {
             return;
         }
+        self.state.end(cause);
         if let Some(core) = self.owner.upgrade() {
             core.unlink(&self.key, self.id);
             if remove_from_store {
