@@ -267,3 +267,43 @@ async fn long_urls_and_large_pages_stay_inside_the_stores_byte_bound() {
     );
     assert!(held.bytes <= ultracache::DEFAULT_MAX_BYTES);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_wins_over_a_past_expires() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let app = Router::new()
+        .route(
+            "/r",
+            get(move || {
+                let runs = Arc::clone(&counted);
+                async move {
+                    runs.fetch_add(1, SeqCst);
+                    Response::builder()
+                        .header("cache-control", "max-age=600")
+                        .header("expires", "Thu, 01 Jan 1970 00:00:00 GMT")
+                        .body(Body::from("body"))
+                        .unwrap()
+                }
+            }),
+        )
+        .layer(layer("sem.expires"));
+    let base = serve(app).await;
+    let c = client();
+    fetch(&c, &format!("{base}/r"), &[]).await;
+    assert_eq!(fetch(&c, &format!("{base}/r"), &[]).await.0, "HIT");
+    assert_eq!(runs.load(SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_age_the_origin_gave_is_kept() {
+    let (base, _) = answering("sem.age", "age", b"100").await;
+    let c = client();
+    let miss = c.get(format!("{base}/r")).send().await.unwrap();
+    let age: u64 = miss.headers()["age"].to_str().unwrap().parse().unwrap();
+    assert!((100..110).contains(&age), "age {age}");
+    let hit = c.get(format!("{base}/r")).send().await.unwrap();
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+    let age: u64 = hit.headers()["age"].to_str().unwrap().parse().unwrap();
+    assert!((100..110).contains(&age), "age {age}");
+}

@@ -800,7 +800,17 @@ impl Policy {
             .get(ETAG)
             .cloned()
             .unwrap_or_else(|| etag_of(&body));
-        let stored_at = SystemTime::now();
+        // The page is already as old as the origin (or a cache before it)
+        // says: its `Age` counts from then (RFC 9111 §4.2.3).
+        let upstream_age = parts
+            .headers
+            .get(http::header::AGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(Duration::ZERO, Duration::from_secs);
+        let stored_at = SystemTime::now()
+            .checked_sub(upstream_age)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut headers = storable_headers(&parts.headers);
         headers.remove(ETAG);
         let names = vary_names(&headers);

@@ -122,6 +122,7 @@ pub(crate) fn refuse_to_store(
     // Read as bytes: a stray non-ASCII byte elsewhere in the field must not
     // hide `private` (RFC 9111 §5.2: directives are tokens; unknown ones are
     // ignored, known ones still count).
+    let mut lifetime = false;
     for value in headers.get_all(CACHE_CONTROL) {
         let value = String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase();
         for directive in value.split(',').map(str::trim) {
@@ -134,14 +135,16 @@ pub(crate) fn refuse_to_store(
             }
             // This layer is a shared cache: `s-maxage` is its lifetime, and
             // zero (or a negative or unreadable one) means "do not keep".
-            if matches!(name, "max-age" | "s-maxage")
-                && arg.is_none_or(|a| a.parse::<u64>().map_or(true, |n| n == 0))
-            {
-                return Some("max-age=0");
+            if matches!(name, "max-age" | "s-maxage") {
+                if arg.is_none_or(|a| a.parse::<u64>().map_or(true, |n| n == 0)) {
+                    return Some("max-age=0");
+                }
+                lifetime = true;
             }
         }
     }
-    if let Some(expires) = headers.get(EXPIRES) {
+    // Expires counts only without max-age or s-maxage (RFC 9111 §5.3).
+    if let Some(expires) = headers.get(EXPIRES).filter(|_| !lifetime) {
         // An unparsable Expires means "already expired" (RFC 9111 §5.3).
         let past = expires
             .to_str()
@@ -360,7 +363,8 @@ impl Page {
         let headers = response.headers_mut();
         *headers = self.headers.clone();
         headers.insert(ETAG, self.etag.clone());
-        if served != Served::Miss {
+        // A fresh miss is 0 s old; one the origin said was older says so.
+        if served != Served::Miss || age > 0 {
             headers.insert(AGE, HeaderValue::from(age));
         }
         client_headers(headers, client, timeout, shared_max_age);
