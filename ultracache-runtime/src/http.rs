@@ -40,6 +40,7 @@
 //!   `Cache-Control: max-age=0, must-revalidate` by default (see
 //!   [`ClientCaching`]), whatever the server's timeout.
 
+mod counts;
 mod key;
 mod layer;
 mod page;
@@ -52,4 +53,5 @@ pub use page::{ClientCaching, Page, Stored, X_CACHE};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use reader::PageReader;
-pub use urls::{find_urls, purge_urls, route_stats, url_stats, CachedUrl, UrlStats};
+pub use counts::{route_stats, url_stats, UrlStats};
+pub use urls::{find_urls, purge_urls, CachedUrl};

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -26,7 +26,7 @@ use super::page::{
     etag_of, mark, no_cache_headers, refuse_to_store, storable_headers, vary_names, ClientCaching,
     Page, Served, Stored,
 };
-use super::urls::{register, Counts, STATS};
+use super::counts::{Counts, STATS};
 use crate::cache::{Cache, Outcome};
 use crate::paths::{canonical_path, path_dep};
 use crate::recorder::{record_future, track_dep};
@@ -998,4 +998,18 @@ fn page_dropped(_key: &String, stored: &Stored) {
             headers: page.varied.clone(),
         });
     }
+}
+
+/// Every response cache in use, for finding and purging URLs.
+static POLICIES: Mutex<Vec<Weak<Policy>>> = Mutex::new(Vec::new());
+
+pub(crate) fn register(policy: &Arc<Policy>) {
+    let mut all = POLICIES.lock().unwrap_or_else(PoisonError::into_inner);
+    all.retain(|p| p.strong_count() > 0);
+    all.push(Arc::downgrade(policy));
+}
+
+pub(crate) fn policies() -> Vec<Arc<Policy>> {
+    let all = POLICIES.lock().unwrap_or_else(PoisonError::into_inner);
+    all.iter().filter_map(Weak::upgrade).collect()
 }
