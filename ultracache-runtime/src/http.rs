@@ -48,10 +48,10 @@ mod page;
 mod reader;
 mod urls;
 
+pub use counts::{route_stats, url_stats, UrlStats};
 pub use layer::{CacheLayer, CacheService};
 pub use page::{ClientCaching, Page, Stored, X_CACHE};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use reader::PageReader;
-pub use counts::{route_stats, url_stats, UrlStats};
 pub use urls::{find_urls, purge_urls, CachedUrl};

@@ -1,0 +1,237 @@
+//! Running the handler for a page: recording what it reads, buffering the
+//! body, and deciding what is stored.
+
+use super::*;
+
+/// What a computation of a page leaves: what to store (under the key it was
+/// computed for) and what to send back.
+pub(super) struct Computed<E> {
+    pub(super) store: Option<Stored>,
+    pub(super) serve: Option<Reply<E>>,
+}
+
+pub(super) enum Reply<E> {
+    Page(Arc<Page>),
+    Response(Response<Body>),
+    Error(E),
+}
+
+/// Stores `Computed::store`; a hit comes back as `Computed` with no reply.
+pub(super) struct StoreOutcome;
+
+impl<E> Outcome<Computed<E>> for StoreOutcome {
+    type Value = Stored;
+    fn value(result: &Computed<E>) -> Option<&Stored> {
+        result.store.as_ref()
+    }
+    fn wrap(value: Stored) -> Computed<E> {
+        Computed {
+            store: Some(value),
+            serve: None,
+        }
+    }
+}
+
+pub(super) enum Buffered {
+    Whole(Response<()>, Bytes),
+    Streamed(Response<Body>),
+}
+
+impl Policy {
+    /// Runs the handler for a page and decides what is stored. Everything the
+    /// handler reads is recorded; so is the page's path.
+    pub(super) async fn compute<S>(
+        self: Arc<Self>,
+        mut inner: S,
+        head: Request<Body>,
+        plan: Plan,
+        key: String,
+        learned: bool,
+    ) -> Computed<S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send,
+        S::Future: Send,
+    {
+        let request_parts = {
+            let (parts, _) = copy_head_parts(&head);
+            parts
+        };
+        let (result, read) = record_future(async {
+            track_dep(path_dep(&plan.path));
+            let response = call(&mut inner, head).await?;
+            Ok(self.buffer(response).await)
+        })
+        .await;
+        let (response, body) = match result {
+            Ok(Buffered::Whole(response, body)) => (response, body),
+            Ok(Buffered::Streamed(response)) => {
+                return Computed {
+                    store: None,
+                    serve: Some(Reply::Response(response)),
+                }
+            }
+            Err(e) => {
+                return Computed {
+                    store: None,
+                    serve: Some(Reply::Error(e)),
+                }
+            }
+        };
+        let o = &self.options;
+        if refuse_to_store(response.status(), response.headers(), &o.statuses).is_some() {
+            let (parts, ()) = response.into_parts();
+            return Computed {
+                store: None,
+                serve: Some(Reply::Response(Response::from_parts(
+                    parts,
+                    Body::from(body),
+                ))),
+            };
+        }
+        let (parts, ()) = response.into_parts();
+        let mut response = Response::from_parts(parts, body);
+        if let Some(hook) = &o.before_store {
+            response = hook(response);
+        }
+        let (parts, body) = response.into_parts();
+        let etag = parts
+            .headers
+            .get(ETAG)
+            .cloned()
+            .unwrap_or_else(|| etag_of(&body));
+        // The page is already as old as the origin (or a cache before it)
+        // says: its `Age` counts from then (RFC 9111 §4.2.3).
+        let upstream_age = parts
+            .headers
+            .get(http::header::AGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(Duration::ZERO, Duration::from_secs);
+        let stored_at = SystemTime::now()
+            .checked_sub(upstream_age)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut headers = storable_headers(&parts.headers);
+        headers.remove(ETAG);
+        let names = vary_names(&headers);
+        let mut varied: Vec<(String, String)> = Vec::new();
+        for name in names.iter().chain(&o.vary_headers) {
+            for value in request_parts.headers.get_all(name) {
+                varied.push((
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                ));
+            }
+        }
+        let page = Arc::new(Page {
+            status: parts.status,
+            headers,
+            body,
+            etag,
+            stored_at,
+            fresh_until: o
+                .timeout
+                .filter(|_| o.stale_while_revalidate.is_some())
+                .map(|t| stored_at + t),
+            url: plan.url.clone(),
+            route: plan.route.clone(),
+            varied,
+            tags: crate::http::page::tags(&read.deps()),
+        });
+        // What the URL's responses are known to vary on; a response that
+        // varies on more widens it (each response is matched against its own
+        // Vary when served, so a narrower key never leaks it).
+        let known: Option<Arc<[HeaderName]>> = if learned {
+            match self.cache.get(&plan.base) {
+                Some(Stored::Variants(known)) => Some(known),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let wider = known
+            .as_ref()
+            .is_some_and(|k| names.iter().any(|n| !k.contains(n)));
+        let store = if wider {
+            let mut all: Vec<HeaderName> = known.iter().flat_map(|k| k.iter().cloned()).collect();
+            all.extend(names.iter().cloned());
+            all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            all.dedup();
+            let all: Arc<[HeaderName]> = Arc::from(all);
+            let variant = variant_key(&plan.base, &request_parts, &all);
+            self.cache
+                .insert_recorded(variant, Stored::Page(Arc::clone(&page)), &read);
+            self.cache
+                .insert_recorded(plan.base.clone(), Stored::Variants(all), &read);
+            // Stored above under the wider key; nothing under this one.
+            return Computed {
+                store: None,
+                serve: Some(Reply::Page(page)),
+            };
+        } else if learned || names.is_empty() {
+            Stored::Page(Arc::clone(&page))
+        } else {
+            // Responses for this URL vary: the page goes under its variant's
+            // key, and the URL's key remembers what they vary on.
+            let names: Arc<[HeaderName]> = Arc::from(names);
+            let variant = variant_key(&plan.base, &request_parts, &names);
+            if variant != key {
+                self.cache
+                    .insert_recorded(variant, Stored::Page(Arc::clone(&page)), &read);
+            }
+            Stored::Variants(names)
+        };
+        Computed {
+            store: Some(store),
+            serve: Some(Reply::Page(page)),
+        }
+    }
+
+    /// Reads the body into memory, up to the size limit; a larger body is
+    /// passed on as a stream, with what was read put back in front.
+    pub(super) async fn buffer(&self, response: Response<Body>) -> Buffered {
+        let max = self.options.max_body;
+        let declared = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Buffered::Streamed(response);
+        }
+        let (parts, mut body) = response.into_parts();
+        let mut buf = BytesMut::new();
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if buf.len() + data.len() > max {
+                            buf.extend_from_slice(&data);
+                            let head = futures_util::stream::once(async move {
+                                Ok::<Bytes, axum::Error>(buf.freeze())
+                            });
+                            let rest = body.into_data_stream();
+                            return Buffered::Streamed(Response::from_parts(
+                                parts,
+                                Body::from_stream(head.chain(rest)),
+                            ));
+                        }
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    // A broken body is passed on as it is, never stored.
+                    let head = futures_util::stream::iter([
+                        Ok::<Bytes, axum::Error>(buf.freeze()),
+                        Err(e),
+                    ]);
+                    return Buffered::Streamed(Response::from_parts(
+                        parts,
+                        Body::from_stream(head),
+                    ));
+                }
+            }
+        }
+        Buffered::Whole(Response::from_parts(parts, ()), buf.freeze())
+    }
+}
