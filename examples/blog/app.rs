@@ -434,7 +434,9 @@ pub fn router_with_admin(db: Db, admin_token: Option<String>) -> Router {
         .layer(
             CacheLayer::new(Duration::from_secs(3600))
                 .name("pages")
-                .ignore_paths(["/stats"]),
+                .ignore_paths(["/stats"])
+                // No page reads a cookie: visitors with cookies share them.
+                .cache_requests_with_cookies(),
         )
         .with_state(blog);
     match admin_token {
