@@ -87,6 +87,10 @@ pub use ultracache_runtime::redis;
 #[doc(inline)]
 pub use ultracache_runtime::MemoryTier;
 
+#[cfg(feature = "sqlx")]
+#[doc(inline)]
+pub use ultracache_runtime::db;
+
 #[cfg(feature = "purge")]
 #[doc(inline)]
 pub use ultracache_runtime::purge;

@@ -215,6 +215,7 @@ pub(crate) const MAX_NAMES: usize = 4096;
 
 /// [`try_intern`], for names the program itself chose (cache names): past
 /// the bound, one shared placeholder.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 pub(crate) fn intern(name: &str) -> &'static str {
     try_intern(name).unwrap_or("(too many names)")
 }

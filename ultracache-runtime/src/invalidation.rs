@@ -77,6 +77,10 @@ pub fn invalidate_kind<T: Trackable + ?Sized>() -> usize {
 
 /// Like [`invalidate_kind`], by kind.
 pub fn invalidate_any_of(kind: Kind) -> usize {
+    if let Some(queue) = crate::transaction::open() {
+        queue.push(&[], &[kind]);
+        return 0;
+    }
     forward(&[], &[kind]);
     invalidate_local(&[], &[kind])
 }
@@ -84,6 +88,11 @@ pub fn invalidate_any_of(kind: Kind) -> usize {
 /// Drops every entry that depends on any of `deps` (exactly those: a kind
 /// dependency here means "the kind itself", not every object of it).
 pub fn invalidate_deps(deps: &[Dep]) -> usize {
+    if let Some(queue) = crate::transaction::open() {
+        // Inside a database transaction: applied when it commits.
+        queue.push(deps, &[]);
+        return 0;
+    }
     forward(deps, &[]);
     invalidate_local(deps, &[])
 }
@@ -91,7 +100,26 @@ pub fn invalidate_deps(deps: &[Dep]) -> usize {
 /// The async form of [`invalidate_deps`]: waits for the shared tier (when
 /// one is configured) without blocking a thread.
 pub async fn invalidate_deps_async(deps: &[Dep]) -> usize {
+    if let Some(queue) = crate::transaction::open() {
+        queue.push(deps, &[]);
+        return 0;
+    }
     invalidate_deps_ticked_async(deps).await.0
+}
+
+/// Applies what a transaction queued, now that it committed: the shared
+/// tier and every node first, then this process.
+#[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+pub(crate) async fn apply_committed(deps: &[Dep], kinds: &[Kind]) -> usize {
+    if deps.is_empty() && kinds.is_empty() {
+        return 0;
+    }
+    crate::listen::invalidating(deps, kinds);
+    #[cfg(feature = "redis")]
+    if let Some(tier) = runtime::get().tier() {
+        tier.invalidate_async(deps, kinds).await;
+    }
+    invalidate_local(deps, kinds)
 }
 
 /// [`invalidate_deps`], with the shared tier's tick for it (when Redis took

@@ -11,6 +11,9 @@ pub mod admin;
 mod cache;
 mod clock;
 mod config;
+#[cfg(feature = "sqlx")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
+pub mod db;
 mod dep;
 mod entry;
 mod flight;
@@ -44,6 +47,7 @@ pub mod telemetry;
 #[cfg(feature = "redis")]
 mod tier;
 mod trackable;
+mod transaction;
 pub(crate) mod versions;
 mod wait;
 mod weigh;

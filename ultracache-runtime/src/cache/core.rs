@@ -146,6 +146,12 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         reads: &Reads,
         heap: Option<usize>,
     ) -> Option<Arc<Slot<K, V>>> {
+        if crate::transaction::active() {
+            // Computed inside an open database transaction: it may have read
+            // writes that are not committed (and may never be).
+            self.counters.stale.add(1);
+            return None;
+        }
         let heap = heap.or_else(|| self.weigher.map(|w| w(&value)));
         let deps = reads.all_deps();
         let weight =

@@ -1,0 +1,163 @@
+//! Invalidation on commit: invalidations made inside a sqlx transaction take
+//! effect when it commits, none when it rolls back, and nothing computed
+//! inside it is cached. Against a real SQLite file.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::SqlitePool;
+use ultracache::{db, invalidates, track_id, Cache, Trackable};
+
+#[derive(Clone, Debug, Trackable)]
+#[trackable(kind = "tx.post")]
+struct Post {
+    id: i64,
+}
+
+async fn pool() -> SqlitePool {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "ultracache-tx-{}-{}.db",
+        std::process::id(),
+        N.fetch_add(1, SeqCst)
+    ));
+    let _ = std::fs::remove_file(&path);
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO posts (id, title) VALUES (1, 'old')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool
+}
+
+async fn title(pool: &SqlitePool, id: i64) -> String {
+    let (t,): (String,) = sqlx::query_as("SELECT title FROM posts WHERE id = ?")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    track_id::<Post>(id);
+    t
+}
+
+/// The post's page, cached (`cache` is per test: tests run in parallel).
+async fn page(cache: &'static Cache<i64, String>, pool: &SqlitePool) -> String {
+    cache
+        .get_or_compute_async(1, async { format!("<h1>{}</h1>", title(pool, 1).await) })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_before_commit_cannot_leave_a_stale_entry() {
+    static PAGE: Cache<i64, String> = Cache::new("tx.race");
+    let pool = pool().await;
+    assert_eq!(page(&PAGE, &pool).await, "<h1>old</h1>");
+    let mut tx = db::begin(&pool).await.unwrap();
+    sqlx::query("UPDATE posts SET title = 'new' WHERE id = 1")
+        .execute(&mut **tx)
+        .await
+        .unwrap();
+    tx.invalidate(&Post { id: 1 });
+    // A reader between the write and the commit: it reads the committed
+    // (old) row and caches it.
+    PAGE.invalidate(&1);
+    assert_eq!(page(&PAGE, &pool).await, "<h1>old</h1>");
+    assert!(PAGE.get(&1).is_some());
+    tx.commit().await.unwrap();
+    // When commit returns, the writer's next read sees its write.
+    assert_eq!(PAGE.get(&1), None);
+    assert_eq!(page(&PAGE, &pool).await, "<h1>new</h1>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_invalidates_nothing() {
+    static PAGE: Cache<i64, String> = Cache::new("tx.rollback");
+    let pool = pool().await;
+    page(&PAGE, &pool).await;
+    let mut tx = db::begin(&pool).await.unwrap();
+    sqlx::query("UPDATE posts SET title = 'never' WHERE id = 1")
+        .execute(&mut **tx)
+        .await
+        .unwrap();
+    tx.invalidate(&Post { id: 1 });
+    tx.rollback().await.unwrap();
+    assert_eq!(PAGE.get(&1).as_deref(), Some("<h1>old</h1>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_dropped_without_commit_invalidates_nothing() {
+    static PAGE: Cache<i64, String> = Cache::new("tx.dropped");
+    let pool = pool().await;
+    page(&PAGE, &pool).await;
+    {
+        let mut tx = db::begin(&pool).await.unwrap();
+        sqlx::query("UPDATE posts SET title = 'never' WHERE id = 1")
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+        tx.invalidate_id::<Post>(1);
+        // Dropped: rolled back by sqlx, its invalidations with it.
+    }
+    assert_eq!(PAGE.get(&1).as_deref(), Some("<h1>old</h1>"));
+    assert_eq!(page(&PAGE, &pool).await, "<h1>old</h1>");
+}
+
+static SAVES: AtomicUsize = AtomicUsize::new(0);
+
+#[invalidates(Post)]
+fn saved(post: Post) -> Post {
+    SAVES.fetch_add(1, SeqCst);
+    post
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidates_functions_inside_the_scope_wait_for_the_commit() {
+    static PAGE: Cache<i64, String> = Cache::new("tx.scope");
+    let pool = pool().await;
+    page(&PAGE, &pool).await;
+    let mut tx = db::begin(&pool).await.unwrap();
+    sqlx::query("UPDATE posts SET title = 'scoped' WHERE id = 1")
+        .execute(&mut **tx)
+        .await
+        .unwrap();
+    tx.scope(async { saved(Post { id: 1 }) }).await;
+    assert!(SAVES.load(SeqCst) >= 1);
+    assert!(PAGE.get(&1).is_some(), "invalidated before the commit");
+    tx.commit().await.unwrap();
+    assert_eq!(PAGE.get(&1), None);
+    assert_eq!(page(&PAGE, &pool).await, "<h1>scoped</h1>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_computed_inside_a_transaction_are_not_cached() {
+    static PAGE: Cache<i64, String> = Cache::new("tx.uncommitted");
+    let pool = pool().await;
+    let mut tx = db::begin(&pool).await.unwrap();
+    sqlx::query("UPDATE posts SET title = 'uncommitted' WHERE id = 1")
+        .execute(&mut **tx)
+        .await
+        .unwrap();
+    // Read through the transaction's own connection: it sees its write.
+    let (seen,): (String,) = sqlx::query_as("SELECT title FROM posts WHERE id = 1")
+        .fetch_one(&mut **tx)
+        .await
+        .unwrap();
+    let v = tx
+        .scope(PAGE.get_or_compute_async(1, async { format!("<h1>{seen}</h1>") }))
+        .await;
+    assert_eq!(v, "<h1>uncommitted</h1>");
+    assert_eq!(PAGE.get(&1), None, "an uncommitted value was cached");
+    tx.rollback().await.unwrap();
+    assert_eq!(page(&PAGE, &pool).await, "<h1>old</h1>");
+}

@@ -1,0 +1,131 @@
+//! Invalidation on commit for sqlx transactions (feature `sqlx`).
+//!
+//! Begin through [`begin`] instead of `pool.begin()`. Invalidations made
+//! with the transaction's [`invalidate`](Transaction::invalidate) methods,
+//! or anywhere inside [`scope`](Transaction::scope) (so also by
+//! `#[invalidates]` functions), are queued; [`commit`](Transaction::commit)
+//! commits and then applies them, so when it returns the writer's next read
+//! already sees its write; a rollback, or a transaction dropped without
+//! commit, applies none. Values computed inside the scope are not cached
+//! (they may have read writes that never commit).
+//!
+//! ```no_run
+//! # async fn demo(pool: sqlx::SqlitePool) -> Result<(), sqlx::Error> {
+//! use ultracache::{db, Trackable};
+//!
+//! #[derive(Trackable)]
+//! struct Post { id: i64 }
+//!
+//! let mut tx = db::begin(&pool).await?;
+//! sqlx::query("UPDATE posts SET title = 'New' WHERE id = 1")
+//!     .execute(&mut **tx)
+//!     .await?;
+//! tx.invalidate(&Post { id: 1 });
+//! tx.commit().await?; // pages that showed post 1 are dropped now
+//! # Ok(()) }
+//! ```
+
+use std::borrow::Borrow;
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use crate::dep::Dep;
+use crate::trackable::Trackable;
+use crate::transaction::{Queue, Scoped};
+
+/// A sqlx transaction whose invalidations wait for its commit. It derefs to
+/// the `sqlx::Transaction` (`&mut **tx` is an executor).
+#[must_use = "a transaction is rolled back (and its invalidations dropped) unless committed"]
+pub struct Transaction<'c, DB: sqlx::Database> {
+    inner: sqlx::Transaction<'c, DB>,
+    queue: Arc<Queue>,
+}
+
+impl<DB: sqlx::Database> std::fmt::Debug for Transaction<'_, DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction").finish_non_exhaustive()
+    }
+}
+
+/// Begins a transaction on `pool` whose invalidations wait for its commit.
+pub async fn begin<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+) -> Result<Transaction<'static, DB>, sqlx::Error> {
+    Ok(Transaction::wrap(pool.begin().await?))
+}
+
+impl<'c, DB: sqlx::Database> Transaction<'c, DB> {
+    /// Wraps a transaction begun elsewhere.
+    pub fn wrap(inner: sqlx::Transaction<'c, DB>) -> Self {
+        Transaction {
+            inner,
+            queue: Queue::new(),
+        }
+    }
+
+    /// Queues what writing `obj` invalidates (as [`invalidate`](crate::invalidate)).
+    pub fn invalidate<T: Trackable + ?Sized>(&self, obj: &T) {
+        self.scope_blocking(|| crate::invalidate(obj));
+    }
+
+    /// Queues the invalidation of the `T` with this id (as
+    /// [`invalidate_id`](crate::invalidate_id)).
+    pub fn invalidate_id<T: Trackable + ?Sized>(&self, id: impl Borrow<T::Id>) {
+        self.scope_blocking(|| crate::invalidate_id::<T>(id));
+    }
+
+    /// Queues the invalidation of every `T` (as
+    /// [`invalidate_kind`](crate::invalidate_kind)).
+    pub fn invalidate_kind<T: Trackable + ?Sized>(&self) {
+        self.scope_blocking(crate::invalidate_kind::<T>);
+    }
+
+    /// Queues the invalidation of `deps` (as [`invalidate_deps`](crate::invalidate_deps)).
+    pub fn invalidate_deps(&self, deps: &[Dep]) {
+        self.queue.push(deps, &[]);
+    }
+
+    /// Runs `f` inside the transaction: what it invalidates is queued.
+    pub fn scope_blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.queue.scope_blocking(f)
+    }
+
+    /// `fut`, run inside the transaction: what it invalidates (through
+    /// `#[invalidates]` functions too) is queued, and what it computes is
+    /// not cached.
+    pub fn scope<F: Future>(&self, fut: F) -> Scoped<F> {
+        self.queue.scope(fut)
+    }
+
+    /// Commits, then applies the queued invalidations (the shared tier and
+    /// every node first, then this process). When it returns, no read
+    /// returns a value computed from the rows this transaction replaced.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let Transaction { inner, queue } = self;
+        inner.commit().await?;
+        let (deps, kinds) = queue.take();
+        crate::invalidation::apply_committed(&deps, &kinds).await;
+        Ok(())
+    }
+
+    /// Rolls back; nothing is invalidated.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        let Transaction { inner, queue } = self;
+        let _ = queue.take();
+        inner.rollback().await
+    }
+}
+
+impl<'c, DB: sqlx::Database> Deref for Transaction<'c, DB> {
+    type Target = sqlx::Transaction<'c, DB>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl<DB: sqlx::Database> DerefMut for Transaction<'_, DB> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
