@@ -153,6 +153,7 @@ impl<K, V> Cache<K, V> {
 
     /// Like [`shared`](Self::shared), for values that are the bytes of a `T`:
     /// the entries carry `T`'s fingerprint, so a changed `T` reads as a miss.
+    #[cfg_attr(not(feature = "redis"), allow(clippy::extra_unused_type_parameters))]
     pub(crate) const fn shared_as<T>(self) -> Self
     where
         K: serde::Serialize,
