@@ -1,7 +1,7 @@
 //! Invalidation: writing an object drops exactly the entries computed from
 //! it. Each call versions the dependencies first (so computations in flight
 //! are not stored) and then drops the registered entries, following the
-//! [`protocol`](crate::protocol); when it returns, no read can return a value
+//! [`protocol`]; when it returns, no read can return a value
 //! computed from the old data.
 
 use std::borrow::Borrow;

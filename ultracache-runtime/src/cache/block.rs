@@ -9,7 +9,7 @@ use super::outcome::{CacheKey, CacheValue};
 use super::resolve::Lead;
 use crate::recorder::{self, Reads};
 
-/// The result of [`Cache::begin`].
+/// The result of [`Cache::begin`](super::Cache::begin).
 #[derive(Debug)]
 pub enum Lookup<'a, K: CacheKey, V: CacheValue> {
     /// A live entry's value; its dependencies were recorded.
@@ -18,7 +18,7 @@ pub enum Lookup<'a, K: CacheKey, V: CacheValue> {
     Miss(Recording<'a, K, V>),
 }
 
-/// A computation being recorded for [`Cache::begin`]. Reads on this thread
+/// A computation being recorded for [`Cache::begin`](super::Cache::begin). Reads on this thread
 /// until [`store`](Self::store) are the entry's dependencies. Dropping it
 /// without storing stores nothing (and lets waiting callers compute).
 #[must_use = "call `store` with the computed value"]
