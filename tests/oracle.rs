@@ -284,3 +284,76 @@ fn no_read_returns_a_value_older_than_an_invalidation_that_returned() {
         "stale reads among {reads} after their invalidation returned"
     );
 }
+
+static TASK_PAGE: Cache<u32, Seen> = Cache::new("oracle.task.page");
+static TASK_PART: Cache<u32, Seen> = Cache::new("oracle.task.part");
+
+/// A part whose object is loaded on a spawned task that carries the frame.
+async fn task_part(i: u32) -> Seen {
+    use ultracache::FrameExt;
+    TASK_PART
+        .get_or_compute_async(obj(i), async move {
+            let loaded = tokio::spawn(async move { load(i) }.in_current_frame());
+            vec![loaded.await.unwrap()]
+        })
+        .await
+}
+
+async fn task_page(p: u32) -> Seen {
+    TASK_PAGE
+        .get_or_compute_async(obj(p), async move {
+            let mut seen = task_part(p).await;
+            tokio::task::yield_now().await;
+            seen.extend(task_part(p + 1).await);
+            seen
+        })
+        .await
+}
+
+#[test]
+fn async_tasks_spawning_their_loads_never_read_older_than_a_returned_invalidation() {
+    const TASK_OPS: usize = 200_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stale = Arc::new(AtomicUsize::new(0));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + BOUND;
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..8u64)
+            .map(|t| {
+                let (stale, reads) = (Arc::clone(&stale), Arc::clone(&reads));
+                tokio::spawn(async move {
+                    let mut rng = Rng(0xdead_beef ^ ((t + 1) * 0x9e37_79b9));
+                    for n in 0..TASK_OPS / 8 {
+                        if n.is_multiple_of(1024) {
+                            assert!(Instant::now() < deadline, "the async oracle took too long");
+                        }
+                        let i = rng.next() % OBJECTS as u32;
+                        let before = committed();
+                        match rng.next() % 10 {
+                            0..=5 => {
+                                let seen = task_page(i).await;
+                                reads.fetch_add(1, SeqCst);
+                                check(&before, &seen, &stale);
+                            }
+                            // A request timeout: the page is cancelled mid-way.
+                            6 => {
+                                let _ = tokio::time::timeout(Duration::ZERO, task_page(i)).await;
+                            }
+                            _ => write(i),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let reads = reads.load(SeqCst);
+    assert!(reads > TASK_OPS / 3, "only {reads} reads");
+    assert_eq!(stale.load(SeqCst), 0, "stale reads among {reads}");
+}
