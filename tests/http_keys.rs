@@ -3,38 +3,16 @@
 //! poisoning or leak it stops; each sends the attacker's request first and
 //! then checks what the victim gets.
 
+mod common;
+
 use std::time::Duration;
 
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, Uri};
 use axum::routing::get;
 use axum::Router;
+use common::web::{client, fetch, serve};
 use ultracache::http::{purge_urls, CacheLayer};
-
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-async fn fetch(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (String, String) {
-    let mut r = c.get(url);
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    let r = r.send().await.unwrap();
-    let cache = r
-        .headers()
-        .get("x-cache")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (cache, r.text().await.unwrap())
-}
 
 fn layer(name: &str) -> CacheLayer {
     CacheLayer::new(Duration::from_secs(3600)).name(name)

@@ -2,6 +2,8 @@
 //! and RFC 9110; each test is named for the leak or the wrong answer it
 //! stops.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,32 +12,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Response};
 use axum::routing::get;
 use axum::Router;
+use common::web::{client, fetch, serve};
 use ultracache::http::CacheLayer;
-
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-async fn fetch(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (String, String) {
-    let mut r = c.get(url);
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    let r = r.send().await.unwrap();
-    let cache = r
-        .headers()
-        .get("x-cache")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (cache, r.text().await.unwrap())
-}
 
 fn layer(name: &str) -> CacheLayer {
     CacheLayer::new(Duration::from_secs(3600)).name(name)
