@@ -25,6 +25,10 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite;
+
 use std::borrow::Borrow;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};

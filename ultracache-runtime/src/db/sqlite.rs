@@ -1,0 +1,213 @@
+//! Change capture on SQLite (feature `sqlite`): every committed change to a
+//! captured table — through the app's pool, a raw query nobody annotated, or
+//! another process writing the same file (the `sqlite3` shell, a cron job) —
+//! becomes an invalidation of the row's object and of its kind.
+//!
+//! Triggers on each table append `(table, key)` to a change log
+//! (`_ultracache_changes`) in the same transaction as the write, so a change
+//! is logged if and only if it commits. [`Capture::sync`] applies what the
+//! log gained since it last looked; a background task does so every
+//! [`POLL`], and [`Capture::commit`] right after a transaction commits, so
+//! the writer's next read sees its write. Triggers and the log table are
+//! created when capture starts (`CREATE … IF NOT EXISTS`); a table or key
+//! column that does not exist is an error then, not a silent miss.
+//!
+//! ```no_run
+//! # async fn demo(pool: sqlx::SqlitePool) -> Result<(), sqlx::Error> {
+//! use ultracache::db::sqlite::{Capture, Table};
+//! use ultracache::Trackable;
+//!
+//! #[derive(Trackable)]
+//! struct Post { id: i64 }
+//!
+//! let capture = Capture::start(&pool, vec![Table::of::<Post>("posts", "id")]).await?;
+//! sqlx::query("UPDATE posts SET title = 'New' WHERE id = 1").execute(&pool).await?;
+//! capture.sync().await?; // or wait for the background task
+//! # Ok(()) }
+//! ```
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+
+use super::Transaction;
+use crate::dep::{Dep, Kind};
+use crate::trackable::Trackable;
+
+/// How often the background task reads the change log.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// Changes read and applied at most at once.
+const BATCH: i64 = 10_000;
+
+/// A captured table: its name, its key column, and the model kind its rows
+/// are.
+#[derive(Clone, Debug)]
+pub struct Table {
+    name: String,
+    key: String,
+    kind: Kind,
+}
+
+impl Table {
+    /// The table `name`, whose rows are `T`s identified by column `key`.
+    pub fn of<T: Trackable + ?Sized>(name: &str, key: &str) -> Self {
+        Table {
+            name: name.to_owned(),
+            key: key.to_owned(),
+            kind: T::KIND,
+        }
+    }
+}
+
+/// Change capture on one SQLite database; stops when dropped.
+#[derive(Debug)]
+pub struct Capture {
+    pool: SqlitePool,
+    tables: Vec<Table>,
+    /// The last change applied. Held while a batch is read and applied, so
+    /// a caller of `sync` returns only once everything committed before the
+    /// call is applied (also when the background task was applying it).
+    seen: tokio::sync::Mutex<i64>,
+}
+
+/// An SQL identifier, quoted.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A string literal, quoted.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+impl Capture {
+    /// Installs the change log and the triggers, and starts applying changes
+    /// (in the background, every [`POLL`], on the current tokio runtime).
+    pub async fn start(pool: &SqlitePool, tables: Vec<Table>) -> Result<Arc<Capture>, sqlx::Error> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS _ultracache_changes (\
+             seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, key TEXT NOT NULL)",
+        )
+        .execute(pool)
+        .await?;
+        for t in &tables {
+            // The table and its key column must exist: a typo is an error
+            // now, not a silent miss later.
+            let (found,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?")
+                    .bind(&t.name)
+                    .bind(&t.key)
+                    .fetch_one(pool)
+                    .await?;
+            if found == 0 {
+                return Err(sqlx::Error::Configuration(
+                    format!(
+                        "ultracache: cannot capture table {:?}: it does not exist or has no column {:?}",
+                        t.name, t.key
+                    )
+                    .into(),
+                ));
+            }
+            let (tbl, key, name) = (ident(&t.name), ident(&t.key), literal(&t.name));
+            for (event, rows) in [
+                ("INSERT", vec!["NEW"]),
+                ("UPDATE", vec!["OLD", "NEW"]),
+                ("DELETE", vec!["OLD"]),
+            ] {
+                let inserts: String = rows
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "INSERT INTO _ultracache_changes (tbl, key) VALUES ({name}, {r}.{key});"
+                        )
+                    })
+                    .collect();
+                let trigger = ident(&format!("_ultracache_{}_{}", t.name, event.to_lowercase()));
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "CREATE TRIGGER IF NOT EXISTS {trigger} AFTER {event} ON {tbl} BEGIN {inserts} END"
+                )))
+                .execute(pool)
+                .await?;
+            }
+        }
+        let (last,): (i64,) =
+            sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM _ultracache_changes")
+                .fetch_one(pool)
+                .await?;
+        let capture = Arc::new(Capture {
+            pool: pool.clone(),
+            tables,
+            seen: tokio::sync::Mutex::new(last),
+        });
+        let weak: Weak<Capture> = Arc::downgrade(&capture);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POLL);
+            loop {
+                tick.tick().await;
+                let Some(capture) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = capture.sync().await {
+                    tracing::warn!("ultracache: reading the SQLite change log failed: {e}");
+                }
+            }
+        });
+        Ok(capture)
+    }
+
+    /// Applies the changes committed since the last call; returns how many.
+    pub async fn sync(&self) -> Result<usize, sqlx::Error> {
+        let mut seen = self.seen.lock().await;
+        let mut applied = 0;
+        loop {
+            let rows: Vec<(i64, String, String)> = sqlx::query_as(
+                "SELECT seq, tbl, key FROM _ultracache_changes WHERE seq > ? ORDER BY seq LIMIT ?",
+            )
+            .bind(*seen)
+            .bind(BATCH)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(&(last, _, _)) = rows.last() else {
+                return Ok(applied);
+            };
+            let mut deps = Vec::with_capacity(rows.len() * 2);
+            for (_, tbl, key) in &rows {
+                if let Some(t) = self.tables.iter().find(|t| &t.name == tbl) {
+                    deps.push(row_dep(t.kind, key));
+                    deps.push(Dep::kind(t.kind));
+                }
+            }
+            deps.sort_unstable();
+            deps.dedup();
+            crate::invalidation::invalidate_deps_async(&deps).await;
+            applied += rows.len();
+            *seen = last;
+            // Keep the log short (other processes reading it have long
+            // passed what is this far behind).
+            sqlx::query("DELETE FROM _ultracache_changes WHERE seq <= ?")
+                .bind(last - BATCH)
+                .execute(&self.pool)
+                .await?;
+        }
+    }
+
+    /// Commits `tx` and applies its changes (and any other committed since)
+    /// before returning.
+    pub async fn commit(&self, tx: Transaction<'_, sqlx::Sqlite>) -> Result<(), sqlx::Error> {
+        tx.commit().await?;
+        self.sync().await?;
+        Ok(())
+    }
+}
+
+/// The dependency of a row whose key column holds `key` (as text): an
+/// integer key is the integer id, anything else the text.
+fn row_dep(kind: Kind, key: &str) -> Dep {
+    match (key.parse::<u64>(), key.parse::<i64>()) {
+        (Ok(n), _) => Dep::object_key(kind, n),
+        (_, Ok(n)) => Dep::object(kind, &n),
+        _ => Dep::object(kind, key),
+    }
+}
