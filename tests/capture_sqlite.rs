@@ -3,10 +3,12 @@
 //! shell) — invalidate what was computed from the rows they changed; writes
 //! rolled back invalidate nothing. Against a real SQLite file.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use common::sqlite::{database, set_title};
 use sqlx::SqlitePool;
 use ultracache::db::sqlite::{Capture, Table};
 use ultracache::{db, track_id, track_kind, Cache, Trackable};
@@ -15,34 +17,6 @@ use ultracache::{db, track_id, track_kind, Cache, Trackable};
 #[trackable(kind = "capture.post")]
 struct Post {
     id: i64,
-}
-
-async fn database() -> (SqlitePool, std::path::PathBuf) {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "ultracache-capture-{}-{}.db",
-        std::process::id(),
-        N.fetch_add(1, SeqCst)
-    ));
-    let _ = std::fs::remove_file(&path);
-    let options = SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true)
-        .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await
-        .unwrap();
-    sqlx::query("CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO posts (id, title) VALUES (1, 'old'), (2, 'two')")
-        .execute(&pool)
-        .await
-        .unwrap();
-    (pool, path)
 }
 
 async fn title(pool: &SqlitePool, id: i64) -> String {
@@ -74,10 +48,7 @@ async fn a_raw_write_nobody_annotated_refreshes_exactly_its_row() {
     let capture = start(&pool).await;
     assert_eq!(page(&PAGE, &pool, 1).await, "old");
     assert_eq!(page(&PAGE, &pool, 2).await, "two");
-    sqlx::query("UPDATE posts SET title = 'raw' WHERE id = 1")
-        .execute(&pool)
-        .await
-        .unwrap();
+    set_title(&pool, 1, "raw").await;
     capture.sync().await.unwrap();
     assert_eq!(PAGE.get(&1), None);
     assert_eq!(page(&PAGE, &pool, 1).await, "raw");
@@ -120,19 +91,13 @@ async fn a_rolled_back_write_invalidates_nothing_and_a_committed_one_before_comm
     let capture = start(&pool).await;
     page(&PAGE, &pool, 1).await;
     let mut tx = db::begin(&pool).await.unwrap();
-    sqlx::query("UPDATE posts SET title = 'never' WHERE id = 1")
-        .execute(&mut **tx)
-        .await
-        .unwrap();
+    set_title(&mut **tx, 1, "never").await;
     tx.rollback().await.unwrap();
     assert_eq!(capture.sync().await.unwrap(), 0);
     assert_eq!(PAGE.get(&1).as_deref(), Some("old"));
 
     let mut tx = db::begin(&pool).await.unwrap();
-    sqlx::query("UPDATE posts SET title = 'committed' WHERE id = 1")
-        .execute(&mut **tx)
-        .await
-        .unwrap();
+    set_title(&mut **tx, 1, "committed").await;
     capture.commit(tx).await.unwrap();
     assert_eq!(PAGE.get(&1), None, "the writer's next read would be stale");
     assert_eq!(page(&PAGE, &pool, 1).await, "committed");
@@ -190,4 +155,40 @@ async fn a_table_or_key_column_that_does_not_exist_is_an_error_at_start() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_racing_committed_writes_never_see_a_page_older_than_the_commit() {
+    static PAGE: Cache<i64, String> = Cache::new("capture.race");
+    let (pool, _) = database().await;
+    // The background task applies the log too: commit must not return
+    // while it is halfway through a batch.
+    let capture = start(&pool).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (pool, stop) = (pool.clone(), std::sync::Arc::clone(&stop));
+            tokio::spawn(async move {
+                while !stop.load(SeqCst) {
+                    page(&PAGE, &pool, 1).await;
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for round in 0..40 {
+        let title = format!("round {round}");
+        let mut tx = db::begin(&pool).await.unwrap();
+        set_title(&mut **tx, 1, &title).await;
+        capture.commit(tx).await.unwrap();
+        assert_eq!(
+            page(&PAGE, &pool, 1).await,
+            title,
+            "stale after the commit returned"
+        );
+    }
+    stop.store(true, SeqCst);
+    for r in readers {
+        r.await.unwrap();
+    }
 }

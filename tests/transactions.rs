@@ -2,9 +2,11 @@
 //! effect when it commits, none when it rolls back, and nothing computed
 //! inside it is cached. Against a real SQLite file.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use common::sqlite::{database, set_title};
 use sqlx::SqlitePool;
 use ultracache::{db, invalidates, track_id, Cache, Trackable};
 
@@ -12,33 +14,6 @@ use ultracache::{db, invalidates, track_id, Cache, Trackable};
 #[trackable(kind = "tx.post")]
 struct Post {
     id: i64,
-}
-
-async fn pool() -> SqlitePool {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "ultracache-tx-{}-{}.db",
-        std::process::id(),
-        N.fetch_add(1, SeqCst)
-    ));
-    let _ = std::fs::remove_file(&path);
-    let options = SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await
-        .unwrap();
-    sqlx::query("CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO posts (id, title) VALUES (1, 'old')")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool
 }
 
 async fn title(pool: &SqlitePool, id: i64) -> String {
@@ -61,13 +36,10 @@ async fn page(cache: &'static Cache<i64, String>, pool: &SqlitePool) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidation_before_commit_cannot_leave_a_stale_entry() {
     static PAGE: Cache<i64, String> = Cache::new("tx.race");
-    let pool = pool().await;
+    let (pool, _) = database().await;
     assert_eq!(page(&PAGE, &pool).await, "<h1>old</h1>");
     let mut tx = db::begin(&pool).await.unwrap();
-    sqlx::query("UPDATE posts SET title = 'new' WHERE id = 1")
-        .execute(&mut **tx)
-        .await
-        .unwrap();
+    set_title(&mut **tx, 1, "new").await;
     tx.invalidate(&Post { id: 1 });
     // A reader between the write and the commit: it reads the committed
     // (old) row and caches it.
@@ -83,13 +55,10 @@ async fn an_invalidation_before_commit_cannot_leave_a_stale_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_invalidates_nothing() {
     static PAGE: Cache<i64, String> = Cache::new("tx.rollback");
-    let pool = pool().await;
+    let (pool, _) = database().await;
     page(&PAGE, &pool).await;
     let mut tx = db::begin(&pool).await.unwrap();
-    sqlx::query("UPDATE posts SET title = 'never' WHERE id = 1")
-        .execute(&mut **tx)
-        .await
-        .unwrap();
+    set_title(&mut **tx, 1, "never").await;
     tx.invalidate(&Post { id: 1 });
     tx.rollback().await.unwrap();
     assert_eq!(PAGE.get(&1).as_deref(), Some("<h1>old</h1>"));
@@ -98,14 +67,11 @@ async fn a_rollback_invalidates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_dropped_without_commit_invalidates_nothing() {
     static PAGE: Cache<i64, String> = Cache::new("tx.dropped");
-    let pool = pool().await;
+    let (pool, _) = database().await;
     page(&PAGE, &pool).await;
     {
         let mut tx = db::begin(&pool).await.unwrap();
-        sqlx::query("UPDATE posts SET title = 'never' WHERE id = 1")
-            .execute(&mut **tx)
-            .await
-            .unwrap();
+        set_title(&mut **tx, 1, "never").await;
         tx.invalidate_id::<Post>(1);
         // Dropped: rolled back by sqlx, its invalidations with it.
     }
@@ -124,13 +90,10 @@ fn saved(post: Post) -> Post {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidates_functions_inside_the_scope_wait_for_the_commit() {
     static PAGE: Cache<i64, String> = Cache::new("tx.scope");
-    let pool = pool().await;
+    let (pool, _) = database().await;
     page(&PAGE, &pool).await;
     let mut tx = db::begin(&pool).await.unwrap();
-    sqlx::query("UPDATE posts SET title = 'scoped' WHERE id = 1")
-        .execute(&mut **tx)
-        .await
-        .unwrap();
+    set_title(&mut **tx, 1, "scoped").await;
     tx.scope(async { saved(Post { id: 1 }) }).await;
     assert!(SAVES.load(SeqCst) >= 1);
     assert!(PAGE.get(&1).is_some(), "invalidated before the commit");
@@ -142,12 +105,9 @@ async fn invalidates_functions_inside_the_scope_wait_for_the_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_computed_inside_a_transaction_are_not_cached() {
     static PAGE: Cache<i64, String> = Cache::new("tx.uncommitted");
-    let pool = pool().await;
+    let (pool, _) = database().await;
     let mut tx = db::begin(&pool).await.unwrap();
-    sqlx::query("UPDATE posts SET title = 'uncommitted' WHERE id = 1")
-        .execute(&mut **tx)
-        .await
-        .unwrap();
+    set_title(&mut **tx, 1, "uncommitted").await;
     // Read through the transaction's own connection: it sees its write.
     let (seen,): (String,) = sqlx::query_as("SELECT title FROM posts WHERE id = 1")
         .fetch_one(&mut **tx)

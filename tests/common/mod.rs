@@ -11,6 +11,7 @@ use std::sync::Mutex;
 pub mod broadcast;
 pub mod proxies;
 pub mod shared_tier;
+pub mod sqlite;
 pub mod web;
 
 /// A table of titles by id.
