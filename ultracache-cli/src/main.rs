@@ -83,7 +83,8 @@ enum Command {
     /// Requests a list of URLs so that they are cached when visitors come.
     Warm(Box<warm::WarmArgs>),
     /// Serves pages straight from the shared tier in front of the origin app
-    /// (needs --redis).
+    /// (needs --redis); with --http-cache, a caching reverse proxy for any
+    /// HTTP origin.
     Proxy(proxy::ProxyArgs),
 }
 
@@ -111,6 +112,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     let command = match cli.command {
         Command::Warm(args) => return warm::run(*args).await,
+        Command::Proxy(args) if args.http_cache => return proxy::run_http_cache(args).await,
         Command::Proxy(args) => {
             let redis = cli
                 .redis

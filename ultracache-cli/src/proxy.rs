@@ -2,6 +2,10 @@
 //! the shared Redis tier (cached pages survive app restarts and deploys),
 //! forwards everything else to the origin, and asks the origin to regenerate
 //! stale pages in the background (django-better-cache's proxy server).
+//!
+//! With `--http-cache`, it is instead a caching reverse proxy for any HTTP
+//! origin: responses are kept in this process as their own headers allow
+//! (`CacheLayer::freshness_from_response`), a shared cache by RFC 9111.
 
 use std::sync::Arc;
 
@@ -32,6 +36,14 @@ pub(crate) struct ProxyArgs {
     /// Largest request body forwarded.
     #[arg(long, default_value_t = 16 << 20)]
     max_body: usize,
+    /// Cache the origin's responses in this process, as a shared HTTP cache
+    /// (RFC 9111) takes them from their headers: no Redis, any origin.
+    #[arg(long)]
+    pub(crate) http_cache: bool,
+    /// With --http-cache: the longest any response is kept, fresh or stale
+    /// (kept stale, it can be revalidated), in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    keep: u64,
 }
 
 struct Proxy {
@@ -100,6 +112,48 @@ pub(crate) async fn run(args: ProxyArgs, redis: &str, prefix: &str) -> Result<()
     println!("proxy on http://{addr} → {}", proxy.origin);
     let app = Router::new().fallback(handle).with_state(proxy);
     axum::serve(listener, app).await.map_err(|e| e.to_string())
+}
+
+/// A caching reverse proxy in front of any origin: every request is
+/// forwarded unchanged (method, path, query, headers but hop-by-hop ones,
+/// body) unless the cache answers it.
+pub(crate) async fn run_http_cache(args: ProxyArgs) -> Result<(), String> {
+    ultracache::Config::new()
+        .install()
+        .map_err(|e| e.to_string())?;
+    let proxy = Arc::new(Proxy {
+        reader: PageReader::new(&args.cache),
+        origin: args.origin.trim_end_matches('/').to_owned(),
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?,
+        warm_token: None,
+        max_body: args.max_body,
+    });
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("{}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("caching proxy on http://{addr} → {}", proxy.origin);
+    let layer = ultracache::http::CacheLayer::new(std::time::Duration::from_secs(args.keep))
+        .name("proxy")
+        .freshness_from_response()
+        .max_body_size(args.max_body);
+    let app = Router::new().fallback(pass).layer(layer).with_state(proxy);
+    axum::serve(listener, app).await.map_err(|e| e.to_string())
+}
+
+async fn pass(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, proxy.max_body).await {
+        Ok(b) => b,
+        Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    };
+    let mut response = forward(&proxy, &parts, body).await;
+    response.headers_mut().remove(MARK);
+    response
 }
 
 async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
@@ -178,7 +232,10 @@ async fn forward(
         }
     }
     strip(&mut out);
-    out.remove("content-length");
+    if parts.method != Method::HEAD {
+        // The body is sent whole; a HEAD's length is the GET's.
+        out.remove("content-length");
+    }
     let body = match upstream.bytes().await {
         Ok(b) => b,
         Err(e) => return (StatusCode::BAD_GATEWAY, format!("origin: {e}")).into_response(),

@@ -41,6 +41,7 @@
 //!   [`ClientCaching`]), whatever the server's timeout.
 
 mod counts;
+mod freshness;
 mod key;
 mod layer;
 mod page;

@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::extract::MatchedPath;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::header::{HeaderName, AUTHORIZATION, CONTENT_LENGTH, COOKIE, ETAG};
+use http::header::{HeaderName, AUTHORIZATION, CONTENT_LENGTH, COOKIE, ETAG, SET_COOKIE};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -27,6 +27,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::counts::{Counts, STATS};
+use super::freshness::{self, Use};
 use super::key::{cookie, default_key, glob_match, host, push_headers, request_url, QueryParams};
 use super::page::{
     etag_of, mark, no_cache_headers, refuse_to_store, storable_headers, vary_names, ClientCaching,
@@ -82,6 +83,8 @@ struct Options {
     surrogate: Option<HeaderName>,
     warm_token: Option<Arc<str>>,
     shared: bool,
+    /// Freshness from each response's headers (a shared HTTP cache).
+    from_response: bool,
 }
 
 /// Caches whole responses of the routes it wraps; see the [module
@@ -160,6 +163,7 @@ impl CacheLayer {
                 surrogate: None,
                 warm_token: None,
                 shared: false,
+                from_response: false,
             },
             policy: Arc::new(OnceLock::new()),
         }
@@ -332,6 +336,32 @@ impl CacheLayer {
         self.set(|o| o.shared = true)
     }
 
+    /// Acts as a shared HTTP cache (RFC 9111) in front of any origin: each
+    /// response says itself whether it is stored and how long it is fresh
+    /// (`Surrogate-Control`, `s-maxage`, `max-age`, `Expires`, or a tenth of
+    /// its age since `Last-Modified`); a stale response is revalidated with
+    /// a conditional request (`If-None-Match`, `If-Modified-Since`) and a 304
+    /// updates it; requests' own `Cache-Control` (`no-cache`, `max-age`,
+    /// `min-fresh`, `max-stale`, `no-store`) is honoured; responses keep the
+    /// origin's headers and validators (no ETag is added). The layer's
+    /// timeout becomes the longest any response is kept, fresh or stale, and
+    /// [`statuses`](Self::statuses), [`client_caching`](Self::client_caching)
+    /// and [`stale_while_revalidate`](Self::stale_while_revalidate) no longer
+    /// apply. Dependencies recorded while a response is computed still drop
+    /// it when written, as in the default mode.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ultracache::http::CacheLayer;
+    ///
+    /// // Keep what the origin allows, a day at most.
+    /// let layer = CacheLayer::new(Duration::from_secs(86_400)).freshness_from_response();
+    /// # let _ = layer;
+    /// ```
+    pub fn freshness_from_response(self) -> Self {
+        self.set(|o| o.from_response = true)
+    }
+
     /// Larger bodies are streamed through and not stored (default 4 MiB).
     pub fn max_body_size(self, bytes: usize) -> Self {
         self.set(|o| o.max_body = bytes)
@@ -341,7 +371,7 @@ impl CacheLayer {
         Arc::clone(self.policy.get_or_init(|| {
             let o = &self.options;
             let kept = match (o.timeout, o.stale_while_revalidate) {
-                (Some(t), Some(w)) => Some(t + w),
+                (Some(t), Some(w)) if !o.from_response => Some(t + w),
                 (t, _) => t,
             };
             let cache = Cache::new(o.name)

@@ -44,8 +44,12 @@ pub(crate) fn weigh(stored: &Stored) -> usize {
                 .iter()
                 .map(|(n, v)| n.len() + v.len() + PER_FIELD)
                 .sum();
+            // A response-freshness page also holds its policy: the response
+            // headers again and the few request headers it was built from.
+            let policy = page.policy.as_ref().map_or(0, |_| headers + 256);
             size_of::<Page>()
                 + page.body.len()
+                + policy
                 + headers
                 + 2 * page.url.len()
                 + page.route.as_ref().map_or(0, String::len)
@@ -61,7 +65,9 @@ pub struct Page {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
-    pub(crate) etag: HeaderValue,
+    /// The validator served with the page: the origin's, or one from the
+    /// body's bytes; none for a response kept as the origin sent it.
+    pub(crate) etag: Option<HeaderValue>,
     pub(crate) stored_at: SystemTime,
     /// Past this, the page is stale (served while it is refreshed).
     pub(crate) fresh_until: Option<SystemTime>,
@@ -73,6 +79,9 @@ pub struct Page {
     /// Its surrogate keys: its dependencies, and `kind:*` for each kind of
     /// object among them.
     pub(crate) tags: String,
+    /// With freshness from the response: when the page may be served
+    /// without asking the origin, and its age.
+    pub(crate) policy: Option<Box<http_cache_semantics::CachePolicy>>,
 }
 
 /// Surrogate keys for a page computed from `deps`.
@@ -167,19 +176,7 @@ pub(crate) fn refuse_to_store(
     None
 }
 
-/// The request headers a response varies on (lower-case names).
-pub(crate) fn vary_names(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut names: Vec<HeaderName> = headers
-        .get_all(VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    names.dedup();
-    names
-}
+pub(crate) use super::freshness::vary_names;
 
 /// A strong validator from the body's bytes (FNV-1a, 64 bits).
 pub(crate) fn etag_of(body: &[u8]) -> HeaderValue {
@@ -344,11 +341,17 @@ impl Page {
         shared_max_age: Option<Duration>,
         surrogate: Option<&HeaderName>,
     ) -> Response<Body> {
-        let age = SystemTime::now()
-            .duration_since(self.stored_at)
-            .unwrap_or_default()
-            .as_secs();
-        let not_modified = not_modified(request, &self.etag);
+        let now = SystemTime::now();
+        let age = match &self.policy {
+            Some(policy) => policy.age(now),
+            None => now.duration_since(self.stored_at).unwrap_or_default(),
+        }
+        .as_secs();
+        let not_modified = match &self.etag {
+            Some(etag) => not_modified(request, etag),
+            None => false,
+        } || (self.policy.is_some()
+            && super::freshness::unmodified_since(&self.headers, request));
         let body = if not_modified || method == Method::HEAD {
             Body::empty()
         } else {
@@ -362,12 +365,20 @@ impl Page {
         };
         let headers = response.headers_mut();
         *headers = self.headers.clone();
-        headers.insert(ETAG, self.etag.clone());
+        if let Some(etag) = &self.etag {
+            headers.insert(ETAG, etag.clone());
+        }
         // A fresh miss is 0 s old; one the origin said was older says so.
         if served != Served::Miss || age > 0 {
             headers.insert(AGE, HeaderValue::from(age));
         }
-        client_headers(headers, client, timeout, shared_max_age);
+        if self.policy.is_some() {
+            // The origin's own headers go to clients; what spoke to this
+            // cache alone does not.
+            headers.remove(super::freshness::SURROGATE_CONTROL);
+        } else {
+            client_headers(headers, client, timeout, shared_max_age);
+        }
         if let Some(name) = surrogate {
             if let Ok(v) = HeaderValue::from_str(&self.tags) {
                 headers.insert(name.clone(), v);
@@ -445,13 +456,14 @@ struct PageWire {
     status: u16,
     headers: Vec<(String, Vec<u8>)>,
     body: Vec<u8>,
-    etag: Vec<u8>,
+    etag: Option<Vec<u8>>,
     stored_at_ms: u64,
     fresh_until_ms: Option<u64>,
     url: String,
     route: Option<String>,
     varied: Vec<(String, String)>,
     tags: String,
+    policy: Option<Box<http_cache_semantics::CachePolicy>>,
 }
 
 fn millis(t: SystemTime) -> u64 {
@@ -477,13 +489,14 @@ impl serde::Serialize for Stored {
                     .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
                     .collect(),
                 body: p.body.to_vec(),
-                etag: p.etag.as_bytes().to_vec(),
+                etag: p.etag.as_ref().map(|e| e.as_bytes().to_vec()),
                 stored_at_ms: millis(p.stored_at),
                 fresh_until_ms: p.fresh_until.map(millis),
                 url: p.url.clone(),
                 route: p.route.clone(),
                 varied: p.varied.clone(),
                 tags: p.tags.clone(),
+                policy: p.policy.clone(),
             }),
         };
         wire.serialize(s)
@@ -513,13 +526,18 @@ impl<'de> serde::Deserialize<'de> for Stored {
                     status: StatusCode::from_u16(w.status).map_err(D::Error::custom)?,
                     headers,
                     body: Bytes::from(w.body),
-                    etag: HeaderValue::from_bytes(&w.etag).map_err(D::Error::custom)?,
+                    etag: w
+                        .etag
+                        .map(|e| HeaderValue::from_bytes(&e))
+                        .transpose()
+                        .map_err(D::Error::custom)?,
                     stored_at: time(w.stored_at_ms),
                     fresh_until: w.fresh_until_ms.map(time),
                     url: w.url,
                     route: w.route,
                     varied: w.varied,
                     tags: w.tags,
+                    policy: w.policy,
                 }))
             }
         })

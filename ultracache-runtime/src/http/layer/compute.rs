@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// How old the origin (or a cache before it) says a response already is:
+/// its `Age` counts from then (RFC 9111 §4.2.3).
+fn upstream_age(headers: &http::HeaderMap) -> Duration {
+    headers
+        .get(http::header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs)
+}
+
 /// What a computation of a page leaves: what to store (under the key it was
 /// computed for) and what to send back.
 pub(super) struct Computed<E> {
@@ -39,19 +49,31 @@ pub(super) enum Buffered {
 
 impl Policy {
     /// Runs the handler for a page and decides what is stored. Everything the
-    /// handler reads is recorded; so is the page's path.
+    /// handler reads is recorded; so is the page's path. With freshness from
+    /// the response, `stale` is the stored page to revalidate: the request
+    /// carries its validators and a 304 updates it.
     pub(super) async fn compute<S>(
         self: Arc<Self>,
         mut inner: S,
-        head: Request<Body>,
+        mut head: Request<Body>,
         plan: Plan,
         key: String,
         learned: bool,
+        stale: Option<Arc<Page>>,
     ) -> Computed<S::Error>
     where
         S: Service<Request<Body>, Response = Response<Body>> + Send,
         S::Future: Send,
     {
+        let o = &self.options;
+        if o.from_response {
+            freshness::strip_conditions(head.headers_mut());
+            let (name, value) = freshness::SURROGATE_CAPABILITY;
+            head.headers_mut().insert(name, value);
+            if let Some(stale) = &stale {
+                freshness::add_validators(head.headers_mut(), &stale.headers);
+            }
+        }
         let request_parts = {
             let (parts, _) = copy_head_parts(&head);
             parts
@@ -77,66 +99,33 @@ impl Policy {
                 }
             }
         };
-        let o = &self.options;
-        if refuse_to_store(response.status(), response.headers(), &o.statuses).is_some() {
-            let (parts, ()) = response.into_parts();
-            return Computed {
-                store: None,
-                serve: Some(Reply::Response(Response::from_parts(
-                    parts,
-                    Body::from(body),
-                ))),
-            };
-        }
-        let (parts, ()) = response.into_parts();
-        let mut response = Response::from_parts(parts, body);
-        if let Some(hook) = &o.before_store {
-            response = hook(response);
-        }
-        let (parts, body) = response.into_parts();
-        let etag = parts
-            .headers
-            .get(ETAG)
-            .cloned()
-            .unwrap_or_else(|| etag_of(&body));
-        // The page is already as old as the origin (or a cache before it)
-        // says: its `Age` counts from then (RFC 9111 §4.2.3).
-        let upstream_age = parts
-            .headers
-            .get(http::header::AGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_secs);
-        let stored_at = SystemTime::now()
-            .checked_sub(upstream_age)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut headers = storable_headers(&parts.headers);
-        headers.remove(ETAG);
-        let names = vary_names(&headers);
-        let mut varied: Vec<(String, String)> = Vec::new();
+        let built = if o.from_response {
+            self.page_from_response(response, body, &request_parts, stale.as_deref())
+        } else {
+            self.page_from_handler(response, body)
+        };
+        let mut page = match built {
+            Ok(page) => page,
+            Err(response) => {
+                return Computed {
+                    store: None,
+                    serve: Some(Reply::Response(*response)),
+                }
+            }
+        };
+        let names = vary_names(&page.headers);
         for name in names.iter().chain(&o.vary_headers) {
             for value in request_parts.headers.get_all(name) {
-                varied.push((
+                page.varied.push((
                     name.as_str().to_owned(),
                     String::from_utf8_lossy(value.as_bytes()).into_owned(),
                 ));
             }
         }
-        let page = Arc::new(Page {
-            status: parts.status,
-            headers,
-            body,
-            etag,
-            stored_at,
-            fresh_until: o
-                .timeout
-                .filter(|_| o.stale_while_revalidate.is_some())
-                .map(|t| stored_at + t),
-            url: plan.url.clone(),
-            route: plan.route.clone(),
-            varied,
-            tags: crate::http::page::tags(&read.deps()),
-        });
+        page.url.clone_from(&plan.url);
+        page.route.clone_from(&plan.route);
+        page.tags = crate::http::page::tags(&read.deps());
+        let page = Arc::new(page);
         // What the URL's responses are known to vary on; a response that
         // varies on more widens it (each response is matched against its own
         // Vary when served, so a narrower key never leaks it).
@@ -184,6 +173,113 @@ impl Policy {
             store: Some(store),
             serve: Some(Reply::Page(page)),
         }
+    }
+
+    /// The page to store from the app's response, kept for the layer's
+    /// timeout, or the response to pass on unstored.
+    fn page_from_handler(
+        &self,
+        response: Response<()>,
+        body: Bytes,
+    ) -> Result<Page, Box<Response<Body>>> {
+        let o = &self.options;
+        if refuse_to_store(response.status(), response.headers(), &o.statuses).is_some() {
+            let (parts, ()) = response.into_parts();
+            return Err(Box::new(Response::from_parts(parts, Body::from(body))));
+        }
+        let (parts, ()) = response.into_parts();
+        let mut response = Response::from_parts(parts, body);
+        if let Some(hook) = &o.before_store {
+            response = hook(response);
+        }
+        let (parts, body) = response.into_parts();
+        let etag = parts
+            .headers
+            .get(ETAG)
+            .cloned()
+            .unwrap_or_else(|| etag_of(&body));
+        let mut headers = storable_headers(&parts.headers);
+        headers.remove(ETAG);
+        let stored_at = SystemTime::now()
+            .checked_sub(upstream_age(&parts.headers))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        Ok(Page {
+            status: parts.status,
+            headers,
+            body,
+            etag: Some(etag),
+            stored_at,
+            fresh_until: o
+                .timeout
+                .filter(|_| o.stale_while_revalidate.is_some())
+                .map(|t| stored_at + t),
+            url: String::new(),
+            route: None,
+            varied: Vec::new(),
+            tags: String::new(),
+            policy: None,
+        })
+    }
+
+    /// The page to store from an origin's response, kept as its own headers
+    /// say (a 304 answering `stale` updates that page), or the response to
+    /// pass on unstored.
+    fn page_from_response(
+        &self,
+        response: Response<()>,
+        body: Bytes,
+        request: &Parts,
+        stale: Option<&Page>,
+    ) -> Result<Page, Box<Response<Body>>> {
+        let now = SystemTime::now();
+        let (parts, ()) = response.into_parts();
+        let (status, headers, body) = match stale {
+            // The 304 answers the request that carried this page's validators
+            // alone: the page is current (even when the 304 spells the ETag
+            // differently, as compressing servers do).
+            Some(stale) if parts.status == StatusCode::NOT_MODIFIED => {
+                let mut headers = freshness::updated_headers(&stale.headers, &parts.headers);
+                if let Some(age) = parts.headers.get(http::header::AGE) {
+                    headers.insert(http::header::AGE, age.clone());
+                }
+                (stale.status, headers, stale.body.clone())
+            }
+            _ if parts.status == StatusCode::NOT_MODIFIED => {
+                return Err(Box::new(Response::from_parts(parts, Body::from(body))));
+            }
+            _ => (parts.status, parts.headers.clone(), body),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        if let Some(hook) = &self.options.before_store {
+            response = hook(response);
+        }
+        let policy = freshness::policy(request, response.status(), response.headers(), now);
+        if response.headers().contains_key(SET_COOKIE)
+            || !freshness::worth_storing(&policy, response.headers(), now)
+        {
+            let (mut parts, body) = response.into_parts();
+            parts.headers.remove(freshness::SURROGATE_CONTROL);
+            return Err(Box::new(Response::from_parts(parts, Body::from(body))));
+        }
+        let (parts, body) = response.into_parts();
+        let stored_at = now
+            .checked_sub(policy.age(now))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        Ok(Page {
+            status: parts.status,
+            headers: storable_headers(&parts.headers),
+            body,
+            etag: parts.headers.get(ETAG).cloned(),
+            stored_at,
+            fresh_until: None,
+            url: String::new(),
+            route: None,
+            varied: Vec::new(),
+            tags: String::new(),
+            policy: Some(Box::new(policy)),
+        })
     }
 
     /// Reads the body into memory, up to the size limit; a larger body is

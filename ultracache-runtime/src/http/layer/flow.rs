@@ -74,32 +74,43 @@ impl Policy {
             _ => (plan.base.clone(), false),
         };
         if self.warming(&parts) {
-            let head = copy_head(&parts);
-            let fill = self
-                .clone()
-                .compute(inner, head, plan.clone(), key.clone(), learned);
-            let computed = self
-                .cache
-                .refresh_async::<Computed<S::Error>, StoreOutcome, _>(key, fill)
-                .await;
-            self.count(&plan, false);
-            return match computed.serve {
-                Some(Reply::Page(page)) => Ok(self.respond(&page, &parts, Served::Miss)),
-                Some(Reply::Response(r)) => Ok(self.served(r, Served::Miss)),
-                Some(Reply::Error(e)) => Err(e),
-                None => Ok(self.served(Response::new(Body::empty()), Served::Miss)),
-            };
+            return self.refill(inner, &parts, &plan, key, learned, None).await;
         }
         if let Some(Stored::Page(page)) = self.cache.get(&key) {
             if page.matches(&parts.headers) {
-                return Ok(self.serve_stored(&page, &parts, &plan, &key, learned, inner));
+                let usable = page.policy.as_deref().map_or(Use::Fresh, |policy| {
+                    freshness::usable(policy, &page.headers, &parts, SystemTime::now())
+                });
+                match usable {
+                    Use::Fresh => {
+                        return Ok(self.serve_stored(&page, &parts, &plan, &key, learned, inner));
+                    }
+                    _ if parts.method == Method::HEAD => {
+                        return self.pass_head(inner, parts, body).await;
+                    }
+                    Use::Revalidate => {
+                        let stale = Some(page);
+                        return self.refill(inner, &parts, &plan, key, learned, stale).await;
+                    }
+                    Use::Refetch => {
+                        return self.refill(inner, &parts, &plan, key, learned, None).await;
+                    }
+                }
             }
+        }
+        if self.options.from_response && parts.method == Method::HEAD {
+            return self.pass_head(inner, parts, body).await;
         }
 
         let head = copy_head(&parts);
-        let fill = self
-            .clone()
-            .compute(inner.clone(), head, plan.clone(), key.clone(), learned);
+        let fill = self.clone().compute(
+            inner.clone(),
+            head,
+            plan.clone(),
+            key.clone(),
+            learned,
+            None,
+        );
         let computed = self
             .cache
             .resolve_async::<Computed<S::Error>, StoreOutcome, _>(key, None, fill)
@@ -134,24 +145,57 @@ impl Policy {
                             return Ok(self.respond(&page, &parts, Served::Hit));
                         }
                     }
-                    let head = copy_head(&parts);
-                    let fill = self
-                        .clone()
-                        .compute(inner, head, plan.clone(), key.clone(), true);
-                    let computed = self
-                        .cache
-                        .refresh_async::<Computed<S::Error>, StoreOutcome, _>(key, fill)
-                        .await;
-                    self.count(&plan, false);
-                    match computed.serve {
-                        Some(Reply::Page(page)) => Ok(self.respond(&page, &parts, Served::Miss)),
-                        Some(Reply::Response(r)) => Ok(self.served(r, Served::Miss)),
-                        Some(Reply::Error(e)) => Err(e),
-                        None => Ok(self.served(Response::new(Body::empty()), Served::Miss)),
-                    }
+                    self.refill(inner, &parts, &plan, key, true, None).await
                 }
             },
         }
+    }
+
+    /// Computes the page again and stores it in place of what is there
+    /// (with `stale`: revalidates that page).
+    async fn refill<S>(
+        self: &Arc<Self>,
+        inner: S,
+        parts: &Parts,
+        plan: &Plan,
+        key: String,
+        learned: bool,
+        stale: Option<Arc<Page>>,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        let head = copy_head(parts);
+        let fill = Arc::clone(self).compute(inner, head, plan.clone(), key.clone(), learned, stale);
+        let computed = self
+            .cache
+            .refresh_async::<Computed<S::Error>, StoreOutcome, _>(key, fill)
+            .await;
+        self.count(plan, false);
+        match computed.serve {
+            Some(Reply::Page(page)) => Ok(self.respond(&page, parts, Served::Miss)),
+            Some(Reply::Response(r)) => Ok(self.served(r, Served::Miss)),
+            Some(Reply::Error(e)) => Err(e),
+            None => Ok(self.served(Response::new(Body::empty()), Served::Miss)),
+        }
+    }
+
+    /// A HEAD the cache cannot answer goes to the origin as a HEAD; what
+    /// comes back (no body) is never stored.
+    async fn pass_head<S>(
+        &self,
+        mut inner: S,
+        parts: Parts,
+        body: Body,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<Body>>,
+    {
+        let mut response = call(&mut inner, Request::from_parts(parts, body)).await?;
+        response.headers_mut().remove(freshness::SURROGATE_CONTROL);
+        Ok(self.served(response, Served::Miss))
     }
 
     /// Serves a stored page; a stale one is served while one background
@@ -186,7 +230,8 @@ impl Policy {
             let plan = plan.clone();
             let key = key.to_owned();
             tokio::spawn(async move {
-                let fill = Arc::clone(&policy).compute(inner, head, plan, key.clone(), learned);
+                let fill =
+                    Arc::clone(&policy).compute(inner, head, plan, key.clone(), learned, None);
                 let _ = policy
                     .cache
                     .refresh_async::<Computed<S::Error>, StoreOutcome, _>(key.clone(), fill)

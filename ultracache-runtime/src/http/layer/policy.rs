@@ -72,6 +72,9 @@ impl Policy {
         if o.timeout == Some(Duration::ZERO) {
             return Decision::Bypass { no_cache: true };
         }
+        if o.from_response && freshness::passes_through(parts) {
+            return bypass;
+        }
         let (path, url) = request_url(parts, &o.query);
         if o.ignore.iter().any(|p| glob_match(p, &path)) {
             return bypass;
