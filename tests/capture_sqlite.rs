@@ -192,3 +192,88 @@ async fn readers_racing_committed_writes_never_see_a_page_older_than_the_commit(
         r.await.unwrap();
     }
 }
+
+/// Rows of its own kind: the other tests' writes to posts 1 and 2 never
+/// touch it.
+#[derive(Clone, Debug, Trackable)]
+#[trackable(kind = "capture.commented")]
+struct CommentedPost {
+    id: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_refreshes_only_its_own_posts_pages_and_a_moved_one_refreshes_both() {
+    static COUNT: Cache<i64, i64> = Cache::new("capture.comments");
+    static LIST: Cache<u8, i64> = Cache::new("capture.comments.list");
+    let (pool, _) = database().await;
+    sqlx::query("CREATE TABLE comments (id INTEGER PRIMARY KEY, post_id INTEGER, body TEXT)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let capture = Capture::start(
+        &pool,
+        vec![
+            Table::of::<CommentedPost>("posts", "id"),
+            Table::belongs_to::<CommentedPost>("comments", "post_id"),
+        ],
+    )
+    .await
+    .unwrap();
+    let count = |post: i64| {
+        let pool = pool.clone();
+        async move {
+            COUNT
+                .get_or_compute_async(post, async move {
+                    track_id::<CommentedPost>(post);
+                    let (n,): (i64,) =
+                        sqlx::query_as("SELECT COUNT(*) FROM comments WHERE post_id = ?")
+                            .bind(post)
+                            .fetch_one(&pool)
+                            .await
+                            .unwrap();
+                    n
+                })
+                .await
+        }
+    };
+    let posts = || async {
+        LIST.get_or_compute_async(0, async {
+            track_kind::<CommentedPost>();
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM posts")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            n
+        })
+        .await
+    };
+    assert_eq!((count(1).await, count(2).await, posts().await), (0, 0, 2));
+    sqlx::query("INSERT INTO comments (id, post_id, body) VALUES (10, 1, 'hi')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    capture.sync().await.unwrap();
+    assert_eq!(COUNT.get(&1), None, "its post's count was kept");
+    assert_eq!(COUNT.get(&2), Some(0), "another post's count was dropped");
+    assert_eq!(
+        LIST.get(&0),
+        Some(2),
+        "a comment dropped every list of posts"
+    );
+    assert_eq!(count(1).await, 1);
+    // Moved from post 1 to post 2: both counts change.
+    sqlx::query("UPDATE comments SET post_id = 2 WHERE id = 10")
+        .execute(&pool)
+        .await
+        .unwrap();
+    capture.sync().await.unwrap();
+    assert_eq!((COUNT.get(&1), COUNT.get(&2)), (None, None));
+    assert_eq!((count(1).await, count(2).await), (0, 1));
+    // A comment of no post belongs to nothing and breaks nothing.
+    sqlx::query("INSERT INTO comments (id, post_id, body) VALUES (11, NULL, 'orphan')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    capture.sync().await.unwrap();
+    assert_eq!((COUNT.get(&1), COUNT.get(&2)), (Some(0), Some(1)));
+}

@@ -25,6 +25,9 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
@@ -35,6 +38,8 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use crate::dep::Dep;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use crate::dep::Kind;
 use crate::trackable::Trackable;
 use crate::transaction::{Queue, Scoped};
 
@@ -131,5 +136,84 @@ impl<'c, DB: sqlx::Database> Deref for Transaction<'c, DB> {
 impl<DB: sqlx::Database> DerefMut for Transaction<'_, DB> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.inner
+    }
+}
+
+/// How one column of a captured table maps its rows to dependencies.
+///
+/// ```
+/// use ultracache::db::sqlite::Table;
+/// use ultracache::Trackable;
+///
+/// #[derive(Trackable)]
+/// struct Post { id: i64 }
+///
+/// let tables = vec![
+///     // A row of `posts` is the Post its `id` names: a change refreshes
+///     // that post and every list of posts.
+///     Table::of::<Post>("posts", "id"),
+///     // A row of `comments` belongs to the Post its `post_id` names: a new,
+///     // changed or deleted comment refreshes that post (its comment list and
+///     // count), not the others; a comment moved to another post refreshes
+///     // both.
+///     Table::belongs_to::<Post>("comments", "post_id"),
+/// ];
+/// # let _ = tables;
+/// ```
+#[derive(Clone, Debug)]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub struct Table {
+    pub(crate) name: String,
+    pub(crate) key: String,
+    pub(crate) kind: Kind,
+    /// The rows are objects of the kind (not rows that belong to one).
+    pub(crate) rows_are_objects: bool,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl Table {
+    /// The table `name`, whose rows are `T`s identified by column `key`: a
+    /// change to a row refreshes that `T` and every list of `T`s (an insert
+    /// also refreshes a "not found" cached for its key).
+    pub fn of<T: Trackable + ?Sized>(name: &str, key: &str) -> Self {
+        Table {
+            name: name.to_owned(),
+            key: key.to_owned(),
+            kind: T::KIND,
+            rows_are_objects: true,
+        }
+    }
+
+    /// The table `name`, whose rows belong to the `T` that column `column`
+    /// names (a post's comments, either side of a join table): a change to a
+    /// row refreshes that `T` only — before and after the change, when the
+    /// column itself changed. Several mappings may name one table.
+    pub fn belongs_to<T: Trackable + ?Sized>(name: &str, column: &str) -> Self {
+        Table {
+            name: name.to_owned(),
+            key: column.to_owned(),
+            kind: T::KIND,
+            rows_are_objects: false,
+        }
+    }
+
+    /// What a change whose logged value is `key` drops.
+    pub(crate) fn deps(&self, key: &str, out: &mut Vec<Dep>) {
+        out.push(row_dep(self.kind, key));
+        if self.rows_are_objects {
+            out.push(Dep::kind(self.kind));
+        }
+    }
+}
+
+/// The dependency of a row whose key column holds `key` (as text): an
+/// integer key is the integer id, anything else the text.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn row_dep(kind: Kind, key: &str) -> Dep {
+    match (key.parse::<u64>(), key.parse::<i64>()) {
+        (Ok(n), _) => Dep::object_key(kind, n),
+        (_, Ok(n)) => Dep::object(kind, &n),
+        _ => Dep::object(kind, key),
     }
 }

@@ -31,35 +31,14 @@ use std::time::Duration;
 
 use sqlx::SqlitePool;
 
+pub use super::Table;
 use super::Transaction;
-use crate::dep::{Dep, Kind};
-use crate::trackable::Trackable;
 
 /// How often the background task reads the change log.
 pub const POLL: Duration = Duration::from_millis(100);
 
 /// Changes read and applied at most at once.
 const BATCH: i64 = 10_000;
-
-/// A captured table: its name, its key column, and the model kind its rows
-/// are.
-#[derive(Clone, Debug)]
-pub struct Table {
-    name: String,
-    key: String,
-    kind: Kind,
-}
-
-impl Table {
-    /// The table `name`, whose rows are `T`s identified by column `key`.
-    pub fn of<T: Trackable + ?Sized>(name: &str, key: &str) -> Self {
-        Table {
-            name: name.to_owned(),
-            key: key.to_owned(),
-            kind: T::KIND,
-        }
-    }
-}
 
 /// Change capture on one SQLite database; stops when dropped.
 #[derive(Debug)]
@@ -88,7 +67,8 @@ impl Capture {
     pub async fn start(pool: &SqlitePool, tables: Vec<Table>) -> Result<Arc<Capture>, sqlx::Error> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS _ultracache_changes (\
-             seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, key TEXT NOT NULL)",
+             seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, col TEXT NOT NULL, \
+             key TEXT)",
         )
         .execute(pool)
         .await?;
@@ -110,7 +90,8 @@ impl Capture {
                     .into(),
                 ));
             }
-            let (tbl, key, name) = (ident(&t.name), ident(&t.key), literal(&t.name));
+            let (tbl, key) = (ident(&t.name), ident(&t.key));
+            let (name, col) = (literal(&t.name), literal(&t.key));
             for (event, rows) in [
                 ("INSERT", vec!["NEW"]),
                 ("UPDATE", vec!["OLD", "NEW"]),
@@ -120,11 +101,17 @@ impl Capture {
                     .iter()
                     .map(|r| {
                         format!(
-                            "INSERT INTO _ultracache_changes (tbl, key) VALUES ({name}, {r}.{key});"
+                            "INSERT INTO _ultracache_changes (tbl, col, key) \
+                             VALUES ({name}, {col}, {r}.{key});"
                         )
                     })
                     .collect();
-                let trigger = ident(&format!("_ultracache_{}_{}", t.name, event.to_lowercase()));
+                let trigger = ident(&format!(
+                    "_ultracache_{}_{}_{}",
+                    t.name,
+                    t.key,
+                    event.to_lowercase()
+                ));
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "CREATE TRIGGER IF NOT EXISTS {trigger} AFTER {event} ON {tbl} BEGIN {inserts} END"
                 )))
@@ -162,21 +149,26 @@ impl Capture {
         let mut seen = self.seen.lock().await;
         let mut applied = 0;
         loop {
-            let rows: Vec<(i64, String, String)> = sqlx::query_as(
-                "SELECT seq, tbl, key FROM _ultracache_changes WHERE seq > ? ORDER BY seq LIMIT ?",
+            let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
+                "SELECT seq, tbl, col, key FROM _ultracache_changes WHERE seq > ? ORDER BY seq LIMIT ?",
             )
             .bind(*seen)
             .bind(BATCH)
             .fetch_all(&self.pool)
             .await?;
-            let Some(&(last, _, _)) = rows.last() else {
+            let Some(&(last, ..)) = rows.last() else {
                 return Ok(applied);
             };
             let mut deps = Vec::with_capacity(rows.len() * 2);
-            for (_, tbl, key) in &rows {
-                if let Some(t) = self.tables.iter().find(|t| &t.name == tbl) {
-                    deps.push(row_dep(t.kind, key));
-                    deps.push(Dep::kind(t.kind));
+            for (_, tbl, col, key) in &rows {
+                // A NULL column (a comment of no post) belongs to nothing.
+                let Some(key) = key else { continue };
+                for t in self
+                    .tables
+                    .iter()
+                    .filter(|t| &t.name == tbl && &t.key == col)
+                {
+                    t.deps(key, &mut deps);
                 }
             }
             deps.sort_unstable();
@@ -199,15 +191,5 @@ impl Capture {
         tx.commit().await?;
         self.sync().await?;
         Ok(())
-    }
-}
-
-/// The dependency of a row whose key column holds `key` (as text): an
-/// integer key is the integer id, anything else the text.
-fn row_dep(kind: Kind, key: &str) -> Dep {
-    match (key.parse::<u64>(), key.parse::<i64>()) {
-        (Ok(n), _) => Dep::object_key(kind, n),
-        (_, Ok(n)) => Dep::object(kind, &n),
-        _ => Dep::object(kind, key),
     }
 }
