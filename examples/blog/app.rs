@@ -4,7 +4,10 @@
 //! The pattern to copy:
 //! - models derive `Trackable`;
 //! - loaders are `#[tracks]` functions (or record their reads by hand);
-//! - writers are `#[invalidates]` functions;
+//! - writers are `#[invalidates]` functions, so the writer's next page
+//!   already shows its write;
+//! - every other write to the database (the `sqlite3` shell, a cron job) is
+//!   captured from the database itself (`ultracache::db::sqlite::Capture`);
 //! - pages sit behind one `CacheLayer`, and never think about keys;
 //! - data several pages share is a `CacheModel`, built once from tracked reads.
 
@@ -24,6 +27,7 @@ use minijinja::{context, Environment};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::SqlitePool;
+use ultracache::db::sqlite::{Capture, Table};
 use ultracache::http::CacheLayer;
 use ultracache::minijinja::models;
 use ultracache::{invalidates, track, track_id, tracks, CacheModel, Trackable};
@@ -323,18 +327,39 @@ pub async fn create_post(
 
 // ------------------------------------------------------------- database --
 
-/// Opens (and on first start creates and seeds) the database.
+/// Opens (and on first start creates and seeds) the database, and captures
+/// its changes: a write nobody annotated — the `sqlite3` shell, a cron job, a
+/// migration — drops the pages that showed what it changed within 100 ms.
 pub async fn open(path: &str) -> Result<Db, sqlx::Error> {
     let options = SqliteConnectOptions::new()
         .filename(path)
-        .create_if_missing(true);
+        .create_if_missing(true)
+        .busy_timeout(Duration::from_secs(5));
     let db = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options)
         .await?;
     seed(&db).await?;
+    let capture = Capture::start(
+        &db,
+        vec![
+            Table::of::<Post>("posts", "id"),
+            Table::of::<Author>("authors", "id"),
+            // A post's comments belong to it; a post belongs to its author.
+            Table::belongs_to::<Post>("comments", "post_id"),
+            Table::belongs_to::<Author>("posts", "author_id"),
+        ],
+    )
+    .await?;
+    // Captures run as long as the process (one per database opened).
+    CAPTURES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(capture);
     Ok(db)
 }
+
+static CAPTURES: std::sync::Mutex<Vec<Arc<Capture>>> = std::sync::Mutex::new(Vec::new());
 
 async fn seed(db: &Db) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;

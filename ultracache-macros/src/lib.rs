@@ -166,6 +166,28 @@ pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
 /// #[derive(Clone, Trackable)]
 /// struct Author { id: u32 }
 /// ```
+///
+/// For change capture (`ultracache::db::{sqlite, postgres}`), a model says
+/// which table its rows live in and which of its fields name the objects a
+/// row belongs to; `Table::model::<Comment>()` reads that back:
+///
+/// ```
+/// use ultracache::Trackable;
+///
+/// #[derive(Trackable)]
+/// #[trackable(table = "posts")]             // the id field's column is the key
+/// struct Post { id: i64 }
+///
+/// #[derive(Trackable)]
+/// #[trackable(table = "comments")]
+/// struct Comment {
+///     id: i64,
+///     #[trackable(belongs_to = Post)]      // a change refreshes that post only
+///     post_id: i64,
+///     #[trackable(belongs_to = Post, column = "quoted")] // a column named otherwise
+///     quoted_post: i64,
+/// }
+/// ```
 #[proc_macro_derive(Trackable, attributes(trackable))]
 pub fn derive_trackable(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);

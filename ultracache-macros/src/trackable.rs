@@ -19,6 +19,9 @@ pub(crate) struct TrackableInput {
     /// The kind's name; the type's name when not given.
     #[darling(default)]
     kind: Option<String>,
+    /// The table its rows live in (for change capture).
+    #[darling(default)]
+    table: Option<syn::LitStr>,
     #[darling(default, rename = "crate")]
     krate: Option<Path>,
 }
@@ -34,6 +37,12 @@ pub(crate) struct TrackableField {
     /// Reading this object also reads this related model (or models).
     #[darling(default)]
     related: Flag,
+    /// The row belongs to the object of this model whose id the field holds.
+    #[darling(default)]
+    belongs_to: Option<Path>,
+    /// The field's column, when not named like the field.
+    #[darling(default)]
+    column: Option<syn::LitStr>,
 }
 
 /// Models are structs: says so on the `enum` or `union` keyword and name.
@@ -98,6 +107,43 @@ pub(crate) fn expand(input: TrackableInput) -> syn::Result<TokenStream> {
         errors.finish()?;
         unreachable!("errors were pushed");
     };
+    if let Some(table) = &input.table {
+        if table.value().is_empty() {
+            errors.push(syn::Error::new(table.span(), "the table's name is empty"));
+        }
+    }
+    for f in fields.iter() {
+        if let Some(column) = &f.column {
+            if column.value().is_empty() {
+                errors.push(syn::Error::new(column.span(), "the column's name is empty"));
+            } else if input.table.is_none() {
+                errors.push(syn::Error::new(
+                    column.span(),
+                    "a column is captured from a table: add `#[trackable(table = \"…\")]` to the struct",
+                ));
+            }
+        }
+        if let Some(model) = &f.belongs_to {
+            if input.table.is_none() {
+                errors.push(syn::Error::new(
+                    model.span(),
+                    "`belongs_to` maps a column of the model's table: add `#[trackable(table = \"…\")]` to the struct",
+                ));
+            }
+            if f.ident.is_none() && f.column.is_none() {
+                errors.push(syn::Error::new(
+                    model.span(),
+                    "a tuple field has no column name: add `column = \"…\"`",
+                ));
+            }
+        }
+    }
+    if input.table.is_some() && id_field.ident.is_none() && id_field.column.is_none() {
+        errors.spanned(
+            &id_field.ty,
+            "a tuple field has no column name: add `#[trackable(id, column = \"…\")]`",
+        );
+    }
     errors.finish()?;
 
     let p = private(input.krate.as_ref());
@@ -116,6 +162,35 @@ pub(crate) fn expand(input: TrackableInput) -> syn::Result<TokenStream> {
         });
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let type_name = ident.to_string();
+    let column = |f: &TrackableField| match (&f.column, &f.ident) {
+        (Some(c), _) => c.value(),
+        (None, Some(i)) => i.to_string().trim_start_matches("r#").to_owned(),
+        (None, None) => String::new(),
+    };
+    let mappings = input.table.as_ref().map(|table| {
+        let key = column(id_field);
+        let belongs = fields.iter().filter_map(|f| {
+            let model = f.belongs_to.as_ref()?;
+            let col = column(f);
+            let kind = quote_spanned!(model.span()=> <#model as #p::Trackable>::KIND);
+            Some(quote! {
+                #p::Mapping { table: #table, column: #col, kind: #kind, is_key: false },
+            })
+        });
+        quote! {
+            fn mappings() -> #p::Vec<#p::Mapping> {
+                #p::Vec::from([
+                    #p::Mapping {
+                        table: #table,
+                        column: #key,
+                        kind: <Self as #p::Trackable>::KIND,
+                        is_key: true,
+                    },
+                    #(#belongs)*
+                ])
+            }
+        }
+    });
     Ok(quote! {
         #[allow(non_upper_case_globals, unused_qualifications)]
         const _: () = {
@@ -131,6 +206,7 @@ pub(crate) fn expand(input: TrackableInput) -> syn::Result<TokenStream> {
                     use #p::{HasPaths as _, NoPaths as _};
                     (&&#p::PathsProbe(self)).__ultracache_paths()
                 }
+                #mappings
             }
 
             #[automatically_derived]

@@ -81,5 +81,5 @@ pub use store::DEFAULT_MAX_ENTRIES;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use tier::MemoryTier;
-pub use trackable::{Models, Trackable};
+pub use trackable::{Mapping, Models, Trackable};
 pub use weigh::HeapSize;

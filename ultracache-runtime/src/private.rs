@@ -17,7 +17,7 @@ pub use crate::model::{assert_key_field, AsyncFromMiss, CacheModel, FromMiss, Mo
 pub use crate::paths::DependentPaths;
 pub use crate::recorder::{track_kind_of, track_value};
 pub use crate::registration::{CachedFn, FnRegistration, ModelInfo};
-pub use crate::trackable::{model_visit_deps, model_visit_paths, Models, Trackable};
+pub use crate::trackable::{model_visit_deps, model_visit_paths, Mapping, Models, Trackable};
 pub use crate::weigh::HeapSize;
 pub use serde;
 

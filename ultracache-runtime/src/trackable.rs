@@ -51,6 +51,34 @@ pub trait Trackable {
     fn dependent_paths(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Where rows of this model live, for change capture
+    /// (`ultracache::db::{sqlite, postgres}::Table::model`): declared with
+    /// `#[trackable(table = "…")]` on the struct and
+    /// `#[trackable(belongs_to = Model)]` on its foreign-key fields; none by
+    /// default.
+    fn mappings() -> Vec<Mapping>
+    where
+        Self: Sized,
+    {
+        Vec::new()
+    }
+}
+
+/// One captured column of a model's table: a change to a row refreshes the
+/// object of `kind` whose id the column holds (before and after the change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The table.
+    pub table: &'static str,
+    /// The column.
+    pub column: &'static str,
+    /// The kind of object the column's value names.
+    pub kind: Kind,
+    /// The row *is* that object (its key column): a change also refreshes
+    /// every list of the kind. Otherwise the row belongs to it (a comment's
+    /// `post_id`).
+    pub is_key: bool,
 }
 
 /// A value that holds models: a model, a reference to one, `Option`, `Vec`,

@@ -198,6 +198,41 @@ impl Table {
         }
     }
 
+    /// The captured columns a model declares (`#[trackable(table = "…")]`
+    /// and `#[trackable(belongs_to = …)]`): its key column, and each column
+    /// naming an object its rows belong to.
+    ///
+    /// ```
+    /// use ultracache::db::sqlite::Table;
+    /// use ultracache::Trackable;
+    ///
+    /// #[derive(Trackable)]
+    /// #[trackable(table = "posts")]
+    /// struct Post { id: i64 }
+    ///
+    /// #[derive(Trackable)]
+    /// #[trackable(table = "comments")]
+    /// struct Comment {
+    ///     id: i64,
+    ///     #[trackable(belongs_to = Post)]
+    ///     post_id: i64,
+    /// }
+    ///
+    /// let tables = [Table::model::<Post>(), Table::model::<Comment>()].concat();
+    /// assert_eq!(tables.len(), 3);
+    /// ```
+    pub fn model<T: Trackable>() -> Vec<Table> {
+        T::mappings()
+            .into_iter()
+            .map(|m| Table {
+                name: m.table.to_owned(),
+                key: m.column.to_owned(),
+                kind: m.kind,
+                rows_are_objects: m.is_key,
+            })
+            .collect()
+    }
+
     /// What a change whose logged value is `key` drops.
     pub(crate) fn deps(&self, key: &str, out: &mut Vec<Dep>) {
         out.push(row_dep(self.kind, key));

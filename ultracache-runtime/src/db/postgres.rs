@@ -23,9 +23,12 @@
 //!
 //! **A dropped connection loses nothing.** Notifications sent while the
 //! listening connection was down are lost, but the log is not: after a
-//! reconnect (logged) the next read catches up from the watermark. Entries
-//! older than [`KEEP`] are pruned; a node that was away longer than that
-//! cannot tell what it missed, so it drops every cached value and says so.
+//! reconnect (logged) the next read catches up from the watermark. A node
+//! prunes, every [`PRUNE_EVERY`], the entries older than [`KEEP`] whose
+//! transactions had already ended at its previous prune, so every node that
+//! read the log within [`OUT_OF_TOUCH`] has applied them; a node that could
+//! not read it for longer cannot tell what it missed, so it drops every
+//! value it cached and says so.
 //!
 //! ```no_run
 //! # async fn demo(pool: sqlx::PgPool) -> Result<(), sqlx::Error> {
@@ -56,9 +59,16 @@ use super::Transaction;
 /// How often the log is read when no notification arrives.
 pub const POLL: Duration = Duration::from_secs(1);
 
-/// How long the log keeps an entry: a node that lost touch with the database
-/// for longer drops everything it cached when it comes back.
+/// How long the log keeps an entry at least (history to look at; the
+/// safety of pruning does not rest on it).
 pub const KEEP: Duration = Duration::from_secs(3600);
+
+/// How often a node prunes the log.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// A node that could not read the log for this long drops everything it
+/// cached when it can again: entries it needed may have been pruned.
+pub const OUT_OF_TOUCH: Duration = Duration::from_secs(300);
 
 /// The notification channel.
 const CHANNEL: &str = "ultracache_changes";
@@ -82,6 +92,8 @@ struct Seen {
     applied: HashSet<i64>,
     /// When the log was last read.
     last: std::time::Instant,
+    /// The watermark at this node's previous prune, and when that was.
+    pruned: (i64, std::time::Instant),
 }
 
 /// An SQL identifier, quoted.
@@ -186,6 +198,7 @@ impl Capture {
                 watermark,
                 applied: HashSet::new(),
                 last: std::time::Instant::now(),
+                pruned: (watermark, std::time::Instant::now()),
             }),
         });
         tokio::spawn(listen(Arc::downgrade(&capture), listener));
@@ -202,7 +215,7 @@ impl Capture {
         let xmin: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {XMIN}")))
             .fetch_one(&self.pool)
             .await?;
-        if seen.last.elapsed() > KEEP / 2 {
+        if seen.last.elapsed() > OUT_OF_TOUCH {
             // Entries this node never read may have been pruned: what it
             // cached may be stale in ways it cannot name.
             tracing::warn!(
@@ -264,12 +277,22 @@ impl Capture {
         Ok(())
     }
 
-    /// Deletes log entries older than [`KEEP`].
+    /// Every [`PRUNE_EVERY`]: deletes the entries older than [`KEEP`] of
+    /// transactions that had ended by the previous prune (at least
+    /// `PRUNE_EVERY` ago, longer than [`OUT_OF_TOUCH`]: every node still in
+    /// touch has applied them).
     async fn prune(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM _ultracache_changes WHERE at < now() - $1::interval")
+        let mut seen = self.state.lock().await;
+        let (before, at) = seen.pruned;
+        if at.elapsed() < PRUNE_EVERY {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM _ultracache_changes WHERE tx < $1 AND at < now() - $2::interval")
+            .bind(before)
             .bind(format!("{} seconds", KEEP.as_secs()))
             .execute(&self.pool)
             .await?;
+        seen.pruned = (seen.watermark, std::time::Instant::now());
         Ok(())
     }
 }
@@ -277,7 +300,6 @@ impl Capture {
 /// Reads the log when notified, every [`POLL`] otherwise, and after the
 /// listening connection came back.
 async fn listen(capture: Weak<Capture>, mut listener: PgListener) {
-    let mut rounds: u64 = 0;
     loop {
         let woke = tokio::time::timeout(POLL, listener.try_recv()).await;
         let Some(capture) = capture.upgrade() else {
@@ -300,11 +322,8 @@ async fn listen(capture: Weak<Capture>, mut listener: PgListener) {
         if let Err(e) = capture.sync().await {
             tracing::warn!("ultracache: reading the PostgreSQL change log failed: {e}");
         }
-        rounds += 1;
-        if rounds.is_multiple_of(600) {
-            if let Err(e) = capture.prune().await {
-                tracing::warn!("ultracache: pruning the PostgreSQL change log failed: {e}");
-            }
+        if let Err(e) = capture.prune().await {
+            tracing::warn!("ultracache: pruning the PostgreSQL change log failed: {e}");
         }
     }
 }

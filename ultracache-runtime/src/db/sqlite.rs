@@ -65,6 +65,34 @@ impl Capture {
     /// Installs the change log and the triggers, and starts applying changes
     /// (in the background, every [`POLL`], on the current tokio runtime).
     pub async fn start(pool: &SqlitePool, tables: Vec<Table>) -> Result<Arc<Capture>, sqlx::Error> {
+        // A log from an earlier layout (without the column): replaced, with
+        // the triggers that wrote it.
+        let (old_layout,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = '_ultracache_changes' \
+             AND NOT EXISTS (SELECT 1 FROM pragma_table_info('_ultracache_changes') \
+             WHERE name = 'col')",
+        )
+        .fetch_one(pool)
+        .await?;
+        if old_layout > 0 {
+            let triggers: Vec<(String,)> = sqlx::query_as(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' \
+                 AND name LIKE '\\_ultracache\\_%' ESCAPE '\\'",
+            )
+            .fetch_all(pool)
+            .await?;
+            for (name,) in triggers {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP TRIGGER IF EXISTS {}",
+                    ident(&name)
+                )))
+                .execute(pool)
+                .await?;
+            }
+            sqlx::query("DROP TABLE _ultracache_changes")
+                .execute(pool)
+                .await?;
+        }
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS _ultracache_changes (\
              seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, col TEXT NOT NULL, \

@@ -36,6 +36,17 @@ pub struct Author {
     pub key: u32,
 }
 
+/// A comment, its rows captured from its table.
+#[derive(Clone, Debug, Trackable)]
+#[trackable(table = "comments")]
+pub struct Comment {
+    /// Id.
+    pub id: i64,
+    /// Its post.
+    #[trackable(belongs_to = Post, column = "post")]
+    pub post_id: i64,
+}
+
 /// Loads a post.
 #[tracks]
 pub fn load(id: i64) -> Post {
