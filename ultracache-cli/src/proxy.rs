@@ -44,6 +44,13 @@ pub(crate) struct ProxyArgs {
     /// (kept stale, it can be revalidated), in seconds.
     #[arg(long, default_value_t = 86_400)]
     keep: u64,
+    /// With --http-cache: requests that carry cookies use the cache too (by
+    /// default they go to the origin, as Varnish's built-in rules send
+    /// them). A response is still only served to requests its own `Vary`
+    /// matches, and responses that are `private` or set cookies are never
+    /// stored.
+    #[arg(long)]
+    cache_cookie_requests: bool,
 }
 
 struct Proxy {
@@ -137,10 +144,13 @@ pub(crate) async fn run_http_cache(args: ProxyArgs) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("caching proxy on http://{addr} → {}", proxy.origin);
-    let layer = ultracache::http::CacheLayer::new(std::time::Duration::from_secs(args.keep))
+    let mut layer = ultracache::http::CacheLayer::new(std::time::Duration::from_secs(args.keep))
         .name("proxy")
         .freshness_from_response()
         .max_body_size(args.max_body);
+    if args.cache_cookie_requests {
+        layer = layer.cache_requests_with_cookies();
+    }
     let app = Router::new().fallback(pass).layer(layer).with_state(proxy);
     axum::serve(listener, app).await.map_err(|e| e.to_string())
 }

@@ -175,3 +175,111 @@ async fn the_proxy_serves_pages_from_redis_and_forwards_the_rest() {
     assert!(served == "hit" || served == "stale", "{served}");
     assert!(body.starts_with("page 1 run"), "{body}");
 }
+
+/// `ultracache proxy --http-cache` in front of any origin: what the origin
+/// says may be kept is served from the proxy, the rest goes through with
+/// method, path, query and body unchanged, and a successful PUT drops its URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_cache_proxy_keeps_what_the_origin_allows_and_forwards_the_rest() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let app = Router::new()
+        .route(
+            "/kept",
+            get(move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                async move { ([("cache-control", "max-age=3600")], format!("kept run {n}")) }
+            })
+            .put(|body: String| async move { format!("stored {body}") }),
+        )
+        .route(
+            "/private",
+            get(|headers: HeaderMap| async move {
+                let who = headers
+                    .get("x-user")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("nobody")
+                    .to_owned();
+                ([("cache-control", "private, max-age=3600")], who)
+            }),
+        )
+        .route(
+            "/echo/{x}",
+            axum::routing::post(
+                |Path(x): Path<String>, query: axum::extract::RawQuery, body: String| async move {
+                    format!("{x} {} {body}", query.0.unwrap_or_default())
+                },
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let port = free_port();
+    let _proxy = Killed(
+        Command::new(env!("CARGO_BIN_EXE_ultracache"))
+            .args([
+                "proxy",
+                "--http-cache",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--origin", &origin])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the proxy starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the proxy listens");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let get = |path: &str| {
+        let (client, url) = (client.clone(), format!("{base}{path}"));
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            let cache = r.headers()["x-cache"].to_str().unwrap().to_owned();
+            (cache, r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/kept").await, ("MISS".into(), "kept run 1".into()));
+    assert_eq!(get("/kept").await, ("HIT".into(), "kept run 1".into()));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // A private response is never served to another visitor.
+    let alice = client
+        .get(format!("{base}/private"))
+        .header("x-user", "alice")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(alice, "alice");
+    assert_eq!(get("/private").await.1, "nobody");
+
+    // Everything else is forwarded as it came.
+    let echoed = client
+        .post(format!("{base}/echo/a%20b?q=1&q=2"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(echoed, "a b q=1&q=2 payload");
+
+    // A successful PUT to the URL drops what was kept for it.
+    let put = client
+        .put(format!("{base}/kept"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    assert_eq!(get("/kept").await, ("MISS".into(), "kept run 2".into()));
+}
