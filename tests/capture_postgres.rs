@@ -38,6 +38,7 @@ kinds!(
     MissingPost = "pgcapture.missing",
     TwoPost = "pgcapture.two",
     CommentedPost = "pgcapture.comments",
+    TruncatedPost = "pgcapture.truncate",
 );
 
 /// The kind of rows a test reads.
@@ -454,4 +455,22 @@ async fn a_comment_refreshes_only_its_own_post_and_a_moved_one_refreshes_both() 
     capture.sync().await.unwrap();
     assert_eq!((COUNT.get(&1), COUNT.get(&2)), (None, None));
     assert_eq!((count(1).await, count(2).await), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_table_drops_every_value_read_from_it() {
+    static PAGE: Cache<i64, String> = Cache::new("pgcapture.truncate");
+    let Some(pool) = pool("pgc-truncate").await else {
+        return;
+    };
+    let table = table(&pool, "truncate", 2).await;
+    let capture = start::<TruncatedPost>(&pool, &table).await;
+    assert_eq!(page::<TruncatedPost>(&PAGE, &pool, &table, 1).await, "old");
+    assert_eq!(page::<TruncatedPost>(&PAGE, &pool, &table, 2).await, "old");
+    sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE {table}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    capture.sync().await.unwrap();
+    assert_eq!((PAGE.get(&1), PAGE.get(&2)), (None, None));
 }

@@ -121,20 +121,34 @@ impl Capture {
         sqlx::query("SELECT pg_advisory_xact_lock(7461822301)")
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS _ultracache_changes (\
+        // DDL waits for every transaction that wrote to its table, and every
+        // later writer waits behind it: never for long, and only when
+        // something is missing (what exists is left alone).
+        sqlx::query("SET LOCAL lock_timeout = '5s'")
+            .execute(&mut *tx)
+            .await?;
+        let installed: bool = sqlx::query_scalar(
+            "SELECT to_regclass('_ultracache_changes') IS NOT NULL \
+             AND to_regclass('_ultracache_changes_tx') IS NOT NULL",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if !installed {
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS _ultracache_changes (\
              seq BIGSERIAL PRIMARY KEY, \
              tx BIGINT NOT NULL DEFAULT pg_current_xact_id()::text::bigint, \
              tbl TEXT NOT NULL, col TEXT NOT NULL, key TEXT, \
              at TIMESTAMPTZ NOT NULL DEFAULT now())",
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "CREATE INDEX IF NOT EXISTS _ultracache_changes_tx ON _ultracache_changes (tx)",
-        )
-        .execute(&mut *tx)
-        .await?;
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "CREATE INDEX IF NOT EXISTS _ultracache_changes_tx ON _ultracache_changes (tx)",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE OR REPLACE FUNCTION _ultracache_log() RETURNS trigger AS $$ \
              BEGIN \
@@ -146,6 +160,18 @@ impl Capture {
                  INSERT INTO _ultracache_changes (tbl, col, key) \
                    VALUES (TG_TABLE_NAME, TG_ARGV[0], to_jsonb(NEW) ->> TG_ARGV[0]); \
                END IF; \
+               PERFORM pg_notify({}, ''); \
+               RETURN NULL; \
+             END $$ LANGUAGE plpgsql",
+            literal(CHANNEL)
+        )))
+        .execute(&mut *tx)
+        .await?;
+        // `TRUNCATE` fires no row triggers: it logs the whole table (`*`).
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE OR REPLACE FUNCTION _ultracache_truncated() RETURNS trigger AS $$ \
+             BEGIN \
+               INSERT INTO _ultracache_changes (tbl, col, key) VALUES (TG_TABLE_NAME, '*', NULL); \
                PERFORM pg_notify({}, ''); \
                RETURN NULL; \
              END $$ LANGUAGE plpgsql",
@@ -171,13 +197,34 @@ impl Capture {
                     .into(),
                 ));
             }
-            let trigger = ident(&format!("_ultracache_{}_{}", t.name, t.key));
+            let trigger_name = format!("_ultracache_{}_{}", t.name, t.key);
+            let truncate_name = format!("_ultracache_{}__truncate", t.name);
+            let present: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_trigger \
+                 WHERE tgrelid = to_regclass(quote_ident($1)) AND tgname IN ($2, $3)",
+            )
+            .bind(&t.name)
+            .bind(&trigger_name)
+            .bind(&truncate_name)
+            .fetch_one(&mut *tx)
+            .await?;
+            if present == 2 {
+                continue;
+            }
+            let trigger = ident(&trigger_name);
             let table = ident(&t.name);
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "CREATE OR REPLACE TRIGGER {trigger} \
                  AFTER INSERT OR UPDATE OR DELETE ON {table} \
                  FOR EACH ROW EXECUTE FUNCTION _ultracache_log({})",
                 literal(&t.key)
+            )))
+            .execute(&mut *tx)
+            .await?;
+            let truncated = ident(&truncate_name);
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE OR REPLACE TRIGGER {truncated} AFTER TRUNCATE ON {table} \
+                 FOR EACH STATEMENT EXECUTE FUNCTION _ultracache_truncated()"
             )))
             .execute(&mut *tx)
             .await?;
@@ -232,12 +279,21 @@ impl Capture {
         .fetch_all(&self.pool)
         .await?;
         let mut deps = Vec::new();
+        let mut kinds = Vec::new();
         let mut applied = 0;
         for (seq, tbl, col, key) in &rows {
             if !seen.applied.insert(*seq) {
                 continue;
             }
             applied += 1;
+            if col == "*" {
+                // The table was truncated: every object its rows were, or
+                // belonged to, may have changed.
+                for t in self.tables.iter().filter(|t| &t.name == tbl) {
+                    kinds.push(t.kind);
+                }
+                continue;
+            }
             // A NULL column (a comment of no post) belongs to nothing.
             let Some(key) = key else { continue };
             for t in self
@@ -248,11 +304,11 @@ impl Capture {
                 t.deps(key, &mut deps);
             }
         }
-        if !deps.is_empty() {
-            deps.sort_unstable();
-            deps.dedup();
-            crate::invalidation::invalidate_deps_async(&deps).await;
-        }
+        deps.sort_unstable();
+        deps.dedup();
+        kinds.sort_unstable_by_key(|k| k.name());
+        kinds.dedup();
+        crate::invalidation::apply_committed(&deps, &kinds).await;
         if xmin > seen.watermark {
             // Entries below the new watermark are never read again.
             let kept: Vec<i64> = sqlx::query_scalar(
