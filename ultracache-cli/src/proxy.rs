@@ -95,23 +95,31 @@ fn strip(headers: &mut HeaderMap) {
     }
 }
 
+impl Proxy {
+    /// The origin and the client that reaches it (no redirects followed,
+    /// no environment proxy).
+    fn new(args: &ProxyArgs, warm_token: Option<String>) -> Result<Self, String> {
+        Ok(Proxy {
+            reader: PageReader::new(&args.cache),
+            origin: args.origin.trim_end_matches('/').to_owned(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| e.to_string())?,
+            warm_token,
+            max_body: args.max_body,
+        })
+    }
+}
+
 pub(crate) async fn run(args: ProxyArgs, redis: &str, prefix: &str) -> Result<(), String> {
     ultracache::Config::new()
         .redis(redis.to_owned())
         .redis_prefix(prefix.to_owned())
         .install()
         .map_err(|e| e.to_string())?;
-    let proxy = Arc::new(Proxy {
-        reader: PageReader::new(&args.cache),
-        origin: args.origin.trim_end_matches('/').to_owned(),
-        client: reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?,
-        warm_token: args.warm_token,
-        max_body: args.max_body,
-    });
+    let proxy = Arc::new(Proxy::new(&args, args.warm_token.clone())?);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("{}: {e}", args.listen))?;
@@ -128,17 +136,7 @@ pub(crate) async fn run_http_cache(args: ProxyArgs) -> Result<(), String> {
     ultracache::Config::new()
         .install()
         .map_err(|e| e.to_string())?;
-    let proxy = Arc::new(Proxy {
-        reader: PageReader::new(&args.cache),
-        origin: args.origin.trim_end_matches('/').to_owned(),
-        client: reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?,
-        warm_token: None,
-        max_body: args.max_body,
-    });
+    let proxy = Arc::new(Proxy::new(&args, None)?);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("{}: {e}", args.listen))?;
