@@ -13,30 +13,56 @@ use sqlx::SqlitePool;
 use ultracache::db::sqlite::{Capture, Table};
 use ultracache::{db, track_id, track_kind, Cache, Trackable};
 
-#[derive(Clone, Debug, Trackable)]
-#[trackable(kind = "capture.post")]
-struct Post {
-    id: i64,
+/// One kind per test: tests run at once in this process, each on its own
+/// file, and a write in one must not drop another's pages.
+macro_rules! kinds {
+    ($($name:ident = $kind:literal),* $(,)?) => {$(
+        #[derive(Clone, Debug, Trackable)]
+        #[trackable(kind = $kind)]
+        struct $name {
+            id: i64,
+        }
+    )*};
 }
 
-async fn title(pool: &SqlitePool, id: i64) -> String {
+kinds!(
+    RawPost = "capture.raw",
+    ListedPost = "capture.listed",
+    RolledBackPost = "capture.rolled_back",
+    ShellPost = "capture.shell",
+    MissingPost = "capture.missing",
+    RacedPost = "capture.raced",
+    UpgradedPost = "capture.upgraded",
+    AutocommitPost = "capture.autocommit",
+    WindowPost = "capture.window",
+    SavepointPost = "capture.savepoint",
+    BulkPost = "capture.bulk",
+    UnhookedPost = "capture.unhooked",
+    ConcurrentPost = "capture.concurrent",
+);
+
+async fn title<K: Trackable<Id = i64>>(pool: &SqlitePool, id: i64) -> String {
     let (t,): (String,) = sqlx::query_as("SELECT title FROM posts WHERE id = ?")
         .bind(id)
         .fetch_one(pool)
         .await
         .unwrap();
-    track_id::<Post>(id);
+    track_id::<K>(id);
     t
 }
 
-async fn page(cache: &'static Cache<i64, String>, pool: &SqlitePool, id: i64) -> String {
+async fn page<K: Trackable<Id = i64>>(
+    cache: &'static Cache<i64, String>,
+    pool: &SqlitePool,
+    id: i64,
+) -> String {
     cache
-        .get_or_compute_async(id, async move { title(pool, id).await })
+        .get_or_compute_async(id, async move { title::<K>(pool, id).await })
         .await
 }
 
-async fn start(pool: &SqlitePool) -> std::sync::Arc<Capture> {
-    Capture::start(pool, vec![Table::of::<Post>("posts", "id")])
+async fn start<K: Trackable>(pool: &SqlitePool) -> std::sync::Arc<Capture> {
+    Capture::start(pool, vec![Table::of::<K>("posts", "id")])
         .await
         .unwrap()
 }
@@ -45,13 +71,13 @@ async fn start(pool: &SqlitePool) -> std::sync::Arc<Capture> {
 async fn a_raw_write_nobody_annotated_refreshes_exactly_its_row() {
     static PAGE: Cache<i64, String> = Cache::new("capture.raw");
     let (pool, _) = database().await;
-    let capture = start(&pool).await;
-    assert_eq!(page(&PAGE, &pool, 1).await, "old");
-    assert_eq!(page(&PAGE, &pool, 2).await, "two");
+    let capture = start::<RawPost>(&pool).await;
+    assert_eq!(page::<RawPost>(&PAGE, &pool, 1).await, "old");
+    assert_eq!(page::<RawPost>(&PAGE, &pool, 2).await, "two");
     set_title(&pool, 1, "raw").await;
     capture.sync().await.unwrap();
     assert_eq!(PAGE.get(&1), None);
-    assert_eq!(page(&PAGE, &pool, 1).await, "raw");
+    assert_eq!(page::<RawPost>(&PAGE, &pool, 1).await, "raw");
     assert_eq!(
         PAGE.get(&2).as_deref(),
         Some("two"),
@@ -63,10 +89,10 @@ async fn a_raw_write_nobody_annotated_refreshes_exactly_its_row() {
 async fn an_insert_refreshes_the_lists_of_its_kind() {
     static LIST: Cache<u8, usize> = Cache::new("capture.list");
     let (pool, _) = database().await;
-    let capture = start(&pool).await;
+    let capture = start::<ListedPost>(&pool).await;
     let count = || async {
         LIST.get_or_compute_async(0, async {
-            track_kind::<Post>();
+            track_kind::<ListedPost>();
             let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM posts")
                 .fetch_one(&pool)
                 .await
@@ -88,8 +114,8 @@ async fn an_insert_refreshes_the_lists_of_its_kind() {
 async fn a_rolled_back_write_invalidates_nothing_and_a_committed_one_before_commit_returns() {
     static PAGE: Cache<i64, String> = Cache::new("capture.tx");
     let (pool, _) = database().await;
-    let capture = start(&pool).await;
-    page(&PAGE, &pool, 1).await;
+    let capture = start::<RolledBackPost>(&pool).await;
+    page::<RolledBackPost>(&PAGE, &pool, 1).await;
     let mut tx = db::begin(&pool).await.unwrap();
     set_title(&mut **tx, 1, "never").await;
     tx.rollback().await.unwrap();
@@ -100,7 +126,7 @@ async fn a_rolled_back_write_invalidates_nothing_and_a_committed_one_before_comm
     set_title(&mut **tx, 1, "committed").await;
     capture.commit(tx).await.unwrap();
     assert_eq!(PAGE.get(&1), None, "the writer's next read would be stale");
-    assert_eq!(page(&PAGE, &pool, 1).await, "committed");
+    assert_eq!(page::<RolledBackPost>(&PAGE, &pool, 1).await, "committed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,8 +145,8 @@ async fn a_write_by_another_process_is_seen_without_any_call() {
         return;
     }
     let (pool, path) = database().await;
-    let _capture = start(&pool).await;
-    assert_eq!(page(&PAGE, &pool, 1).await, "old");
+    let _capture = start::<ShellPost>(&pool).await;
+    assert_eq!(page::<ShellPost>(&PAGE, &pool, 1).await, "old");
     let out = std::process::Command::new("sqlite3")
         .args(["-cmd", ".timeout 5000"])
         .arg(&path)
@@ -139,22 +165,23 @@ async fn a_write_by_another_process_is_seen_without_any_call() {
         assert!(written.elapsed() < Duration::from_secs(30), "never seen");
         tokio::task::yield_now().await;
     }
-    assert_eq!(page(&PAGE, &pool, 1).await, "shell");
+    assert_eq!(page::<ShellPost>(&PAGE, &pool, 1).await, "shell");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_or_key_column_that_does_not_exist_is_an_error_at_start() {
     let (pool, _) = database().await;
     assert!(
-        Capture::start(&pool, vec![Table::of::<Post>("no_such_table", "id")])
+        Capture::start(&pool, vec![Table::of::<MissingPost>("no_such_table", "id")])
             .await
             .is_err()
     );
-    assert!(
-        Capture::start(&pool, vec![Table::of::<Post>("posts", "no_such_column")])
-            .await
-            .is_err()
-    );
+    assert!(Capture::start(
+        &pool,
+        vec![Table::of::<MissingPost>("posts", "no_such_column")]
+    )
+    .await
+    .is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,14 +190,14 @@ async fn readers_racing_committed_writes_never_see_a_page_older_than_the_commit(
     let (pool, _) = database().await;
     // The background task applies the log too: commit must not return
     // while it is halfway through a batch.
-    let capture = start(&pool).await;
+    let capture = start::<RacedPost>(&pool).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = (0..2)
         .map(|_| {
             let (pool, stop) = (pool.clone(), std::sync::Arc::clone(&stop));
             tokio::spawn(async move {
                 while !stop.load(SeqCst) {
-                    page(&PAGE, &pool, 1).await;
+                    page::<RacedPost>(&PAGE, &pool, 1).await;
                     tokio::task::yield_now().await;
                 }
             })
@@ -182,7 +209,7 @@ async fn readers_racing_committed_writes_never_see_a_page_older_than_the_commit(
         set_title(&mut **tx, 1, &title).await;
         capture.commit(tx).await.unwrap();
         assert_eq!(
-            page(&PAGE, &pool, 1).await,
+            page::<RacedPost>(&PAGE, &pool, 1).await,
             title,
             "stale after the commit returned"
         );
@@ -297,11 +324,11 @@ async fn a_log_of_the_earlier_layout_is_replaced_and_writes_keep_working() {
     .execute(&pool)
     .await
     .unwrap();
-    let capture = start(&pool).await;
-    assert_eq!(page(&PAGE, &pool, 1).await, "old");
+    let capture = start::<UpgradedPost>(&pool).await;
+    assert_eq!(page::<UpgradedPost>(&PAGE, &pool, 1).await, "old");
     set_title(&pool, 1, "upgraded").await;
     capture.sync().await.unwrap();
-    assert_eq!(page(&PAGE, &pool, 1).await, "upgraded");
+    assert_eq!(page::<UpgradedPost>(&PAGE, &pool, 1).await, "upgraded");
 }
 
 /// Models that declare their tables: a post, a tag, and the join table.
@@ -404,4 +431,205 @@ fn the_mapping_declared_on_a_model_names_its_table_and_columns() {
     assert!(described[0].contains("\"post_tags\"") && described[0].contains("\"id\""));
     assert!(described[1].contains("\"post_id\""));
     assert!(described[2].contains("\"tag\""));
+}
+
+/// How long a test waits for a step that takes microseconds when it works.
+const BOUND: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_autocommit_write_is_applied_before_execute_returns() {
+    static PAGE: Cache<i64, String> = Cache::new("capture.hooked.raw");
+    let (pool, _) = database().await;
+    let _capture = start::<AutocommitPost>(&pool).await;
+    // Every round: the background reader (every 100 ms) cannot be what
+    // dropped the page in the microseconds between execute and the check.
+    for round in 0..30 {
+        assert_eq!(page::<AutocommitPost>(&PAGE, &pool, 2).await, "two");
+        page::<AutocommitPost>(&PAGE, &pool, 1).await;
+        let title = format!("raw {round}");
+        set_title(&pool, 1, &title).await;
+        assert_eq!(
+            PAGE.get(&1),
+            None,
+            "round {round}: stale after execute returned"
+        );
+        assert_eq!(page::<AutocommitPost>(&PAGE, &pool, 1).await, title);
+        assert_eq!(
+            PAGE.get(&2).as_deref(),
+            Some("two"),
+            "another row's page was dropped"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_between_a_write_and_its_commit_never_leaves_the_old_row_cached() {
+    static PAGE: Cache<i64, String> = Cache::new("capture.hooked.window");
+    let (pool, _) = database().await;
+    let _capture = start::<WindowPost>(&pool).await;
+    // A plain sqlx transaction, nothing of ultracache's around it.
+    let mut tx = pool.begin().await.unwrap();
+    set_title(&mut *tx, 1, "new").await;
+    // One reader caches the committed (old) row while the write is open ...
+    assert_eq!(page::<WindowPost>(&PAGE, &pool, 1).await, "old");
+    // ... another reads it and is still computing when the commit lands.
+    let (read, was_read) = tokio::sync::oneshot::channel();
+    let (go, released) = tokio::sync::oneshot::channel::<()>();
+    let reader = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            PAGE.invalidate(&1);
+            PAGE.get_or_compute_async(1, async move {
+                let t = title::<WindowPost>(&pool, 1).await;
+                read.send(()).unwrap();
+                released.await.unwrap();
+                t
+            })
+            .await
+        })
+    };
+    tokio::time::timeout(BOUND, was_read)
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        PAGE.get(&1),
+        None,
+        "the old row stayed cached after the commit"
+    );
+    go.send(()).unwrap();
+    assert_eq!(
+        tokio::time::timeout(BOUND, reader).await.unwrap().unwrap(),
+        "old"
+    );
+    assert_eq!(
+        PAGE.get(&1),
+        None,
+        "a value read before the commit was stored after it"
+    );
+    assert_eq!(page::<WindowPost>(&PAGE, &pool, 1).await, "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_savepoint_rolled_back_inside_a_committed_transaction_keeps_only_what_committed() {
+    static PAGE: Cache<i64, String> = Cache::new("capture.hooked.savepoint");
+    let (pool, _) = database().await;
+    let _capture = start::<SavepointPost>(&pool).await;
+    page::<SavepointPost>(&PAGE, &pool, 1).await;
+    page::<SavepointPost>(&PAGE, &pool, 2).await;
+    let mut tx = pool.begin().await.unwrap();
+    set_title(&mut *tx, 1, "kept").await;
+    let mut inner = sqlx::Connection::begin(&mut *tx).await.unwrap();
+    set_title(&mut *inner, 2, "undone").await;
+    inner.rollback().await.unwrap();
+    assert_eq!(
+        PAGE.get(&1).as_deref(),
+        Some("old"),
+        "applied before the commit"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(PAGE.get(&1), None);
+    assert_eq!(page::<SavepointPost>(&PAGE, &pool, 1).await, "kept");
+    assert_eq!(page::<SavepointPost>(&PAGE, &pool, 2).await, "two");
+
+    // A dropped transaction rolls back: nothing to apply, nothing applied.
+    let mut tx = pool.begin().await.unwrap();
+    set_title(&mut *tx, 1, "dropped").await;
+    drop(tx);
+    assert_eq!(PAGE.get(&1).as_deref(), Some("kept"));
+    assert_eq!(page::<SavepointPost>(&PAGE, &pool, 1).await, "kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_each_read_their_own_write_while_readers_hammer() {
+    static PAGE: Cache<i64, String> = Cache::new("capture.hooked.concurrent");
+    let (pool, _) = database().await;
+    let _capture = start::<ConcurrentPost>(&pool).await;
+    sqlx::query("INSERT INTO posts (id, title) VALUES (10, 'a'), (11, 'b'), (12, 'c')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (pool, stop) = (pool.clone(), std::sync::Arc::clone(&stop));
+            tokio::spawn(async move {
+                while !stop.load(SeqCst) {
+                    for id in 10..13 {
+                        page::<ConcurrentPost>(&PAGE, &pool, id).await;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (10..13)
+        .map(|id| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for round in 0..20 {
+                    let title = format!("{id}/{round}");
+                    if round % 2 == 0 {
+                        set_title(&pool, id, &title).await;
+                    } else {
+                        let mut tx = pool.begin().await.unwrap();
+                        set_title(&mut *tx, id, &title).await;
+                        tx.commit().await.unwrap();
+                    }
+                    assert_eq!(
+                        page::<ConcurrentPost>(&PAGE, &pool, id).await,
+                        title,
+                        "read-your-writes"
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        tokio::time::timeout(BOUND, w).await.unwrap().unwrap();
+    }
+    stop.store(true, SeqCst);
+    for r in readers {
+        tokio::time::timeout(BOUND, r).await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_of_more_rows_than_are_applied_one_by_one_drops_the_whole_kind() {
+    static PAGE: Cache<i64, String> = Cache::new("capture.hooked.bulk");
+    let (pool, _) = database().await;
+    let _capture = start::<BulkPost>(&pool).await;
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 100 UNION ALL SELECT i + 1 FROM n WHERE i < 10150) \
+         INSERT INTO posts (id, title) SELECT i, 'bulk' FROM n",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(page::<BulkPost>(&PAGE, &pool, 1).await, "old");
+    assert_eq!(page::<BulkPost>(&PAGE, &pool, 5000).await, "bulk");
+    sqlx::query("UPDATE posts SET title = title || '!'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(PAGE.get(&1), None);
+    assert_eq!(PAGE.get(&5000), None);
+    assert_eq!(page::<BulkPost>(&PAGE, &pool, 1).await, "old!");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_wal_mode_commits_are_applied_by_the_background_reader() {
+    static PAGE: Cache<i64, String> = Cache::new("capture.unhooked.delete");
+    let (pool, _) =
+        common::sqlite::database_with(ultracache::db::sqlite::pool_options(), "delete").await;
+    let _capture = start::<UnhookedPost>(&pool).await;
+    assert_eq!(page::<UnhookedPost>(&PAGE, &pool, 1).await, "old");
+    set_title(&pool, 1, "later").await;
+    let written = Instant::now();
+    while PAGE.get(&1).is_some() {
+        assert!(written.elapsed() < BOUND, "never applied");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(page::<UnhookedPost>(&PAGE, &pool, 1).await, "later");
 }

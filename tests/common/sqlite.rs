@@ -10,8 +10,15 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Sqlite, SqlitePool};
 
-/// A fresh database file of its own, and a pool on it.
+/// A fresh database file of its own, and a pool on it whose connections
+/// apply their commits before they return
+/// (`ultracache::db::sqlite::pool_options`).
 pub async fn database() -> (SqlitePool, PathBuf) {
+    database_with(ultracache::db::sqlite::pool_options(), "wal").await
+}
+
+/// [`database`], with a pool built from `pool` and the journal mode `mode`.
+pub async fn database_with(pool: SqlitePoolOptions, mode: &str) -> (SqlitePool, PathBuf) {
     static N: AtomicUsize = AtomicUsize::new(0);
     let path = std::env::temp_dir().join(format!(
         "ultracache-test-{}-{}.db",
@@ -22,12 +29,9 @@ pub async fn database() -> (SqlitePool, PathBuf) {
     let options = SqliteConnectOptions::new()
         .filename(&path)
         .create_if_missing(true)
-        .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await
-        .unwrap();
+        .busy_timeout(Duration::from_secs(5))
+        .journal_mode(mode.parse().unwrap());
+    let pool = pool.max_connections(4).connect_with(options).await.unwrap();
     sqlx::query("CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL)")
         .execute(&pool)
         .await

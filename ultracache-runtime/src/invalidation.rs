@@ -122,6 +122,17 @@ pub(crate) async fn apply_committed(deps: &[Dep], kinds: &[Kind]) -> usize {
     invalidate_local(deps, kinds)
 }
 
+/// The blocking form of [`apply_committed`], for a commit seen on a thread
+/// outside the async runtime (SQLite's WAL hook).
+#[cfg(feature = "sqlite")]
+pub(crate) fn apply_committed_blocking(deps: &[Dep], kinds: &[Kind]) -> usize {
+    if deps.is_empty() && kinds.is_empty() {
+        return 0;
+    }
+    forward(deps, kinds);
+    invalidate_local(deps, kinds)
+}
+
 /// [`invalidate_deps`], with the shared tier's tick for it (when Redis took
 /// it): a value written after it is stored there unless a later write came.
 pub(crate) fn invalidate_deps_ticked(deps: &[Dep]) -> (usize, Option<u64>) {

@@ -3,36 +3,98 @@
 //! another process writing the same file (the `sqlite3` shell, a cron job) —
 //! becomes an invalidation of the row's object and of its kind.
 //!
-//! Triggers on each table append `(table, key)` to a change log
+//! Triggers on each table append `(table, column, value)` to a change log
 //! (`_ultracache_changes`) in the same transaction as the write, so a change
-//! is logged if and only if it commits. [`Capture::sync`] applies what the
-//! log gained since it last looked; a background task does so every
-//! [`POLL`], and [`Capture::commit`] right after a transaction commits, so
-//! the writer's next read sees its write. Triggers and the log table are
-//! created when capture starts (`CREATE … IF NOT EXISTS`); a table or key
-//! column that does not exist is an error then, not a silent miss.
+//! is logged if and only if it commits. Two readers apply the log:
+//!
+//! - **In process, before the commit returns.** A connection opened through
+//!   [`pool_options`] (or given to [`hook`]) applies its own commits from
+//!   SQLite's WAL hook, which runs once the commit is durable and before
+//!   the statement that committed returns: a raw `sqlx::query` in
+//!   autocommit or a transaction's `commit()` returns only once every node's
+//!   cache (through the shared tier, when one is configured) has dropped what
+//!   it changed. This needs WAL mode (sqlx's default journal mode).
+//! - **Everything else within [`POLL`].** A background task reads what the
+//!   log gained every `POLL` (100 ms): other processes' writes, connections
+//!   not hooked, a journal mode other than WAL. [`Capture::sync`] does it on
+//!   demand and [`Capture::commit`] right after a transaction commits.
+//!
+//! Triggers and the log table are created when capture starts
+//! (`CREATE … IF NOT EXISTS`); a table or key column that does not exist is an
+//! error then, not a silent miss.
 //!
 //! ```no_run
-//! # async fn demo(pool: sqlx::SqlitePool) -> Result<(), sqlx::Error> {
-//! use ultracache::db::sqlite::{Capture, Table};
+//! # async fn demo() -> Result<(), sqlx::Error> {
+//! use ultracache::db::sqlite::{pool_options, Capture, Table};
 //! use ultracache::Trackable;
 //!
 //! #[derive(Trackable)]
+//! #[trackable(table = "posts")]
 //! struct Post { id: i64 }
 //!
-//! let capture = Capture::start(&pool, vec![Table::of::<Post>("posts", "id")]).await?;
+//! let pool = pool_options().connect("sqlite://blog.db?mode=rwc").await?;
+//! let capture = Capture::start(&pool, Table::model::<Post>()).await?;
+//! // Applied before `execute` returns: the next read of post 1 recomputes.
 //! sqlx::query("UPDATE posts SET title = 'New' WHERE id = 1").execute(&pool).await?;
-//! capture.sync().await?; // or wait for the background task
-//! # Ok(()) }
+//! # let _ = capture; Ok(()) }
 //! ```
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use sqlx::sqlite::SqlitePoolOptions;
+use sqlx::{SqliteConnection, SqlitePool};
 
 pub use super::Table;
 use super::Transaction;
+use crate::dep::{Dep, Kind};
+
+mod hooks;
+
+/// Pool options whose connections apply their own commits before the commit
+/// returns (see the [module docs](self)). For a pool that needs its own
+/// `after_connect`, call [`hook`] from it instead.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), sqlx::Error> {
+/// let pool = ultracache::db::sqlite::pool_options()
+///     .max_connections(8)
+///     .connect("sqlite://app.db?mode=rwc")
+///     .await?;
+/// # let _ = pool; Ok(()) }
+/// ```
+pub fn pool_options() -> SqlitePoolOptions {
+    SqlitePoolOptions::new().after_connect(|conn, _| Box::pin(hook(conn)))
+}
+
+/// Hooks one connection so that its commits are applied before they return
+/// (see the [module docs](self)): for a pool's own `after_connect`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), sqlx::Error> {
+/// use sqlx::sqlite::SqlitePoolOptions;
+///
+/// let pool = SqlitePoolOptions::new()
+///     .after_connect(|conn, _| {
+///         Box::pin(async move {
+///             sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+///             ultracache::db::sqlite::hook(conn).await
+///         })
+///     })
+///     .connect("sqlite://app.db?mode=rwc")
+///     .await?;
+/// # let _ = pool; Ok(()) }
+/// ```
+pub async fn hook(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !hooks::install(conn).await? && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "ultracache: a SQLite connection not in WAL mode is not hooked: its commits \
+             are applied within {POLL:?}, not before they return"
+        );
+    }
+    Ok(())
+}
 
 /// How often the background task reads the change log.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -156,6 +218,17 @@ impl Capture {
             tables,
             seen: tokio::sync::Mutex::new(last),
         });
+        {
+            let mut conn = pool.acquire().await?;
+            hooks::register(hooks::file(&mut conn).await?, &capture);
+            if !hooks::hooked(&mut conn).await? {
+                tracing::warn!(
+                    "ultracache: this SQLite pool's connections are not hooked: its writes \
+                     are applied within {POLL:?} of their commit, not before it returns \
+                     (build the pool with ultracache::db::sqlite::pool_options)"
+                );
+            }
+        }
         let weak: Weak<Capture> = Arc::downgrade(&capture);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(POLL);
@@ -187,21 +260,12 @@ impl Capture {
             let Some(&(last, ..)) = rows.last() else {
                 return Ok(applied);
             };
-            let mut deps = Vec::with_capacity(rows.len() * 2);
-            for (_, tbl, col, key) in &rows {
-                // A NULL column (a comment of no post) belongs to nothing.
-                let Some(key) = key else { continue };
-                for t in self
-                    .tables
-                    .iter()
-                    .filter(|t| &t.name == tbl && &t.key == col)
-                {
-                    t.deps(key, &mut deps);
-                }
-            }
-            deps.sort_unstable();
-            deps.dedup();
-            crate::invalidation::invalidate_deps_async(&deps).await;
+            let (deps, kinds) = self.invalidations(
+                rows.iter()
+                    .map(|(_, t, c, k)| (t.as_str(), c.as_str(), k.as_deref())),
+                &Default::default(),
+            );
+            crate::invalidation::apply_committed(&deps, &kinds).await;
             applied += rows.len();
             *seen = last;
             // Keep the log short (other processes reading it have long
@@ -211,6 +275,33 @@ impl Capture {
                 .execute(&self.pool)
                 .await?;
         }
+    }
+
+    /// What log rows `(table, column, value)` drop, and whole `tables`.
+    fn invalidations<'r>(
+        &self,
+        rows: impl Iterator<Item = (&'r str, &'r str, Option<&'r str>)>,
+        tables: &std::collections::BTreeSet<String>,
+    ) -> (Vec<Dep>, Vec<Kind>) {
+        let mut deps = Vec::new();
+        for (tbl, col, key) in rows {
+            // A NULL column (a comment of no post) belongs to nothing.
+            let Some(key) = key else { continue };
+            for t in self.tables.iter().filter(|t| t.name == tbl && t.key == col) {
+                t.deps(key, &mut deps);
+            }
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        let mut kinds: Vec<Kind> = self
+            .tables
+            .iter()
+            .filter(|t| tables.contains(&t.name))
+            .map(|t| t.kind)
+            .collect();
+        kinds.sort_unstable_by_key(|k| k.name());
+        kinds.dedup_by_key(|k| k.name());
+        (deps, kinds)
     }
 
     /// Commits `tx` and applies its changes (and any other committed since)

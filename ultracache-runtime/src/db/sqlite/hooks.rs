@@ -1,0 +1,293 @@
+//! A commit's changes applied before the commit returns to the writer.
+//!
+//! Each hooked connection ([`hook`](super::hook), or a pool built with
+//! [`pool_options`](super::pool_options)) notes the sequence numbers of the
+//! rows the capture triggers append to the change log in the writing
+//! transaction (SQLite's update hook), forgets them when the transaction
+//! rolls back, and reads and applies them from SQLite's WAL hook: SQLite
+//! calls it once the commit is durable and the write lock released, still
+//! inside the statement that committed. A computation that began before that
+//! point is refused by the freshness protocol (its basis predates the
+//! invalidation); one that begins after reads the committed rows. So the
+//! writer's next read — on any connection, in any task — sees its write,
+//! whether it was a raw `sqlx::query` in autocommit or a transaction.
+//!
+//! Outside WAL mode SQLite has no hook after a commit: such a connection is
+//! left unhooked and its commits are applied by the background reader,
+//! within [`POLL`](super::POLL).
+//!
+//! The WAL hook takes the place of SQLite's automatic checkpoint, so it
+//! checkpoints itself at SQLite's default threshold (1,000 frames). Setting
+//! `PRAGMA wal_autocheckpoint` on a hooked connection removes the hook (the
+//! background reader still applies every change, within `POLL`).
+
+use std::collections::BTreeSet;
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use libsqlite3_sys as ffi;
+use sqlx::sqlite::{SqliteOperation, UpdateHookResult};
+use sqlx::SqliteConnection;
+
+use super::Capture;
+
+/// Log rows of one commit applied one by one; past it, their tables are
+/// dropped whole.
+const LIMIT: usize = 10_000;
+
+/// WAL frames after which a commit checkpoints (SQLite's default).
+const CHECKPOINT_FRAMES: c_int = 1000;
+
+/// The name under which a connection keeps its hook state.
+const CLIENT_DATA: &CStr = c"ultracache_capture";
+
+/// The captures running, by database file.
+static CAPTURES: Mutex<Vec<(String, Weak<Capture>)>> = Mutex::new(Vec::new());
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Hooked connections to `file` apply their commits to `capture`.
+pub(super) fn register(file: String, capture: &Arc<Capture>) {
+    let mut captures = lock(&CAPTURES);
+    captures.retain(|(_, c)| c.strong_count() > 0);
+    captures.push((file, Arc::downgrade(capture)));
+}
+
+fn captures(file: &str) -> Vec<Arc<Capture>> {
+    lock(&CAPTURES)
+        .iter()
+        .filter(|(f, _)| f == file)
+        .filter_map(|(_, c)| c.upgrade())
+        .collect()
+}
+
+/// The database file a connection has open (empty for an in-memory one).
+pub(super) async fn file(conn: &mut SqliteConnection) -> Result<String, sqlx::Error> {
+    let (file,): (String,) =
+        sqlx::query_as("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(conn)
+            .await?;
+    Ok(file)
+}
+
+/// The log rows of one commit, `(table, column, value)`, or only the tables
+/// when there were more than [`LIMIT`].
+#[derive(Debug, Default)]
+pub(super) struct Changes {
+    pub(super) rows: Vec<(String, String, Option<String>)>,
+    pub(super) tables: BTreeSet<String>,
+}
+
+/// One hooked connection.
+#[derive(Debug)]
+struct Hooked {
+    file: String,
+    /// The first and last log row the open transaction appended.
+    logged: Mutex<Option<(i64, i64)>>,
+}
+
+impl Hooked {
+    fn updated(&self, row: &UpdateHookResult<'_>) {
+        if row.operation != SqliteOperation::Insert
+            || row.table != "_ultracache_changes"
+            || row.database != "main"
+        {
+            return;
+        }
+        let seq = row.rowid;
+        let mut logged = lock(&self.logged);
+        *logged = Some(match *logged {
+            Some((first, last)) => (first.min(seq), last.max(seq)),
+            None => (seq, seq),
+        });
+    }
+
+    fn rolled_back(&self) {
+        *lock(&self.logged) = None;
+    }
+
+    /// The open transaction committed: its log rows (one writer at a time,
+    /// so every row between its first and last) are applied.
+    ///
+    /// # Safety
+    /// `db` is this connection, inside its WAL hook.
+    unsafe fn committed(&self, db: *mut ffi::sqlite3) {
+        let Some((first, last)) = lock(&self.logged).take() else {
+            return;
+        };
+        // SAFETY: as this function's.
+        let changes = match unsafe { read(db, first, last) } {
+            Ok(changes) => changes,
+            Err(code) => {
+                tracing::warn!(
+                    "ultracache: reading this commit's changes failed (SQLite code {code}); \
+                     the background reader applies them"
+                );
+                return;
+            }
+        };
+        for capture in captures(&self.file) {
+            let (deps, kinds) = capture.invalidations(
+                changes
+                    .rows
+                    .iter()
+                    .map(|(t, c, k)| (t.as_str(), c.as_str(), k.as_deref())),
+                &changes.tables,
+            );
+            crate::invalidation::apply_committed_blocking(&deps, &kinds);
+        }
+    }
+}
+
+/// Reads log rows `first..=last` on `db`.
+///
+/// # Safety
+/// `db` is an open connection that no other thread uses meanwhile.
+unsafe fn read(db: *mut ffi::sqlite3, first: i64, last: i64) -> Result<Changes, c_int> {
+    let whole = last - first >= LIMIT as i64;
+    let sql: &CStr = if whole {
+        c"SELECT DISTINCT tbl FROM _ultracache_changes WHERE seq BETWEEN ?1 AND ?2"
+    } else {
+        c"SELECT tbl, col, key FROM _ultracache_changes WHERE seq BETWEEN ?1 AND ?2"
+    };
+    let mut stmt = std::ptr::null_mut();
+    // SAFETY: `db` is open (this function's contract); `sql` is
+    // NUL-terminated; the statement is finalized on every path below.
+    unsafe {
+        let rc = ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut stmt, std::ptr::null_mut());
+        if rc != ffi::SQLITE_OK {
+            return Err(rc);
+        }
+        ffi::sqlite3_bind_int64(stmt, 1, first);
+        ffi::sqlite3_bind_int64(stmt, 2, last);
+        let mut changes = Changes::default();
+        let rc = loop {
+            match ffi::sqlite3_step(stmt) {
+                ffi::SQLITE_ROW => {
+                    let Some(tbl) = column(stmt, 0) else { continue };
+                    if whole {
+                        changes.tables.insert(tbl);
+                    } else if let Some(col) = column(stmt, 1) {
+                        changes.rows.push((tbl, col, column(stmt, 2)));
+                    }
+                }
+                ffi::SQLITE_DONE => break ffi::SQLITE_OK,
+                rc => break rc,
+            }
+        };
+        ffi::sqlite3_finalize(stmt);
+        if rc == ffi::SQLITE_OK {
+            Ok(changes)
+        } else {
+            Err(rc)
+        }
+    }
+}
+
+/// Column `i` of the current row as text, `None` for NULL.
+///
+/// # Safety
+/// `stmt` is a statement positioned on a row.
+unsafe fn column(stmt: *mut ffi::sqlite3_stmt, i: c_int) -> Option<String> {
+    // SAFETY: the contract; the text pointer is valid until the next step,
+    // and copied before.
+    unsafe {
+        let text = ffi::sqlite3_column_text(stmt, i);
+        if text.is_null() {
+            return None;
+        }
+        let len = usize::try_from(ffi::sqlite3_column_bytes(stmt, i)).unwrap_or(0);
+        let bytes = std::slice::from_raw_parts(text, len);
+        Some(String::from_utf8_lossy(bytes).into_owned())
+    }
+}
+
+/// Installs the hooks on `conn` (nothing outside WAL mode: see the module
+/// docs); returns whether it did.
+pub(super) async fn install(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    let file = file(conn).await?;
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Ok(false);
+    }
+    let hooked = Arc::new(Hooked {
+        file,
+        logged: Mutex::new(None),
+    });
+    let mut handle = conn.lock_handle().await?;
+    // The hooks sqlx keeps hold weak references: the connection's client
+    // data owns the state, and frees it when the connection closes.
+    let weak = Arc::downgrade(&hooked);
+    handle.set_update_hook(move |row| {
+        if let Some(h) = weak.upgrade() {
+            h.updated(&row);
+        }
+    });
+    let weak = Arc::downgrade(&hooked);
+    handle.set_rollback_hook(move || {
+        if let Some(h) = weak.upgrade() {
+            h.rolled_back();
+        }
+    });
+    let data = Arc::into_raw(hooked).cast_mut().cast::<c_void>();
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: `db` is open and no other thread uses it while `handle` is
+    // held. The client data owns the reference `data` carries and releases
+    // it through `release` when the connection closes or is hooked again
+    // (SQLite also releases it when storing it fails). The WAL hook is set
+    // only once the client data holds `data`, and SQLite calls it only on
+    // this connection while it is open, so `data` outlives every call.
+    unsafe {
+        if ffi::sqlite3_set_clientdata(db, CLIENT_DATA.as_ptr(), data, Some(release))
+            != ffi::SQLITE_OK
+        {
+            return Err(sqlx::Error::Protocol(
+                "ultracache: could not hook the SQLite connection (out of memory)".into(),
+            ));
+        }
+        ffi::sqlite3_wal_hook(db, Some(wal_hook), data);
+    }
+    Ok(true)
+}
+
+/// Whether `conn` carries the hooks.
+pub(super) async fn hooked(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: `db` is open and held exclusively through `handle`.
+    Ok(unsafe { !ffi::sqlite3_get_clientdata(db, CLIENT_DATA.as_ptr()).is_null() })
+}
+
+unsafe extern "C" fn release(data: *mut c_void) {
+    // SAFETY: `data` came from `Arc::into_raw` in `install`, and SQLite
+    // releases each client data once.
+    drop(unsafe { Arc::from_raw(data.cast_const().cast::<Hooked>()) });
+}
+
+unsafe extern "C" fn wal_hook(
+    data: *mut c_void,
+    db: *mut ffi::sqlite3,
+    name: *const c_char,
+    frames: c_int,
+) -> c_int {
+    // SAFETY: `data` is the state the connection's client data owns (see
+    // `install`), alive while the connection is open; SQLite calls this on
+    // `db` after a commit, where reading it is allowed.
+    let hooked = unsafe { &*data.cast_const().cast::<Hooked>() };
+    if catch_unwind(AssertUnwindSafe(|| unsafe { hooked.committed(db) })).is_err() {
+        tracing::error!(
+            "ultracache: applying a SQLite commit panicked; the background reader applies it"
+        );
+    }
+    if frames >= CHECKPOINT_FRAMES {
+        // SAFETY: called by SQLite on `db` for the database `name`, where a
+        // WAL hook may checkpoint.
+        unsafe { ffi::sqlite3_wal_checkpoint(db, name) };
+    }
+    ffi::SQLITE_OK
+}
