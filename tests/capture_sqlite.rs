@@ -38,6 +38,8 @@ kinds!(
     SavepointPost = "capture.savepoint",
     BulkPost = "capture.bulk",
     UnhookedPost = "capture.unhooked",
+    SwitchedPost = "capture.switched",
+    ReturningPost = "capture.returning",
     ConcurrentPost = "capture.concurrent",
 );
 
@@ -619,10 +621,32 @@ async fn a_commit_of_more_rows_than_are_applied_one_by_one_drops_the_whole_kind(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outside_wal_mode_commits_are_applied_by_the_background_reader() {
+async fn a_database_in_rollback_journal_mode_is_switched_to_wal_and_hooked() {
+    static PAGE: Cache<i64, String> = Cache::new("capture.switched");
+    let (pool, _) = common::sqlite::database_with(ultracache::db::sqlite::pool_options()).await;
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let _capture = start::<SwitchedPost>(&pool).await;
+    for round in 0..10 {
+        page::<SwitchedPost>(&PAGE, &pool, 1).await;
+        let title = format!("switched {round}");
+        set_title(&pool, 1, &title).await;
+        assert_eq!(
+            PAGE.get(&1),
+            None,
+            "round {round}: stale after execute returned"
+        );
+        assert_eq!(page::<SwitchedPost>(&PAGE, &pool, 1).await, title);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_without_the_hooks_is_applied_by_the_background_reader() {
     static PAGE: Cache<i64, String> = Cache::new("capture.unhooked.delete");
-    let (pool, _) =
-        common::sqlite::database_with(ultracache::db::sqlite::pool_options(), "delete").await;
+    let (pool, _) = common::sqlite::database_with(sqlx::sqlite::SqlitePoolOptions::new()).await;
     let _capture = start::<UnhookedPost>(&pool).await;
     assert_eq!(page::<UnhookedPost>(&PAGE, &pool, 1).await, "old");
     set_title(&pool, 1, "later").await;
@@ -632,4 +656,36 @@ async fn outside_wal_mode_commits_are_applied_by_the_background_reader() {
         tokio::task::yield_now().await;
     }
     assert_eq!(page::<UnhookedPost>(&PAGE, &pool, 1).await, "later");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_write_is_seen_at_once_in_a_transaction_and_within_a_poll_in_autocommit() {
+    static PAGE: Cache<i64, String> = Cache::new("capture.returning");
+    let (pool, _) = database().await;
+    let _capture = start::<ReturningPost>(&pool).await;
+    page::<ReturningPost>(&PAGE, &pool, 1).await;
+    let mut tx = pool.begin().await.unwrap();
+    let (id,): (i64,) =
+        sqlx::query_as("UPDATE posts SET title = 'in tx' WHERE id = 1 RETURNING id")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(id, 1);
+    tx.commit().await.unwrap();
+    assert_eq!(PAGE.get(&1), None, "stale after commit returned");
+    assert_eq!(page::<ReturningPost>(&PAGE, &pool, 1).await, "in tx");
+
+    // In autocommit, SQLite commits as sqlx resets the statement, with no
+    // hook: the background reader applies it.
+    let _: (i64,) =
+        sqlx::query_as("UPDATE posts SET title = 'autocommit' WHERE id = 1 RETURNING id")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let written = Instant::now();
+    while PAGE.get(&1).is_some() {
+        assert!(written.elapsed() < BOUND, "never applied");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(page::<ReturningPost>(&PAGE, &pool, 1).await, "autocommit");
 }

@@ -4,10 +4,15 @@
 //! The pattern to copy:
 //! - models derive `Trackable`;
 //! - loaders are `#[tracks]` functions (or record their reads by hand);
-//! - writers are `#[invalidates]` functions, so the writer's next page
-//!   already shows its write;
-//! - every other write to the database (the `sqlite3` shell, a cron job) is
-//!   captured from the database itself (`ultracache::db::sqlite::Capture`);
+//! - models say which table they come from (`#[trackable(table = …)]`) and
+//!   which object a row belongs to (`#[trackable(belongs_to = …)]`);
+//! - writers are plain sqlx: every committed write — the app's, the
+//!   `sqlite3` shell's or `psql`'s, a cron job's — is captured from the
+//!   database itself (`ultracache::db::{sqlite, postgres}::Capture`), and on
+//!   SQLite it is applied before the writing statement returns, so the
+//!   writer's next page already shows it;
+//! - what the database does not hold (the site notice, in memory) is written
+//!   by an `#[invalidates]` function;
 //! - pages sit behind one `CacheLayer`, and never think about keys;
 //! - data several pages share is a `CacheModel`, built once from tracked reads.
 
@@ -25,9 +30,10 @@ use axum::Router;
 use minijinja::value::Serde;
 use minijinja::{context, Environment};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::SqlitePool;
-use ultracache::db::sqlite::{Capture, Table};
+use ultracache::db::{postgres, sqlite, Table};
 use ultracache::http::CacheLayer;
 use ultracache::minijinja::models;
 use ultracache::{invalidates, track, track_id, tracks, CacheModel, Trackable};
@@ -35,26 +41,31 @@ use ultracache::{invalidates, track, track_id, tracks, CacheModel, Trackable};
 // ---------------------------------------------------------------- models --
 
 #[derive(Clone, Debug, Serialize, Trackable)]
-#[trackable(kind = "blog.author")]
+#[trackable(kind = "blog.author", table = "authors")]
 pub struct Author {
     pub id: i64,
     pub name: String,
 }
 
 #[derive(Clone, Debug, Serialize, Trackable)]
-#[trackable(kind = "blog.post")]
+#[trackable(kind = "blog.post", table = "posts")]
 pub struct Post {
     pub id: i64,
     pub slug: String,
     pub title: String,
     pub body: String,
+    /// A post belongs to its author: a new post refreshes the author's pages.
+    #[trackable(belongs_to = Author)]
     pub author_id: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Trackable)]
-#[trackable(kind = "blog.comment")]
+#[trackable(kind = "blog.comment", table = "comments")]
 pub struct Comment {
     pub id: i64,
+    /// A comment belongs to its post: a new comment on post 5 refreshes post
+    /// 5's pages (its comment list and count), and no other post's.
+    #[trackable(belongs_to = Post)]
     pub post_id: i64,
     pub name: String,
     pub body: String,
@@ -74,7 +85,43 @@ pub struct AuthorCard {
     pub latest: Option<String>,
 }
 
-type Db = SqlitePool;
+/// The blog's database: SQLite (the default, a file) or PostgreSQL
+/// (`BLOG_DATABASE_URL=postgres://…`). Every query is the same SQL on both.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: Pool,
+    /// PostgreSQL's change capture, for the writer's own next read.
+    capture: Option<Arc<postgres::Capture>>,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the pool the blog runs on.
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match &$db.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl Db {
+    /// After a write: its changes are applied before the writer's next page.
+    /// On SQLite the pool's hooks already did it when the commit returned;
+    /// on PostgreSQL the capture reads what was committed now (other nodes
+    /// hear of it by notification).
+    async fn written(&self) -> Result<(), sqlx::Error> {
+        if let Some(capture) = &self.capture {
+            capture.sync().await?;
+        }
+        Ok(())
+    }
+}
 type PostRow = (i64, String, String, String, i64);
 
 fn post_of((id, slug, title, body, author_id): PostRow) -> Post {
@@ -102,66 +149,76 @@ fn query() {
 // `#[tracks]` records every model a loader returns as read by the page being
 // cached; a list also records the kind, so creating a post refreshes it.
 
+const POST_COLUMNS: &str = "SELECT id, slug, title, body, author_id FROM posts";
+
 #[tracks]
 pub async fn author(db: &Db, id: i64) -> Result<Option<Author>, sqlx::Error> {
     query();
-    let row: Option<(i64, String)> = sqlx::query_as("SELECT id, name FROM authors WHERE id = ?")
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
+    let row: Option<(i64, String)> = on_db!(db, pool => {
+        sqlx::query_as("SELECT id, name FROM authors WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+    });
     Ok(row.map(|(id, name)| Author { id, name }))
 }
 
 #[tracks]
 pub async fn post_by_slug(db: &Db, slug: &str) -> Result<Option<Post>, sqlx::Error> {
     query();
-    let row: Option<PostRow> =
-        sqlx::query_as("SELECT id, slug, title, body, author_id FROM posts WHERE slug = ?")
+    let sql = format!("{POST_COLUMNS} WHERE slug = $1");
+    let row: Option<PostRow> = on_db!(db, pool => {
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(slug)
-            .fetch_optional(db)
-            .await?;
+            .fetch_optional(pool)
+            .await?
+    });
     Ok(row.map(post_of))
 }
 
 #[tracks]
 pub async fn latest_posts(db: &Db, limit: i64) -> Result<Vec<Post>, sqlx::Error> {
     query();
-    let rows: Vec<PostRow> = sqlx::query_as(
-        "SELECT id, slug, title, body, author_id FROM posts ORDER BY id DESC LIMIT ?",
-    )
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
+    let sql = format!("{POST_COLUMNS} ORDER BY id DESC LIMIT $1");
+    let rows: Vec<PostRow> = on_db!(db, pool => {
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+    });
     Ok(rows.into_iter().map(post_of).collect())
 }
 
 #[tracks]
 pub async fn popular_posts(db: &Db, limit: i64) -> Result<Vec<Post>, sqlx::Error> {
     query();
-    let rows: Vec<PostRow> = sqlx::query_as(
-        "SELECT p.id, p.slug, p.title, p.body, p.author_id FROM posts p \
-         JOIN comments c ON c.post_id = p.id \
-         GROUP BY p.id ORDER BY COUNT(*) DESC, p.id DESC LIMIT ?",
-    )
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
+    let rows: Vec<PostRow> = on_db!(db, pool => {
+        sqlx::query_as(
+            "SELECT p.id, p.slug, p.title, p.body, p.author_id FROM posts p \
+             JOIN comments c ON c.post_id = p.id \
+             GROUP BY p.id ORDER BY COUNT(*) DESC, p.id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+    });
     Ok(rows.into_iter().map(post_of).collect())
 }
 
-// Lists scoped to a parent record their reads by hand: an author's posts
-// depend on the author (creating a post invalidates its author), and a post's
-// comments on the post (adding a comment invalidates its post). Writing a
-// comment on one post then leaves every other post's page cached.
+// Lists scoped to a parent depend on the parent: an author's posts on the
+// author, a post's comments on the post. The models' `belongs_to` mappings
+// turn a new, changed, moved or deleted row into exactly that dependency, so
+// a comment on one post leaves every other post's page cached.
 
 pub async fn posts_by_author(db: &Db, author_id: i64) -> Result<Vec<Post>, sqlx::Error> {
     query();
-    let rows: Vec<PostRow> = sqlx::query_as(
-        "SELECT id, slug, title, body, author_id FROM posts WHERE author_id = ? ORDER BY id DESC",
-    )
-    .bind(author_id)
-    .fetch_all(db)
-    .await?;
+    let sql = format!("{POST_COLUMNS} WHERE author_id = $1 ORDER BY id DESC");
+    let rows: Vec<PostRow> = on_db!(db, pool => {
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(author_id)
+            .fetch_all(pool)
+            .await?
+    });
     let posts: Vec<Post> = rows.into_iter().map(post_of).collect();
     track_id::<Author>(author_id);
     posts.iter().for_each(track);
@@ -170,12 +227,12 @@ pub async fn posts_by_author(db: &Db, author_id: i64) -> Result<Vec<Post>, sqlx:
 
 pub async fn comments_of(db: &Db, post_id: i64) -> Result<Vec<Comment>, sqlx::Error> {
     query();
-    let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
-        "SELECT id, post_id, name, body FROM comments WHERE post_id = ? ORDER BY id",
-    )
-    .bind(post_id)
-    .fetch_all(db)
-    .await?;
+    let rows: Vec<(i64, i64, String, String)> = on_db!(db, pool => {
+        sqlx::query_as("SELECT id, post_id, name, body FROM comments WHERE post_id = $1 ORDER BY id")
+            .bind(post_id)
+            .fetch_all(pool)
+            .await?
+    });
     let comments: Vec<Comment> = rows
         .into_iter()
         .map(|(id, post_id, name, body)| Comment {
@@ -192,30 +249,34 @@ pub async fn comments_of(db: &Db, post_id: i64) -> Result<Vec<Comment>, sqlx::Er
 
 pub async fn comment_count(db: &Db, post_id: i64) -> Result<i64, sqlx::Error> {
     query();
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM comments WHERE post_id = ?")
-        .bind(post_id)
-        .fetch_one(db)
-        .await?;
+    let (n,): (i64,) = on_db!(db, pool => {
+        sqlx::query_as("SELECT COUNT(*) FROM comments WHERE post_id = $1")
+            .bind(post_id)
+            .fetch_one(pool)
+            .await?
+    });
     track_id::<Post>(post_id);
     Ok(n)
 }
 
 /// How many posts an author wrote, and the latest: depends on the author
-/// (creating a post invalidates its author) and on the latest post.
+/// (a post belongs to its author) and on the latest post.
 pub async fn author_activity(db: &Db, author_id: i64) -> Result<(i64, Option<Post>), sqlx::Error> {
     query();
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM posts WHERE author_id = ?")
-        .bind(author_id)
-        .fetch_one(db)
-        .await?;
+    let (n,): (i64,) = on_db!(db, pool => {
+        sqlx::query_as("SELECT COUNT(*) FROM posts WHERE author_id = $1")
+            .bind(author_id)
+            .fetch_one(pool)
+            .await?
+    });
     query();
-    let latest: Option<PostRow> = sqlx::query_as(
-        "SELECT id, slug, title, body, author_id FROM posts WHERE author_id = ? \
-         ORDER BY id DESC LIMIT 1",
-    )
-    .bind(author_id)
-    .fetch_optional(db)
-    .await?;
+    let sql = format!("{POST_COLUMNS} WHERE author_id = $1 ORDER BY id DESC LIMIT 1");
+    let latest: Option<PostRow> = on_db!(db, pool => {
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(author_id)
+            .fetch_optional(pool)
+            .await?
+    });
     let latest = latest.map(post_of);
     track_id::<Author>(author_id);
     latest.iter().for_each(track);
@@ -252,11 +313,11 @@ pub async fn author_card(db: &Db, author_id: i64) -> Result<Option<AuthorCard>, 
 }
 
 // --------------------------------------------------------------- writers --
-// `#[invalidates]` drops, once the write succeeded, every cached page that
-// read what was written (and, for a kind, every list of it).
+// Plain sqlx: the database's change capture drops every cached page that
+// read what a commit changed (see `open`).
 
-/// Adding a comment changes its post's page and comment count.
-#[invalidates(Post, id = post_id)]
+/// Adding a comment: its post's page and comment count refresh (the comment
+/// belongs to the post).
 pub async fn add_comment(
     db: &Db,
     post_id: i64,
@@ -264,13 +325,23 @@ pub async fn add_comment(
     body: &str,
 ) -> Result<Comment, sqlx::Error> {
     query();
-    let (id,): (i64,) =
-        sqlx::query_as("INSERT INTO comments (post_id, name, body) VALUES (?, ?, ?) RETURNING id")
-            .bind(post_id)
-            .bind(name)
-            .bind(body)
-            .fetch_one(db)
-            .await?;
+    // In a transaction: a single-row fetch in autocommit would commit when
+    // sqlx resets the statement, where SQLite calls no hook (see
+    // `ultracache::db::sqlite`); a transaction's commit is always seen.
+    let (id,): (i64,) = on_db!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let row = sqlx::query_as(
+            "INSERT INTO comments (post_id, name, body) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(post_id)
+        .bind(name)
+        .bind(body)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row
+    });
+    db.written().await?;
     Ok(Comment {
         id,
         post_id,
@@ -279,22 +350,22 @@ pub async fn add_comment(
     })
 }
 
-/// Every page that showed the post.
-#[invalidates(Post)]
+/// Every page that showed the post refreshes.
 pub async fn save_post(db: &Db, post: Post) -> Result<Post, sqlx::Error> {
     query();
-    sqlx::query("UPDATE posts SET title = ?, body = ? WHERE id = ?")
-        .bind(&post.title)
-        .bind(&post.body)
-        .bind(post.id)
-        .execute(db)
-        .await?;
+    on_db!(db, pool => {
+        sqlx::query("UPDATE posts SET title = $1, body = $2 WHERE id = $3")
+            .bind(&post.title)
+            .bind(&post.body)
+            .bind(post.id)
+            .execute(pool)
+            .await?;
+    });
+    db.written().await?;
     Ok(post)
 }
 
-/// A new post: lists of posts (the kind) and its author's page.
-#[invalidates(Post)]
-#[invalidates(Author, id = author_id)]
+/// A new post: lists of posts (the kind) and its author's pages refresh.
 pub async fn create_post(
     db: &Db,
     author_id: i64,
@@ -302,20 +373,26 @@ pub async fn create_post(
     body: &str,
 ) -> Result<Post, sqlx::Error> {
     query();
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO posts (slug, title, body, author_id) VALUES ('', ?, ?, ?) RETURNING id",
-    )
-    .bind(title)
-    .bind(body)
-    .bind(author_id)
-    .fetch_one(db)
-    .await?;
-    let slug = format!("post-{id}");
-    sqlx::query("UPDATE posts SET slug = ? WHERE id = ?")
-        .bind(&slug)
-        .bind(id)
-        .execute(db)
+    let (id, slug): (i64, String) = on_db!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO posts (slug, title, body, author_id) VALUES ('', $1, $2, $3) RETURNING id",
+        )
+        .bind(title)
+        .bind(body)
+        .bind(author_id)
+        .fetch_one(&mut *tx)
         .await?;
+        let slug = format!("post-{id}");
+        sqlx::query("UPDATE posts SET slug = $1 WHERE id = $2")
+            .bind(&slug)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        (id, slug)
+    });
+    db.written().await?;
     Ok(Post {
         id,
         slug,
@@ -325,32 +402,79 @@ pub async fn create_post(
     })
 }
 
+// ---------------------------------------------------------------- notice --
+// The site notice lives in this process's memory, not in the database: its
+// writer says what it changed with `#[invalidates]`.
+
+#[derive(Clone, Debug, Trackable)]
+#[trackable(kind = "blog.notice")]
+pub struct Notice {
+    pub id: u8,
+}
+
+static NOTICE: std::sync::RwLock<String> = std::sync::RwLock::new(String::new());
+
+/// The notice every page shows (empty: none).
+pub fn notice() -> String {
+    track_id::<Notice>(0u8);
+    NOTICE
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+/// Sets the notice: every page that showed one refreshes.
+#[invalidates(Notice, id = 0u8)]
+pub fn set_notice(text: &str) {
+    *NOTICE
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = text.to_owned();
+}
+
 // ------------------------------------------------------------- database --
 
-/// Opens (and on first start creates and seeds) the database, and captures
-/// its changes: a write nobody annotated — the `sqlite3` shell, a cron job, a
-/// migration — drops the pages that showed what it changed within 100 ms.
-pub async fn open(path: &str) -> Result<Db, sqlx::Error> {
+/// Opens (and on first start creates and seeds) the database — a SQLite
+/// file, or PostgreSQL when `target` is a `postgres://` URL — and captures
+/// its changes: every committed write, whoever made it, drops the pages
+/// that showed what it changed.
+pub async fn open(target: &str) -> Result<Db, sqlx::Error> {
+    let tables = [
+        Table::model::<Post>(),
+        Table::model::<Author>(),
+        Table::model::<Comment>(),
+    ]
+    .concat();
+    if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect(target)
+            .await?;
+        let mut db = Db {
+            pool: Pool::Postgres(pool.clone()),
+            capture: None,
+        };
+        seed(&db).await?;
+        // Changes reach this node by notification once committed, from any
+        // client and any node.
+        db.capture = Some(postgres::Capture::start(&pool, tables).await?);
+        return Ok(db);
+    }
     let options = SqliteConnectOptions::new()
-        .filename(path)
+        .filename(target)
         .create_if_missing(true)
         .busy_timeout(Duration::from_secs(5));
-    let db = SqlitePoolOptions::new()
+    // Hooked connections apply their own commits before they return;
+    // another process's (the `sqlite3` shell's) are read within 100 ms.
+    let pool = sqlite::pool_options()
         .max_connections(4)
         .connect_with(options)
         .await?;
+    let db = Db {
+        pool: Pool::Sqlite(pool.clone()),
+        capture: None,
+    };
     seed(&db).await?;
-    let capture = Capture::start(
-        &db,
-        vec![
-            Table::of::<Post>("posts", "id"),
-            Table::of::<Author>("authors", "id"),
-            // A post's comments belong to it; a post belongs to its author.
-            Table::belongs_to::<Post>("comments", "post_id"),
-            Table::belongs_to::<Author>("posts", "author_id"),
-        ],
-    )
-    .await?;
+    let capture = sqlite::Capture::start(&pool, tables).await?;
     // Captures run as long as the process (one per database opened).
     CAPTURES
         .lock()
@@ -359,68 +483,99 @@ pub async fn open(path: &str) -> Result<Db, sqlx::Error> {
     Ok(db)
 }
 
-static CAPTURES: std::sync::Mutex<Vec<Arc<Capture>>> = std::sync::Mutex::new(Vec::new());
+static CAPTURES: std::sync::Mutex<Vec<Arc<sqlite::Capture>>> = std::sync::Mutex::new(Vec::new());
 
+/// Creates the tables and, on first start, the authors, posts and comments.
 async fn seed(db: &Db) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS authors (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
-         CREATE TABLE IF NOT EXISTS posts (id INTEGER PRIMARY KEY, slug TEXT NOT NULL,
-             title TEXT NOT NULL, body TEXT NOT NULL, author_id INTEGER NOT NULL);
-         CREATE INDEX IF NOT EXISTS posts_slug ON posts (slug);
+    let (schema, lock, after) = match db.pool {
+        Pool::Sqlite(_) => (
+            "CREATE TABLE IF NOT EXISTS authors (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS posts (id INTEGER PRIMARY KEY, slug TEXT NOT NULL,
+                 title TEXT NOT NULL, body TEXT NOT NULL, author_id INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS comments (id INTEGER PRIMARY KEY,
+                 post_id INTEGER NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL);",
+            "",
+            "",
+        ),
+        Pool::Postgres(_) => (
+            "CREATE TABLE IF NOT EXISTS authors (
+                 id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, name TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS posts (
+                 id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, slug TEXT NOT NULL,
+                 title TEXT NOT NULL, body TEXT NOT NULL, author_id BIGINT NOT NULL);
+             CREATE TABLE IF NOT EXISTS comments (
+                 id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+                 post_id BIGINT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL);",
+            // Nodes starting together seed once.
+            "SELECT pg_advisory_xact_lock(7461822302)",
+            // The seeded ids were given: new rows number after them.
+            "SELECT setval(pg_get_serial_sequence('authors', 'id'), 4);
+             SELECT setval(pg_get_serial_sequence('posts', 'id'), (SELECT MAX(id) FROM posts));
+             SELECT setval(pg_get_serial_sequence('comments', 'id'),
+                 (SELECT MAX(id) FROM comments));",
+        ),
+    };
+    let indexes = "CREATE INDEX IF NOT EXISTS posts_slug ON posts (slug);
          CREATE INDEX IF NOT EXISTS posts_author ON posts (author_id);
-         CREATE TABLE IF NOT EXISTS comments (id INTEGER PRIMARY KEY, post_id INTEGER NOT NULL,
-             name TEXT NOT NULL, body TEXT NOT NULL);
-         CREATE INDEX IF NOT EXISTS comments_post ON comments (post_id);",
-    )
-    .execute(&mut *tx)
-    .await?;
-    let (authors,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM authors")
-        .fetch_one(&mut *tx)
-        .await?;
-    if authors == 0 {
-        let names = [
-            "Ada Lovelace",
-            "Alan Turing",
-            "Grace Hopper",
-            "Edsger Dijkstra",
-        ];
-        for (i, name) in names.iter().enumerate() {
-            sqlx::query("INSERT INTO authors (id, name) VALUES (?, ?)")
-                .bind(i as i64 + 1)
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
+         CREATE INDEX IF NOT EXISTS comments_post ON comments (post_id);";
+    on_db!(db, pool => {
+        let mut tx = pool.begin().await?;
+        if !lock.is_empty() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(lock)).execute(&mut *tx).await?;
         }
-        for id in 1..=200i64 {
-            sqlx::query(
-                "INSERT INTO posts (id, slug, title, body, author_id) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(id)
-            .bind(format!("post-{id}"))
-            .bind(format!("Post number {id}"))
-            .bind("Caching is easy; knowing when to forget is the hard part.")
-            .bind(id % 4 + 1)
-            .execute(&mut *tx)
+        sqlx::raw_sql(sqlx::AssertSqlSafe(schema)).execute(&mut *tx).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(indexes)).execute(&mut *tx).await?;
+        let (authors,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM authors")
+            .fetch_one(&mut *tx)
             .await?;
-        }
-        for id in 1..=2000i64 {
-            // Ten comments per post, a few more on some to make them popular.
-            let post = if id % 7 == 0 {
-                id % 5 + 1
-            } else {
-                (id - 1) % 200 + 1
-            };
-            sqlx::query("INSERT INTO comments (id, post_id, name, body) VALUES (?, ?, ?, ?)")
+        if authors == 0 {
+            let names = [
+                "Ada Lovelace",
+                "Alan Turing",
+                "Grace Hopper",
+                "Edsger Dijkstra",
+            ];
+            for (i, name) in names.iter().enumerate() {
+                sqlx::query("INSERT INTO authors (id, name) VALUES ($1, $2)")
+                    .bind(i as i64 + 1)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for id in 1..=200i64 {
+                sqlx::query(
+                    "INSERT INTO posts (id, slug, title, body, author_id) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
                 .bind(id)
-                .bind(post)
-                .bind(format!("reader{}", id % 37))
-                .bind("Nice post.")
+                .bind(format!("post-{id}"))
+                .bind(format!("Post number {id}"))
+                .bind("Caching is easy; knowing when to forget is the hard part.")
+                .bind(id % 4 + 1)
                 .execute(&mut *tx)
                 .await?;
+            }
+            for id in 1..=2000i64 {
+                // Ten comments per post, a few more on some to make them popular.
+                let post = if id % 7 == 0 {
+                    id % 5 + 1
+                } else {
+                    (id - 1) % 200 + 1
+                };
+                sqlx::query("INSERT INTO comments (id, post_id, name, body) VALUES ($1, $2, $3, $4)")
+                    .bind(id)
+                    .bind(post)
+                    .bind(format!("reader{}", id % 37))
+                    .bind("Nice post.")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if !after.is_empty() {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(after)).execute(&mut *tx).await?;
+            }
         }
-    }
-    tx.commit().await
+        tx.commit().await
+    })
 }
 
 // ----------------------------------------------------------------- pages --
@@ -503,7 +658,9 @@ impl IntoResponse for AppError {
 type Page = Result<Response, AppError>;
 
 impl Blog {
+    /// Renders a page, with the site notice (which every page then depends on).
     fn render(&self, name: &str, ctx: minijinja::Value) -> Result<Html<String>, AppError> {
+        let ctx = context! { notice => notice(), ..ctx };
         let html = self
             .templates
             .get_template(name)
@@ -693,6 +850,7 @@ const TEMPLATES: [(&str, &str); 7] = [
         r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>{% block title %}Blog{% endblock %}</title></head>
 <body><nav><a href="/">Home</a> · <a href="/stats">Cache stats</a></nav>
+{% if notice %}<p class="notice">{{ notice }}</p>{% endif %}
 {% block main %}{% endblock %}
 </body></html>"#,
     ),

@@ -14,11 +14,12 @@ use sqlx::{Sqlite, SqlitePool};
 /// apply their commits before they return
 /// (`ultracache::db::sqlite::pool_options`).
 pub async fn database() -> (SqlitePool, PathBuf) {
-    database_with(ultracache::db::sqlite::pool_options(), "wal").await
+    database_with(ultracache::db::sqlite::pool_options()).await
 }
 
-/// [`database`], with a pool built from `pool` and the journal mode `mode`.
-pub async fn database_with(pool: SqlitePoolOptions, mode: &str) -> (SqlitePool, PathBuf) {
+/// [`database`], with a pool built from `pool` (a new file is in SQLite's
+/// default rollback-journal mode until something switches it).
+pub async fn database_with(pool: SqlitePoolOptions) -> (SqlitePool, PathBuf) {
     static N: AtomicUsize = AtomicUsize::new(0);
     let path = std::env::temp_dir().join(format!(
         "ultracache-test-{}-{}.db",
@@ -29,8 +30,7 @@ pub async fn database_with(pool: SqlitePoolOptions, mode: &str) -> (SqlitePool, 
     let options = SqliteConnectOptions::new()
         .filename(&path)
         .create_if_missing(true)
-        .busy_timeout(Duration::from_secs(5))
-        .journal_mode(mode.parse().unwrap());
+        .busy_timeout(Duration::from_secs(5));
     let pool = pool.max_connections(4).connect_with(options).await.unwrap();
     sqlx::query("CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL)")
         .execute(&pool)

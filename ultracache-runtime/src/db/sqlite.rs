@@ -13,10 +13,14 @@
 //!   the statement that committed returns: a raw `sqlx::query` in
 //!   autocommit or a transaction's `commit()` returns only once every node's
 //!   cache (through the shared tier, when one is configured) has dropped what
-//!   it changed. This needs WAL mode (sqlx's default journal mode).
+//!   it changed (a single-row fetch of an `INSERT … RETURNING` in autocommit
+//!   excepted: SQLite commits it without a hook, so run it in a transaction).
+//!   This needs WAL mode: hooking a connection switches the
+//!   database to it (it is a setting of the file, and what concurrent
+//!   readers want anyway).
 //! - **Everything else within [`POLL`].** A background task reads what the
 //!   log gained every `POLL` (100 ms): other processes' writes, connections
-//!   not hooked, a journal mode other than WAL. [`Capture::sync`] does it on
+//!   not hooked, an in-memory database (which cannot be in WAL mode). [`Capture::sync`] does it on
 //!   demand and [`Capture::commit`] right after a transaction commits.
 //!
 //! Triggers and the log table are created when capture starts
@@ -89,8 +93,9 @@ pub async fn hook(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !hooks::install(conn).await? && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!(
-            "ultracache: a SQLite connection not in WAL mode is not hooked: its commits \
-             are applied within {POLL:?}, not before they return"
+            "ultracache: a SQLite connection that cannot be in WAL mode (in memory, or \
+             the switch was refused) is not hooked: its commits are applied within \
+             {POLL:?}, not before they return"
         );
     }
     Ok(())
@@ -111,6 +116,9 @@ pub struct Capture {
     /// a caller of `sync` returns only once everything committed before the
     /// call is applied (also when the background task was applying it).
     seen: tokio::sync::Mutex<i64>,
+    /// Log rows a hooked connection applied after their commit, which the
+    /// background reader skips (dropping them once it has passed them).
+    hooked: std::sync::Mutex<std::collections::BTreeSet<i64>>,
 }
 
 /// An SQL identifier, quoted.
@@ -217,6 +225,7 @@ impl Capture {
             pool: pool.clone(),
             tables,
             seen: tokio::sync::Mutex::new(last),
+            hooked: Default::default(),
         });
         {
             let mut conn = pool.acquire().await?;
@@ -260,11 +269,19 @@ impl Capture {
             let Some(&(last, ..)) = rows.last() else {
                 return Ok(applied);
             };
-            let (deps, kinds) = self.invalidations(
-                rows.iter()
-                    .map(|(_, t, c, k)| (t.as_str(), c.as_str(), k.as_deref())),
-                &Default::default(),
-            );
+            let (deps, kinds) = {
+                let mut hooked = self
+                    .hooked
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let new = rows.iter().filter(|(seq, ..)| !hooked.contains(seq));
+                let found = self.invalidations(
+                    new.map(|(_, t, c, k)| (t.as_str(), c.as_str(), k.as_deref())),
+                    &Default::default(),
+                );
+                *hooked = hooked.split_off(&(last + 1));
+                found
+            };
             crate::invalidation::apply_committed(&deps, &kinds).await;
             applied += rows.len();
             *seen = last;
@@ -275,6 +292,14 @@ impl Capture {
                 .execute(&self.pool)
                 .await?;
         }
+    }
+
+    /// Notes log rows a hooked connection applied.
+    fn applied_by_hook(&self, seqs: impl Iterator<Item = i64>) {
+        self.hooked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(seqs);
     }
 
     /// What log rows `(table, column, value)` drop, and whole `tables`.

@@ -12,9 +12,20 @@
 //! writer's next read — on any connection, in any task — sees its write,
 //! whether it was a raw `sqlx::query` in autocommit or a transaction.
 //!
-//! Outside WAL mode SQLite has no hook after a commit: such a connection is
-//! left unhooked and its commits are applied by the background reader,
-//! within [`POLL`](super::POLL).
+//! SQLite calls the WAL hook when the statement that commits runs to its end,
+//! which is how sqlx runs `execute`, `fetch_all` and every transaction's
+//! `commit`. A single-row fetch (`fetch_one`, `fetch_optional`) of a write
+//! that returns rows (`INSERT … RETURNING`) in autocommit stops early, and
+//! SQLite then commits while sqlx resets the statement, where it calls no
+//! hook: such a commit is applied by the background reader. Run that write
+//! in a transaction, or call [`Capture::sync`](super::Capture::sync) after it,
+//! for the writer's next read to see it.
+//!
+//! Outside WAL mode SQLite has no hook after a commit, so hooking a
+//! connection switches its database to WAL mode (a setting of the file, kept
+//! from then on); where that cannot be done (an in-memory database), the
+//! connection is left unhooked and its commits are applied by the background
+//! reader, within [`POLL`](super::POLL).
 //!
 //! The WAL hook takes the place of SQLite's automatic checkpoint, so it
 //! checkpoints itself at SQLite's default threshold (1,000 frames). Setting
@@ -73,11 +84,11 @@ pub(super) async fn file(conn: &mut SqliteConnection) -> Result<String, sqlx::Er
     Ok(file)
 }
 
-/// The log rows of one commit, `(table, column, value)`, or only the tables
-/// when there were more than [`LIMIT`].
+/// The log rows of one commit, `(seq, table, column, value)`, or only the
+/// tables when there were more than [`LIMIT`].
 #[derive(Debug, Default)]
 pub(super) struct Changes {
-    pub(super) rows: Vec<(String, String, Option<String>)>,
+    pub(super) rows: Vec<(i64, String, String, Option<String>)>,
     pub(super) tables: BTreeSet<String>,
 }
 
@@ -85,8 +96,15 @@ pub(super) struct Changes {
 #[derive(Debug)]
 struct Hooked {
     file: String,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
     /// The first and last log row the open transaction appended.
-    logged: Mutex<Option<(i64, i64)>>,
+    logged: Option<(i64, i64)>,
+    /// Those of a transaction whose commit began, for the WAL hook.
+    committing: Option<(i64, i64)>,
 }
 
 impl Hooked {
@@ -98,15 +116,23 @@ impl Hooked {
             return;
         }
         let seq = row.rowid;
-        let mut logged = lock(&self.logged);
-        *logged = Some(match *logged {
+        let mut state = lock(&self.state);
+        // A commit the WAL hook never saw (see the module docs) is the
+        // background reader's.
+        state.committing = None;
+        state.logged = Some(match state.logged {
             Some((first, last)) => (first.min(seq), last.max(seq)),
             None => (seq, seq),
         });
     }
 
+    fn commit_begins(&self) {
+        let mut state = lock(&self.state);
+        state.committing = state.logged.take();
+    }
+
     fn rolled_back(&self) {
-        *lock(&self.logged) = None;
+        *lock(&self.state) = State::default();
     }
 
     /// The open transaction committed: its log rows (one writer at a time,
@@ -115,7 +141,7 @@ impl Hooked {
     /// # Safety
     /// `db` is this connection, inside its WAL hook.
     unsafe fn committed(&self, db: *mut ffi::sqlite3) {
-        let Some((first, last)) = lock(&self.logged).take() else {
+        let Some((first, last)) = lock(&self.state).committing.take() else {
             return;
         };
         // SAFETY: as this function's.
@@ -134,10 +160,13 @@ impl Hooked {
                 changes
                     .rows
                     .iter()
-                    .map(|(t, c, k)| (t.as_str(), c.as_str(), k.as_deref())),
+                    .map(|(_, t, c, k)| (t.as_str(), c.as_str(), k.as_deref())),
                 &changes.tables,
             );
             crate::invalidation::apply_committed_blocking(&deps, &kinds);
+            // Rows read here were committed when read, and are applied
+            // now: the background reader need not apply them again.
+            capture.applied_by_hook(changes.rows.iter().map(|(seq, ..)| *seq));
         }
     }
 }
@@ -151,7 +180,7 @@ unsafe fn read(db: *mut ffi::sqlite3, first: i64, last: i64) -> Result<Changes, 
     let sql: &CStr = if whole {
         c"SELECT DISTINCT tbl FROM _ultracache_changes WHERE seq BETWEEN ?1 AND ?2"
     } else {
-        c"SELECT tbl, col, key FROM _ultracache_changes WHERE seq BETWEEN ?1 AND ?2"
+        c"SELECT tbl, col, key, seq FROM _ultracache_changes WHERE seq BETWEEN ?1 AND ?2"
     };
     let mut stmt = std::ptr::null_mut();
     // SAFETY: `db` is open (this function's contract); `sql` is
@@ -171,7 +200,8 @@ unsafe fn read(db: *mut ffi::sqlite3, first: i64, last: i64) -> Result<Changes, 
                     if whole {
                         changes.tables.insert(tbl);
                     } else if let Some(col) = column(stmt, 1) {
-                        changes.rows.push((tbl, col, column(stmt, 2)));
+                        let seq = ffi::sqlite3_column_int64(stmt, 3);
+                        changes.rows.push((seq, tbl, col, column(stmt, 2)));
                     }
                 }
                 ffi::SQLITE_DONE => break ffi::SQLITE_OK,
@@ -205,19 +235,27 @@ unsafe fn column(stmt: *mut ffi::sqlite3_stmt, i: c_int) -> Option<String> {
     }
 }
 
-/// Installs the hooks on `conn` (nothing outside WAL mode: see the module
-/// docs); returns whether it did.
+/// Installs the hooks on `conn`, switching its database to WAL mode first
+/// (it stays so: the mode is the file's); returns whether it could (not for
+/// an in-memory database, which has no WAL, nor when another connection
+/// keeps the switch from happening).
 pub(super) async fn install(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
     let file = file(conn).await?;
     let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
         .fetch_one(&mut *conn)
         .await?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Ok(false);
+        let switched: Result<(String,), _> = sqlx::query_as("PRAGMA journal_mode = WAL")
+            .fetch_one(&mut *conn)
+            .await;
+        match switched {
+            Ok((mode,)) if mode.eq_ignore_ascii_case("wal") => {}
+            _ => return Ok(false),
+        }
     }
     let hooked = Arc::new(Hooked {
         file,
-        logged: Mutex::new(None),
+        state: Mutex::new(State::default()),
     });
     let mut handle = conn.lock_handle().await?;
     // The hooks sqlx keeps hold weak references: the connection's client
@@ -227,6 +265,13 @@ pub(super) async fn install(conn: &mut SqliteConnection) -> Result<bool, sqlx::E
         if let Some(h) = weak.upgrade() {
             h.updated(&row);
         }
+    });
+    let weak = Arc::downgrade(&hooked);
+    handle.set_commit_hook(move || {
+        if let Some(h) = weak.upgrade() {
+            h.commit_begins();
+        }
+        true
     });
     let weak = Arc::downgrade(&hooked);
     handle.set_rollback_hook(move || {
