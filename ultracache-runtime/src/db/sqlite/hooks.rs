@@ -119,7 +119,17 @@ impl Hooked {
         let mut state = lock(&self.state);
         // A commit the WAL hook never saw (see the module docs) is the
         // background reader's.
-        state.committing = None;
+        if state.committing.take().is_some() {
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "ultracache: a SQLite commit was applied by the background reader, not \
+                     before it returned: a single-row fetch (fetch_one, fetch_optional) of \
+                     a write with RETURNING in autocommit? Run it in a transaction \
+                     (said once)"
+                );
+            }
+        }
         state.logged = Some(match state.logged {
             Some((first, last)) => (first.min(seq), last.max(seq)),
             None => (seq, seq),
