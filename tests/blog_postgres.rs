@@ -148,6 +148,8 @@ async fn a_psql_write_and_a_comment_on_one_node_show_on_both_nodes() {
         }
         Err(e) => {
             eprintln!("\n*** SKIPPED: no psql: {e} ***\n");
+            let _ = child.kill();
+            let _ = child.wait();
             return;
         }
     };

@@ -112,7 +112,7 @@ fn reads_inside_a_block_are_its_dependencies_and_reads_outside_are_not() {
 fn nested_blocks_invalidate_outward_and_inner_hits_keep_their_dependencies() {
     let (env, ran) = env(&[(
         "t",
-        r#"{% call ultracache(3600, "nest-outer") %}{{ ran("outer") }}[{% call ultracache(3600, "nest-inner", a.id) %}{{ ran("inner-a") }}{{ a.title }}{% endcall %}][{% call ultracache(3600, "nest-inner", b.id) %}{{ ran("inner-b") }}{{ b.title }}{% endcall %}]{% endcall %}"#,
+        r#"{% call ultracache(3600, "nest-outer") %}{{ ran("outer") }}[{% call ultracache(3600, "nest-inner-a") %}{{ ran("inner-a") }}{{ a.title }}{% endcall %}][{% call ultracache(3600, "nest-inner-b") %}{{ ran("inner-b") }}{{ b.title }}{% endcall %}]{% endcall %}"#,
     )]);
     let ctx = || context! { a => model(item(11)), b => model(item(12)) };
     assert_eq!(render(&env, "t", ctx()), "[item 11][item 12]");
@@ -208,7 +208,7 @@ fn inner_keys_are_inherited_by_outer_blocks_unless_local_with_defaults() {
         ),
         (
             "default",
-            r#"{% call ultracache(3600, "def-block", x=10) %}{{ ran("def") }}x={{ x }}{% endcall %}"#,
+            r#"{% call(x) ultracache(3600, "def-block", x=10) %}{{ ran("def") }}x={{ x }}{% endcall %}"#,
         ),
     ]);
     assert_eq!(render(&env, "inherit", context! { y => 5 }), "<y=5>");
@@ -227,7 +227,8 @@ fn inner_keys_are_inherited_by_outer_blocks_unless_local_with_defaults() {
     assert_eq!(render(&env, "local", context! { y => 6 }), "<y=5>");
     assert_eq!(ran.get("loc-outer"), 1);
 
-    // A missing variable takes its default: x missing is x=10.
+    // A missing variable takes its default (the body declares it): x
+    // missing renders, and is cached, as x=10.
     assert_eq!(render(&env, "default", context! { x => 10 }), "x=10");
     assert_eq!(render(&env, "default", context! {}), "x=10");
     assert_eq!(ran.get("def"), 1);
@@ -274,4 +275,177 @@ fn rust_fragments_cache_record_and_nest() {
     invalidate(&a);
     assert_eq!(page(), "<main><aside>item 31</aside></main>");
     assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn keys_pass_down_so_an_inner_block_never_shows_an_outer_variable_stale() {
+    let (env, ran) = env(&[(
+        "t",
+        r#"{% call ultracache(3600, "down-outer", x=none) %}{{ ran("down-outer") }}x={{ x }};{% call ultracache(3600, "down-mid", y=none) %}{{ ran("down-mid") }}y={{ y }};{% call ultracache(3600, "down-inner", z=none) %}{{ ran("down-inner") }}x={{ x }},y={{ y }},z={{ z }}{% endcall %}{% endcall %}{% endcall %}"#,
+    )]);
+    let page = |x: i32, y: i32, z: i32| render(&env, "t", context! { x, y, z });
+    assert_eq!(page(1, 1, 1), "x=1;y=1;x=1,y=1,z=1");
+    assert_eq!(page(1, 1, 1), "x=1;y=1;x=1,y=1,z=1");
+    assert_eq!(ran.get("down-inner"), 1);
+    // The outermost variable changes: the innermost block prints it.
+    assert_eq!(page(2, 1, 1), "x=2;y=1;x=2,y=1,z=1");
+    assert_eq!(page(2, 2, 1), "x=2;y=2;x=2,y=2,z=1");
+    assert_eq!(page(2, 2, 3), "x=2;y=2;x=2,y=2,z=3");
+    // Every combination seen stays right.
+    assert_eq!(page(1, 1, 1), "x=1;y=1;x=1,y=1,z=1");
+    assert_eq!(page(2, 1, 1), "x=2;y=1;x=2,y=1,z=1");
+}
+
+#[test]
+fn a_default_never_poisons_the_entry_of_the_real_value() {
+    let (env, ran) = env(&[
+        (
+            "declared",
+            r#"{% call(x) ultracache(3600, "poison-declared", x=10) %}{{ ran("pd") }}x={{ x }}{% endcall %}"#,
+        ),
+        (
+            "undeclared",
+            r#"{% call ultracache(3600, "poison-undeclared", x=10) %}{{ ran("pu") }}x={{ x }}{% endcall %}"#,
+        ),
+    ]);
+    // The body declares x: missing renders as if x were 10, and shares
+    // the entry with a real 10.
+    assert_eq!(render(&env, "declared", context! {}), "x=10");
+    assert_eq!(render(&env, "declared", context! { x => 10 }), "x=10");
+    assert_eq!(ran.get("pd"), 1);
+    // It does not: the body sees x missing, and that render is kept apart
+    // from x=10's.
+    assert_eq!(render(&env, "undeclared", context! {}), "x=");
+    assert_eq!(render(&env, "undeclared", context! { x => 10 }), "x=10");
+    assert_eq!(render(&env, "undeclared", context! {}), "x=");
+}
+
+#[test]
+fn learned_names_only_grow_whatever_branch_a_render_takes() {
+    let (env, _) = env(&[(
+        "t",
+        r#"{% call ultracache(3600, "grow-outer", branch=none) %}[{% if branch == "y" %}{% call ultracache(3600, "grow-y", y=none) %}y={{ y }}{% endcall %}{% elif branch == "q" %}{% call ultracache(3600, "grow-q", q=none) %}q={{ q }}{% endcall %}{% endif %}]{% endcall %}"#,
+    )]);
+    let page = |branch: &str, y: i32, q: i32| render(&env, "t", context! { branch, y, q });
+    assert_eq!(page("y", 1, 0), "[y=1]");
+    // A render that skips the inner block forgets nothing.
+    assert_eq!(page("none", 1, 0), "[]");
+    assert_eq!(page("y", 2, 0), "[y=2]");
+    assert_eq!(page("y", 1, 0), "[y=1]");
+    // Another branch's block with as many names as already known is learned
+    // too.
+    assert_eq!(page("q", 1, 1), "[q=1]");
+    assert_eq!(page("q", 1, 2), "[q=2]");
+    assert_eq!(page("q", 2, 1), "[q=1]");
+    assert_eq!(page("y", 2, 7), "[y=2]");
+    assert_eq!(page("none", 5, 5), "[]");
+    assert_eq!(page("q", 5, 3), "[q=3]");
+}
+
+#[test]
+fn positional_keys_pass_down_and_the_block_around_them_is_never_stale() {
+    // better-cache's own example, with positional keys.
+    let (env, ran) = env(&[(
+        "t",
+        r#"{% call ultracache(500, "pos-outer", x) %}{{ ran("pos-outer") }}y = {{ y }};{% call ultracache(500, "pos-inner", y) %}{{ ran("pos-inner") }}x = {{ x }}{% endcall %}{% endcall %}"#,
+    )]);
+    let page = |x: i32, y: i32| render(&env, "t", context! { x, y });
+    assert_eq!(page(1, 1), "y = 1;x = 1");
+    assert_eq!(page(1, 1), "y = 1;x = 1");
+    assert_eq!(ran.get("pos-inner"), 1, "the inner block is cached");
+    // x changes: the inner block's key includes the outer's (it passes down).
+    assert_eq!(page(2, 1), "y = 1;x = 2");
+    // y changes: the outer block cannot look y up before rendering, so it
+    // renders every time rather than serve y = 1.
+    assert_eq!(page(2, 2), "y = 2;x = 2");
+    assert_eq!(page(1, 1), "y = 1;x = 1");
+    assert_eq!(ran.get("pos-inner"), 3);
+}
+
+#[test]
+fn the_escape_mode_is_part_of_a_blocks_key() {
+    let (env, _) = env(&[(
+        "page.html",
+        r#"{% autoescape false %}{% call ultracache(60, "escape-block") %}{{ p }}{% endcall %}{% endautoescape %}|{% call ultracache(60, "escape-block") %}{{ p }}{% endcall %}"#,
+    )]);
+    assert_eq!(
+        render(&env, "page.html", context! { p => "<script>" }),
+        "<script>|&lt;script&gt;"
+    );
+    // And the same block in a text template is not served in an HTML one.
+    let (env, _) = env_shared_name();
+    assert_eq!(render(&env, "a.txt", context! { p => "<b>" }), "<b>");
+    assert_eq!(render(&env, "b.html", context! { p => "<b>" }), "&lt;b&gt;");
+}
+
+fn env_shared_name() -> (Environment<'static>, Ran) {
+    env(&[
+        (
+            "a.txt",
+            r#"{% call ultracache(60, "shared-name") %}{{ p }}{% endcall %}"#,
+        ),
+        (
+            "b.html",
+            r#"{% call ultracache(60, "shared-name") %}{{ p }}{% endcall %}"#,
+        ),
+    ])
+}
+
+#[test]
+fn timeouts_share_one_cache_each_entry_expiring_on_its_own() {
+    let (env, _) = env(&[(
+        "t",
+        r#"{% call ultracache(timeout, "many-timeouts", n=none) %}{{ n }}{% endcall %}"#,
+    )]);
+    for n in 0..3_000u64 {
+        render(&env, "t", context! { timeout => 1_000 + n, n });
+        fragment(1_000 + n, format!("many-timeouts-{n}"), String::new);
+    }
+    let stats = ultracache::stats();
+    let count = |name: &str| stats.caches.iter().filter(|c| c.name == name).count();
+    assert_eq!(count("template-block"), 1);
+    assert_eq!(count("fragment"), 1);
+}
+
+#[test]
+fn concurrent_first_renders_of_a_block_run_its_body_once() {
+    use std::sync::Barrier;
+    let (env, ran) = env(&[(
+        "t",
+        r#"{% call ultracache(3600, "flight-block") %}{{ ran("flight") }}{{ wait() }}body{% endcall %}"#,
+    )]);
+    let mut env = env;
+    // The body waits (bounded) until the other renders are waiting for it.
+    let coalesced = || {
+        ultracache::stats()
+            .cache("template-block")
+            .map_or(0, |c| c.coalesced)
+    };
+    let before = coalesced();
+    env.add_function("wait", move || {
+        let start = std::time::Instant::now();
+        while coalesced() < before + 7 && start.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::yield_now();
+        }
+        String::new()
+    });
+    let env = Arc::new(env);
+    let barrier = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (env, barrier) = (Arc::clone(&env), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                render(&env, "t", context! {})
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), "body");
+    }
+    assert_eq!(
+        ran.get("flight"),
+        1,
+        "the body ran once for 8 first renders"
+    );
 }

@@ -1,42 +1,13 @@
 //! Fragments: cached pieces of output rendered from Rust (askama, maud,
 //! `format!`), with the same recording and nesting as every cache.
 
-use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::convert::Infallible;
 use std::time::Duration;
 
-use crate::cache::{Cache, CacheValue, Timeout};
+use crate::cache::{Cache, Timeout};
 
-/// Caches of one value type, one per timeout in use (each cache has one
-/// timeout). Leaked once per distinct timeout: programs use a handful.
-pub(crate) struct ByTimeout<V: 'static> {
-    name: &'static str,
-    caches: Mutex<BTreeMap<Option<Duration>, &'static Cache<String, V>>>,
-}
-
-impl<V: CacheValue> ByTimeout<V> {
-    pub(crate) const fn new(name: &'static str) -> Self {
-        ByTimeout {
-            name,
-            caches: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    /// The cache for `timeout` (`None`: no expiry).
-    pub(crate) fn get(&self, timeout: Option<Duration>) -> &'static Cache<String, V> {
-        let mut caches = self.caches.lock().unwrap_or_else(PoisonError::into_inner);
-        caches.entry(timeout).or_insert_with(|| {
-            let cache = Cache::new(self.name).module("ultracache");
-            let cache = match timeout {
-                Some(t) => cache.timeout(t),
-                None => cache.forever(),
-            };
-            Box::leak(Box::new(cache))
-        })
-    }
-}
-
-static FRAGMENTS: ByTimeout<String> = ByTimeout::new("fragment");
+/// Every fragment, whatever its timeout: each entry expires on its own.
+static FRAGMENTS: Cache<String, String> = Cache::new("fragment").module("ultracache").forever();
 
 /// Caches a piece of rendered output under `key` for `timeout`: on a hit the
 /// closure does not run. Reads inside it are recorded as the fragment's
@@ -69,7 +40,10 @@ pub fn fragment(
         Timeout::Computed(f) => Some(f()),
         Timeout::StoreDefault => Some(crate::config::DEFAULT_TIMEOUT),
     };
-    FRAGMENTS.get(timeout).get_or_compute(key.into(), render)
+    match FRAGMENTS.try_get_or_compute_for(key.into(), timeout, || Ok::<_, Infallible>(render())) {
+        Ok(html) => html,
+        Err(never) => match never {},
+    }
 }
 
 impl From<Duration> for Timeout {

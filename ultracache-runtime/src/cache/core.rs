@@ -146,6 +146,19 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         reads: &Reads,
         heap: Option<usize>,
     ) -> Option<Arc<Slot<K, V>>> {
+        self.publish_for(key, value, reads, heap, self.timeout)
+    }
+
+    /// [`publish`](Self::publish), expiring after `timeout` rather than the
+    /// cache's timeout (`None`: never).
+    pub(super) fn publish_for(
+        self: &Arc<Self>,
+        key: K,
+        value: V,
+        reads: &Reads,
+        heap: Option<usize>,
+        timeout: Option<Duration>,
+    ) -> Option<Arc<Slot<K, V>>> {
         if crate::transaction::active() {
             // Computed inside an open database transaction: it may have read
             // writes that are not committed (and may never be).
@@ -163,8 +176,8 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             value,
             deps,
             basis: reads.oldest_basis(),
-            expires_at: self.timeout.and_then(|t| Instant::now().checked_add(t)),
-            deadline: clock::deadline(self.timeout),
+            expires_at: timeout.and_then(|t| Instant::now().checked_add(t)),
+            deadline: clock::deadline(timeout),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
             state: State::pending(),
             ended: AtomicBool::new(false),

@@ -280,6 +280,21 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         self.resolve::<Result<V, E>, OkOnly>(key, None, f)
     }
 
+    /// [`try_get_or_compute`](Self::try_get_or_compute), the value expiring
+    /// after `timeout` (`None`: never) rather than the cache's timeout: one
+    /// cache for values of many lifetimes (template blocks, fragments).
+    pub(crate) fn try_get_or_compute_for<E>(
+        &self,
+        key: K,
+        timeout: Option<Duration>,
+        f: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E> {
+        match self.core() {
+            Some(core) => core.resolve_for::<Result<V, E>, OkOnly>(key, None, timeout, f),
+            None => f(),
+        }
+    }
+
     /// The async form of [`get_or_compute`](Self::get_or_compute): callers that
     /// miss while another computes wait without blocking their thread.
     pub async fn get_or_compute_async(&self, key: K, fut: impl Future<Output = V>) -> V {
@@ -398,6 +413,23 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     pub fn insert_recorded(&self, key: K, value: V, recorded: &Recorded) -> bool {
         match self.core() {
             Some(core) => core.publish(key, value, &recorded.0, None).is_some(),
+            None => false,
+        }
+    }
+
+    /// [`insert_recorded`](Self::insert_recorded), the value expiring after
+    /// `timeout` (`None`: never) rather than the cache's timeout.
+    pub(crate) fn insert_recorded_for(
+        &self,
+        key: K,
+        value: V,
+        recorded: &Recorded,
+        timeout: Option<Duration>,
+    ) -> bool {
+        match self.core() {
+            Some(core) => core
+                .publish_for(key, value, &recorded.0, None, timeout)
+                .is_some(),
             None => false,
         }
     }

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use super::core::Core;
 use super::outcome::{CacheKey, CacheValue, Outcome};
@@ -171,6 +172,19 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         reads: Reads,
         weigh: Option<fn(&R) -> usize>,
     ) {
+        self.finish_for::<R, O>(key, lead, result, reads, weigh, self.timeout);
+    }
+
+    /// [`finish`](Self::finish), the value expiring after `timeout`.
+    fn finish_for<R, O: Outcome<R, Value = V>>(
+        self: &Arc<Self>,
+        key: K,
+        lead: Option<Lead<K, V>>,
+        result: &R,
+        reads: Reads,
+        weigh: Option<fn(&R) -> usize>,
+        timeout: Option<Duration>,
+    ) {
         let heap = weigh.map(|w| w(result));
         let Some(value) = O::value(result) else {
             match lead {
@@ -181,7 +195,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             recorder::track_reads(reads);
             return;
         };
-        let slot = self.publish(key, value.clone(), &reads, heap);
+        let slot = self.publish_for(key, value.clone(), &reads, heap, timeout);
         Self::pass_on(slot.as_ref(), reads);
         if let Some(lead) = lead {
             lead.finish(slot);
@@ -204,6 +218,18 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         self: &Arc<Self>,
         key: K,
         weigh: Option<fn(&R) -> usize>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        self.resolve_for::<R, O>(key, weigh, self.timeout, f)
+    }
+
+    /// [`resolve`](Self::resolve), a computed value expiring after `timeout`
+    /// rather than the cache's (one cache for values of many lifetimes).
+    pub(super) fn resolve_for<R, O: Outcome<R, Value = V>>(
+        self: &Arc<Self>,
+        key: K,
+        weigh: Option<fn(&R) -> usize>,
+        timeout: Option<Duration>,
         f: impl FnOnce() -> R,
     ) -> R {
         // The hit path: nothing else before it.
@@ -229,7 +255,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         let (result, reads) = recorder::capture_reads(f);
         #[cfg(feature = "redis")]
         self.store_shared::<R, O>(&key, &result, &reads, since);
-        self.finish::<R, O>(key, lead, &result, reads, weigh);
+        self.finish_for::<R, O>(key, lead, &result, reads, weigh, timeout);
         result
     }
 
