@@ -1096,3 +1096,123 @@ fn callers_sharing_a_build_that_found_nothing_depend_on_what_it_read() {
     ghost_page(2);
     assert_eq!(GHOST_PAGE_RUNS.get(), 4);
 }
+
+// ---- the last to invalidate wins ----
+
+#[derive(CacheModel, Serialize, Deserialize, Debug, PartialEq)]
+#[cache(name = "models.ordered")]
+struct Ordered {
+    #[cache(key)]
+    id: u32,
+    v: u32,
+}
+
+static WATCHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A page showing an `Ordered`; when a save drops it, a delete of the same
+/// object lands — after the save invalidated, before it writes.
+static ORDERED_PAGE: ultracache::Cache<u32, u32> = ultracache::Cache::new("models.ordered-page")
+    .on_invalidated(|id, _| {
+        if WATCHING.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            Ordered::delete(&OrderedKey::new(*id));
+        }
+    });
+
+#[test]
+fn a_delete_between_a_saves_invalidation_and_its_write_wins() {
+    Ordered { id: 1, v: 1 }.save().unwrap();
+    let page = ORDERED_PAGE.get_or_compute(1, || Ordered::get(&OrderedKey::new(1)).unwrap().v);
+    assert_eq!(page, 1);
+    WATCHING.store(true, std::sync::atomic::Ordering::SeqCst);
+    Ordered { id: 1, v: 2 }.save().unwrap();
+    assert!(
+        !WATCHING.load(std::sync::atomic::Ordering::SeqCst),
+        "the delete ran"
+    );
+    // The delete invalidated last: the object stays deleted.
+    assert!(
+        Ordered::get(&OrderedKey::new(1)).is_err(),
+        "the delete was undone"
+    );
+
+    // Without a delete in between, the save stands.
+    Ordered { id: 1, v: 3 }.save().unwrap();
+    assert_eq!(Ordered::get(&OrderedKey::new(1)).unwrap().v, 3);
+}
+
+#[test]
+fn concurrent_saves_and_deletes_end_on_the_last_one() {
+    // Whatever the interleaving, after they all return a read shows either
+    // nothing or a value some save wrote, and a final save stands.
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            thread::spawn(move || {
+                for i in 0..200u32 {
+                    if (i + t) % 3 == 0 {
+                        Ordered::delete(&OrderedKey::new(2));
+                    } else {
+                        Ordered {
+                            id: 2,
+                            v: t * 1000 + i,
+                        }
+                        .save()
+                        .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    if let Ok(o) = Ordered::get(&OrderedKey::new(2)) {
+        assert!(o.v % 1000 < 200);
+    }
+    Ordered { id: 2, v: 7 }.save().unwrap();
+    assert_eq!(Ordered::get(&OrderedKey::new(2)).unwrap().v, 7);
+}
+
+// ---- deep chains of references ----
+
+#[derive(CacheModel, Serialize, Deserialize, Debug)]
+#[cache(name = "models.ancestor", forever)]
+struct Ancestor {
+    #[cache(key)]
+    id: u32,
+    mother: Reference<Ancestor>,
+    father: Reference<Ancestor>,
+}
+
+#[test]
+fn a_chain_of_references_thousands_deep_drops_without_overflowing_the_stack() {
+    // Two people, each the other's mother and father: walking the chain
+    // loads a new object at every step.
+    for (id, other) in [(1, 2), (2, 1)] {
+        Ancestor {
+            id,
+            mother: Reference::to(AncestorKey::new(other)),
+            father: Reference::to(AncestorKey::new(other)),
+        }
+        .save()
+        .unwrap();
+    }
+    // A small stack, as a worker thread may have.
+    let walker = thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            let root = Ancestor::get(&AncestorKey::new(1)).unwrap();
+            let mut at = &root;
+            for step in 0..20_000 {
+                at = if step % 2 == 0 {
+                    at.mother.get().unwrap()
+                } else {
+                    at.father.get().unwrap()
+                };
+            }
+            let id = at.id;
+            drop(root);
+            id
+        })
+        .unwrap();
+    assert_eq!(walker.join().unwrap(), 1);
+}

@@ -134,14 +134,23 @@ pub(crate) fn apply_committed_blocking(deps: &[Dep], kinds: &[Kind]) -> usize {
 }
 
 /// [`invalidate_deps`], with the shared tier's tick for it (when Redis took
-/// it): a value written after it is stored there unless a later write came.
-pub(crate) fn invalidate_deps_ticked(deps: &[Dep]) -> (usize, Option<u64>) {
+/// it: a value written after it is stored there unless a later write came)
+/// and this process's (a value written against it is stored here unless a
+/// later invalidation came).
+pub(crate) fn invalidate_deps_stamped(deps: &[Dep]) -> (usize, Option<u64>, u64) {
     let tick = forward(deps, &[]);
-    (invalidate_local(deps, &[]), tick)
+    let (n, local) = invalidate_local_stamped(deps, &[]);
+    (n, tick, local)
 }
 
-/// The async form of [`invalidate_deps_ticked`].
+/// The async form of `invalidate_deps_ticked`.
 pub(crate) async fn invalidate_deps_ticked_async(deps: &[Dep]) -> (usize, Option<u64>) {
+    let (n, tick, _) = invalidate_deps_stamped_async(deps).await;
+    (n, tick)
+}
+
+/// The async form of [`invalidate_deps_stamped`].
+pub(crate) async fn invalidate_deps_stamped_async(deps: &[Dep]) -> (usize, Option<u64>, u64) {
     crate::listen::invalidating(deps, &[]);
     #[cfg(feature = "redis")]
     let tick = match runtime::get().tier() {
@@ -150,7 +159,8 @@ pub(crate) async fn invalidate_deps_ticked_async(deps: &[Dep]) -> (usize, Option
     };
     #[cfg(not(feature = "redis"))]
     let tick = None;
-    (invalidate_local(deps, &[]), tick)
+    let (n, local) = invalidate_local_stamped(deps, &[]);
+    (n, tick, local)
 }
 
 /// The async form of [`invalidate`] (same dependencies): the shared tier
@@ -204,6 +214,11 @@ where
 
 /// Drops this process's entries for `deps` and for whole `kinds`.
 pub(crate) fn invalidate_local(deps: &[Dep], kinds: &[Kind]) -> usize {
+    invalidate_local_stamped(deps, kinds).0
+}
+
+/// [`invalidate_local`], with the tick of the new versions.
+pub(crate) fn invalidate_local_stamped(deps: &[Dep], kinds: &[Kind]) -> (usize, u64) {
     protocol::invalidate(
         crate::versions::versions(),
         registry(),

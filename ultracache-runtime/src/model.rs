@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::cache::{Cache, Outcome, Timeout};
 use crate::dep::{Dep, Kind};
 use crate::invalidation::{
-    invalidate_deps, invalidate_deps_async, invalidate_deps_ticked, invalidate_deps_ticked_async,
+    invalidate_deps, invalidate_deps_async, invalidate_deps_stamped, invalidate_deps_stamped_async,
 };
 use crate::recorder::track_dep;
 
@@ -614,24 +614,25 @@ fn to_save<M: CacheModel>(obj: &M) -> Result<(Stored, M::Key, Dep), SaveError> {
 
 // Saving drops what was computed from the old object, then stores the new
 // one. The shared tier refuses the new one if a later save or delete of the
-// object came in between (it invalidated after this save's tick), and this
-// process then keeps nothing either: every node agrees on the last write.
+// object came in between (it invalidated after this save's tick), and so does
+// this process (against its own tick for the save's invalidation): of
+// concurrent saves and deletes, the last to invalidate wins, everywhere.
 
 fn save<M: CacheModel>(obj: &M) -> Result<(), SaveError> {
     let (stored, key, dep) = to_save(obj)?;
-    let (_, tick) = invalidate_deps_ticked(&[dep]);
+    let (_, tick, local) = invalidate_deps_stamped(&[dep]);
     M::__cache()
         .cache
-        .write(key, stored, &[dep], tick.unwrap_or(u64::MAX));
+        .write_after(key, stored, &[dep], tick.unwrap_or(u64::MAX), local);
     Ok(())
 }
 
 async fn save_async<M: CacheModel>(obj: &M) -> Result<(), SaveError> {
     let (stored, key, dep) = to_save(obj)?;
-    let (_, tick) = invalidate_deps_ticked_async(&[dep]).await;
+    let (_, tick, local) = invalidate_deps_stamped_async(&[dep]).await;
     M::__cache()
         .cache
-        .write_async(key, stored, &[dep], tick.unwrap_or(u64::MAX))
+        .write_after_async(key, stored, &[dep], tick.unwrap_or(u64::MAX), local)
         .await;
     Ok(())
 }

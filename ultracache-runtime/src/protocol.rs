@@ -135,7 +135,8 @@ pub(crate) fn reveal(
 
 /// Invalidates `deps` (each as given) and whole `kinds`: new versions first,
 /// then every registered dependent is doomed and killed. Returns how many
-/// entries it dropped; `each` hears of every dependency and kind with the
+/// entries it dropped, and the tick of its last new version (a write that
+/// must not outlive a later invalidation publishes against it); `each` hears of every dependency and kind with the
 /// number of entries it dropped.
 pub(crate) fn invalidate(
     versions: &Versions,
@@ -143,10 +144,11 @@ pub(crate) fn invalidate(
     deps: &[Dep],
     kinds: &[Kind],
     mut each: impl FnMut(Target<'_>, usize),
-) -> usize {
+) -> (usize, u64) {
     let mut n = 0;
+    let mut tick = 0;
     if !deps.is_empty() {
-        versions.stamp(deps);
+        tick = versions.stamp(deps);
         for dep in deps {
             let entries = registry.take(dep);
             each(Target::Dep(dep), entries.len());
@@ -157,7 +159,7 @@ pub(crate) fn invalidate(
         }
     }
     for kind in kinds {
-        versions.stamp_kind(*kind);
+        tick = versions.stamp_kind(*kind);
         let entries = registry.take_kind(*kind);
         each(Target::Kind(*kind), entries.len());
         n += entries.len();
@@ -165,7 +167,7 @@ pub(crate) fn invalidate(
             entry.kill(Cause::Invalidated);
         }
     }
-    n
+    (n, tick)
 }
 
 /// What one step of an invalidation was about.

@@ -419,6 +419,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
     /// [`insert_recorded`](Self::insert_recorded), the value expiring after
     /// `timeout` (`None`: never) rather than the cache's timeout.
+    #[cfg_attr(not(feature = "minijinja"), allow(dead_code))]
     pub(crate) fn insert_recorded_for(
         &self,
         key: K,
@@ -464,7 +465,21 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// was invalidated after its tick `since` (a later write won there), and
     /// then not stored here either.
     pub(crate) fn write(&self, key: K, value: V, deps: &[Dep], since: u64) -> bool {
-        let Some((core, reads)) = self.to_write(deps) else {
+        self.write_after(key, value, deps, since, versions().now())
+    }
+
+    /// [`write`](Self::write), stored here only if none of `deps` was
+    /// invalidated after tick `basis` (the writer's own invalidation): of
+    /// concurrent writes and deletes, the last to invalidate wins.
+    pub(crate) fn write_after(
+        &self,
+        key: K,
+        value: V,
+        deps: &[Dep],
+        since: u64,
+        basis: u64,
+    ) -> bool {
+        let Some((core, reads)) = self.to_write(deps, basis) else {
             return false;
         };
         #[cfg(feature = "redis")]
@@ -479,14 +494,27 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 
     /// What a write needs: the core, and the dependencies read now.
-    fn to_write(&self, deps: &[Dep]) -> Option<(&Arc<Core<K, V>>, Reads)> {
+    fn to_write(&self, deps: &[Dep], basis: u64) -> Option<(&Arc<Core<K, V>>, Reads)> {
         let core = self.core()?;
-        Some((core, Reads::of(deps.to_vec(), versions().now())))
+        Some((core, Reads::of(deps.to_vec(), basis)))
     }
 
     /// The async form of [`write`](Self::write).
     pub(crate) async fn write_async(&self, key: K, value: V, deps: &[Dep], since: u64) -> bool {
-        let Some((core, reads)) = self.to_write(deps) else {
+        self.write_after_async(key, value, deps, since, versions().now())
+            .await
+    }
+
+    /// The async form of [`write_after`](Self::write_after).
+    pub(crate) async fn write_after_async(
+        &self,
+        key: K,
+        value: V,
+        deps: &[Dep],
+        since: u64,
+        basis: u64,
+    ) -> bool {
+        let Some((core, reads)) = self.to_write(deps, basis) else {
             return false;
         };
         #[cfg(feature = "redis")]

@@ -97,6 +97,63 @@ impl<T: CacheModel> Reference<T> {
     }
 }
 
+/// The last holder of a loaded reference drops what it loaded here, in a
+/// loop rather than nested: a chain of references thousands deep (walked one
+/// `get` at a time) is dropped without growing the stack.
+impl<T: CacheModel> Drop for Reference<T> {
+    fn drop(&mut self) {
+        if let Some(slot) = Arc::get_mut(&mut self.value) {
+            if let Some(obj) = slot.take() {
+                drop_flat(Box::new(obj));
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Loaded objects waiting to be dropped, while a drop is under way on
+    /// this thread.
+    static DROPPING: RefCell<Option<Vec<Box<dyn std::any::Any>>>> = const { RefCell::new(None) };
+}
+
+fn drop_flat(obj: Box<dyn std::any::Any>) {
+    // Inside a drop already: queued for its loop.
+    let queued = DROPPING.try_with(|d| {
+        let mut d = d.borrow_mut();
+        match d.as_mut() {
+            Some(queue) => {
+                queue.push(obj);
+                None
+            }
+            None => {
+                *d = Some(Vec::new());
+                Some(obj)
+            }
+        }
+    });
+    let mut next = match queued {
+        Ok(Some(obj)) => Some(obj),
+        // Queued, or the thread is exiting (its objects drop as usual).
+        Ok(None) | Err(_) => return,
+    };
+    // Ends the loop's turn however it ends (a `Drop` that panics included).
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            let rest = DROPPING.try_with(|d| d.borrow_mut().take()).ok().flatten();
+            drop(rest);
+        }
+    }
+    let _done = Done;
+    while let Some(obj) = next {
+        drop(obj);
+        next = DROPPING
+            .try_with(|d| d.borrow_mut().as_mut().and_then(Vec::pop))
+            .ok()
+            .flatten();
+    }
+}
+
 impl<T: CacheModel> From<T> for Reference<T> {
     fn from(obj: T) -> Self {
         Reference::new(obj)

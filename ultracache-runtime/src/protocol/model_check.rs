@@ -122,7 +122,7 @@ impl World {
     fn write(&self) {
         self.data
             .store(OLD + 1, std::sync::atomic::Ordering::SeqCst);
-        invalidate(&self.versions, &self.registry, &[dep()], &[], |_, _| {});
+        let _ = invalidate(&self.versions, &self.registry, &[dep()], &[], |_, _| {});
     }
 
     /// No live entry holds the old value.
