@@ -136,8 +136,8 @@ pub(crate) fn reveal(
 /// Invalidates `deps` (each as given) and whole `kinds`: new versions first,
 /// then every registered dependent is doomed and killed. Returns how many
 /// entries it dropped, and the tick of its last new version (a write that
-/// must not outlive a later invalidation publishes against it); `each` hears of every dependency and kind with the
-/// number of entries it dropped.
+/// must not outlive a later invalidation publishes against it); `each` hears
+/// of every dependency and kind with the number of entries it dropped.
 pub(crate) fn invalidate(
     versions: &Versions,
     registry: &Registry,
