@@ -2,7 +2,6 @@
 //! cached value and the dependencies it was computed from.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
 
 use crate::dep::Dep;
 pub(crate) use crate::state::{Cause, State};
@@ -13,8 +12,6 @@ pub(crate) trait Entry: Send + Sync + 'static {
     fn id(&self) -> u64;
     /// What it was computed from (sorted, without duplicates).
     fn deps(&self) -> &[Dep];
-    /// When it stops being served, if ever.
-    fn expires_at(&self) -> Option<Instant>;
     /// Its weight for a store bounded in bytes.
     fn weight(&self) -> u32;
     /// Removes it everywhere: its cache, its store and the registry. Idempotent.

@@ -287,11 +287,7 @@ pub(crate) fn clear_local() {
 /// capacity are removed, and leave the registry. (It happens on its own as
 /// caches are used; call it before reading statistics.)
 pub fn run_pending_tasks() {
-    let rt = runtime::get();
-    for store in rt.stores() {
-        store.entries.run_pending_tasks();
-    }
-    for cache in rt.caches() {
+    for cache in runtime::get().caches() {
         cache.sweep_expired();
     }
 }

@@ -21,7 +21,86 @@ type Hasher = foldhash::fast::FixedState;
 
 type HashMap<K, V> = StdHashMap<K, V, Hasher>;
 
-type Links = HashMap<u64, Arc<dyn Entry>>;
+/// The entries linked under one dependency. Most dependencies have one
+/// dependent: that one is kept inline, without a table of its own.
+#[derive(Default)]
+enum Links {
+    #[default]
+    None,
+    One(u64, Arc<dyn Entry>),
+    /// Keyed by entry ids, which the process counts out (no request chooses
+    /// them): a fixed, fast hasher. Boxed, so that the common cases above
+    /// stay small in the dependency's table.
+    #[allow(clippy::box_collection)]
+    Many(Box<StdHashMap<u64, Arc<dyn Entry>, foldhash::fast::FixedState>>),
+}
+
+impl Links {
+    /// Links `entry`; whether it was not linked yet.
+    fn insert(&mut self, id: u64, entry: Arc<dyn Entry>) -> bool {
+        match self {
+            Links::None => {
+                *self = Links::One(id, entry);
+                true
+            }
+            Links::One(one, _) if *one == id => {
+                *self = Links::One(id, entry);
+                false
+            }
+            Links::One(..) => {
+                let Links::One(one, first) = std::mem::take(self) else {
+                    unreachable!("matched above")
+                };
+                let mut many = StdHashMap::with_capacity_and_hasher(4, Default::default());
+                many.insert(one, first);
+                many.insert(id, entry);
+                *self = Links::Many(Box::new(many));
+                true
+            }
+            Links::Many(many) => many.insert(id, entry).is_none(),
+        }
+    }
+
+    /// Unlinks entry `id`; whether it was linked.
+    fn remove(&mut self, id: u64) -> bool {
+        match self {
+            Links::One(one, _) if *one == id => {
+                *self = Links::None;
+                true
+            }
+            Links::Many(many) => many.remove(&id).is_some(),
+            _ => false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Links::None => 0,
+            Links::One(..) => 1,
+            Links::Many(many) => many.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn values(&self) -> Box<dyn Iterator<Item = &Arc<dyn Entry>> + '_> {
+        match self {
+            Links::None => Box::new(std::iter::empty()),
+            Links::One(_, entry) => Box::new(std::iter::once(entry)),
+            Links::Many(many) => Box::new(many.values()),
+        }
+    }
+
+    fn into_values(self) -> Vec<Arc<dyn Entry>> {
+        match self {
+            Links::None => Vec::new(),
+            Links::One(_, entry) => vec![entry],
+            Links::Many(many) => many.into_values().collect(),
+        }
+    }
+}
 
 #[derive(Default)]
 struct Shard {
@@ -64,7 +143,7 @@ impl Registry {
                 .or_default()
                 .entry(dep.id_key())
                 .or_default();
-            if links.insert(id, Arc::clone(entry)).is_none() {
+            if links.insert(id, Arc::clone(entry)) {
                 self.links.fetch_add(1, Relaxed);
             }
         }
@@ -79,7 +158,7 @@ impl Registry {
                 continue;
             };
             if let Some(links) = table.get_mut(&dep.id_key()) {
-                if links.remove(&id).is_some() {
+                if links.remove(id) {
                     self.links.fetch_sub(1, Relaxed);
                 }
                 if links.is_empty() {
@@ -109,7 +188,7 @@ impl Registry {
         }
         drop(shard);
         self.links.fetch_sub(links.len(), Relaxed);
-        links.into_values().collect()
+        links.into_values()
     }
 
     /// Removes and returns every entry linked under any dependency of
@@ -123,7 +202,7 @@ impl Registry {
                 for entry in table
                     .iter()
                     .flat_map(StdHashMap::values)
-                    .flat_map(StdHashMap::values)
+                    .flat_map(Links::values)
                 {
                     entry.state().doom();
                 }
@@ -156,6 +235,6 @@ impl Registry {
             .kinds
             .get(&dep.model_kind())
             .and_then(|t| t.get(&dep.id_key()))
-            .map_or(0, StdHashMap::len)
+            .map_or(0, Links::len)
     }
 }

@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 use std::mem::size_of;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::outcome::{CacheKey, CacheValue};
 use super::slot::Slot;
@@ -176,7 +176,6 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             value,
             deps,
             basis: reads.oldest_basis(),
-            expires_at: timeout.and_then(|t| Instant::now().checked_add(t)),
             deadline: clock::deadline(timeout),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
             state: State::pending(),

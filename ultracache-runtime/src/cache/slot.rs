@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Weak;
-use std::time::Instant;
 
 use super::core::Core;
 use super::outcome::{CacheKey, CacheValue};
@@ -20,8 +19,6 @@ pub(super) struct Slot<K, V> {
     pub(super) deps: Box<[Dep]>,
     /// The oldest tick its reads are valid against.
     pub(super) basis: u64,
-    /// For the store's expiry policy.
-    pub(super) expires_at: Option<Instant>,
     /// For the hit path, on the coarse clock.
     pub(super) deadline: Nanos,
     pub(super) weight: u32,
@@ -72,9 +69,6 @@ impl<K: CacheKey, V: CacheValue> Entry for Slot<K, V> {
     }
     fn deps(&self) -> &[Dep] {
         &self.deps
-    }
-    fn expires_at(&self) -> Option<Instant> {
-        self.expires_at
     }
     fn weight(&self) -> u32 {
         self.weight

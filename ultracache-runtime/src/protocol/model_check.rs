@@ -12,7 +12,6 @@
 //! entry holds a value computed from the data it replaced.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use loom::sync::atomic::AtomicU64;
 use loom::sync::Mutex;
@@ -44,9 +43,6 @@ impl Entry for TestEntry {
     }
     fn deps(&self) -> &[Dep] {
         &self.deps
-    }
-    fn expires_at(&self) -> Option<Instant> {
-        None
     }
     fn weight(&self) -> u32 {
         1
