@@ -222,6 +222,34 @@ fn memory() {
     }
 }
 
+static HITS: Cache<u64, String> = Cache::new("bench.hits").forever();
+
+#[inline(never)]
+fn ours_hits() -> usize {
+    (0..1_000_000u64)
+        .map(|k| HITS.get(black_box(&(k % 1024))).map_or(0, |v| v.len()))
+        .sum()
+}
+
+#[ultracache::cached(forever)]
+fn cached_value(k: u64) -> String {
+    format!("{k:064}")
+}
+
+#[inline(never)]
+fn cached_hits() -> usize {
+    (0..1_000_000u64)
+        .map(|k| cached_value(black_box(k % 1024)).len())
+        .sum()
+}
+
+#[inline(never)]
+fn quick_hits(q: &quick_cache::sync::Cache<u64, String>) -> usize {
+    (0..1_000_000u64)
+        .map(|k| q.get(black_box(&(k % 1024))).map_or(0, |v| v.len()))
+        .sum()
+}
+
 fn main() {
     ultracache::Config::new()
         .default_store(ultracache::StoreConfig::new().max_entries(4_000_000))
@@ -231,6 +259,35 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--memory") {
         let deps = args.get(i + 2).and_then(|d| d.parse().ok()).unwrap_or(1);
         memory_child(&args[i + 1], deps);
+        return;
+    }
+    if args.iter().any(|a| a == "--profile-hits") {
+        // 1,000,000 hits each, for `valgrind --tool=callgrind
+        // --toggle-collect=invalidation::ours_hits` (or `quick_hits`).
+        for k in 0..1024u64 {
+            HITS.get_or_compute(k, || format!("{k:064}"));
+        }
+        let q = quick_cache::sync::Cache::<u64, String>::new(10_000);
+        for k in 0..1024u64 {
+            q.insert(k, format!("{k:064}"));
+        }
+        for k in 0..1024u64 {
+            cached_value(k);
+        }
+        black_box(ours_hits());
+        black_box(cached_hits());
+        black_box(quick_hits(&q));
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--profile") {
+        // One invalidation of N dependents, for `valgrind --tool=callgrind`.
+        let n = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10_000);
+        let post = Post { id: 44 };
+        fill(n, &post);
+        black_box(invalidate(&post));
         return;
     }
     invalidation(10_000);

@@ -219,6 +219,10 @@ pub(crate) fn invalidate_local(deps: &[Dep], kinds: &[Kind]) -> usize {
 
 /// [`invalidate_local`], with the tick of the new versions.
 pub(crate) fn invalidate_local_stamped(deps: &[Dep], kinds: &[Kind]) -> (usize, u64) {
+    crate::telemetry::drops_batched(|| invalidate_now(deps, kinds))
+}
+
+fn invalidate_now(deps: &[Dep], kinds: &[Kind]) -> (usize, u64) {
     protocol::invalidate(
         crate::versions::versions(),
         registry(),

@@ -45,7 +45,62 @@ pub(crate) fn dropped(cache: &'static str, cause: Cause) {
     };
     tracing::trace!(target: "ultracache", cache, cause, "entry dropped");
     #[cfg(feature = "metrics")]
-    metrics::counter!("ultracache_dropped_total", "cache" => cache, "cause" => cause).increment(1);
+    {
+        // Inside an invalidation: counted, and reported once at its end
+        // (building a metric's key costs more than dropping the entry).
+        let batched = DROPS.with(|drops| match drops.borrow_mut().as_mut() {
+            Some(drops) => {
+                match drops
+                    .iter_mut()
+                    .find(|(c, k, _)| std::ptr::eq(*c, cache) && *k == cause)
+                {
+                    Some((_, _, n)) => *n += 1,
+                    None => drops.push((cache, cause, 1)),
+                }
+                true
+            }
+            None => false,
+        });
+        if !batched {
+            metrics::counter!("ultracache_dropped_total", "cache" => cache, "cause" => cause)
+                .increment(1);
+        }
+    }
+}
+
+/// Drops counted by cache and cause, during one invalidation.
+#[cfg(feature = "metrics")]
+type Drops = Option<Vec<(&'static str, &'static str, u64)>>;
+
+#[cfg(feature = "metrics")]
+thread_local! {
+    /// Drops counted during the invalidation under way on this thread.
+    static DROPS: std::cell::RefCell<Drops> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (an invalidation), reporting the drops it makes per cache and
+/// cause at its end.
+pub(crate) fn drops_batched<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "metrics")]
+    {
+        /// Reports the batch and restores the enclosing one, however `f`
+        /// ends (a panicking `on_invalidated` hook included).
+        struct Flush(Drops);
+        impl Drop for Flush {
+            fn drop(&mut self) {
+                let outer = self.0.take();
+                let drops = DROPS.with(|d| std::mem::replace(&mut *d.borrow_mut(), outer));
+                for (cache, cause, n) in drops.unwrap_or_default() {
+                    metrics::counter!("ultracache_dropped_total", "cache" => cache, "cause" => cause)
+                        .increment(n);
+                }
+            }
+        }
+        let _flush = Flush(DROPS.with(|d| d.borrow_mut().replace(Vec::new())));
+        f()
+    }
+    #[cfg(not(feature = "metrics"))]
+    f()
 }
 
 /// Why entries were dropped: the dependency that was written.

@@ -174,7 +174,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             id: next_id(),
             key,
             value,
-            deps,
+            deps: deps.into(),
             basis: reads.oldest_basis(),
             deadline: clock::deadline(timeout),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),

@@ -16,7 +16,7 @@ pub(super) struct Slot<K, V> {
     pub(super) id: u64,
     pub(super) key: K,
     pub(super) value: V,
-    pub(super) deps: Box<[Dep]>,
+    pub(super) deps: Deps,
     /// The oldest tick its reads are valid against.
     pub(super) basis: u64,
     /// For the hit path, on the coarse clock.
@@ -26,6 +26,37 @@ pub(super) struct Slot<K, V> {
     /// Set by the first `end`: what follows runs once.
     pub(super) ended: AtomicBool,
     pub(super) owner: Weak<Core<K, V>>,
+}
+
+/// An entry's dependencies: most entries have one, kept inline.
+pub(super) enum Deps {
+    One(Dep),
+    Many(Box<[Dep]>),
+}
+
+impl Deps {
+    pub(super) fn as_slice(&self) -> &[Dep] {
+        match self {
+            Deps::One(dep) => std::slice::from_ref(dep),
+            Deps::Many(deps) => deps,
+        }
+    }
+}
+
+impl From<Box<[Dep]>> for Deps {
+    fn from(deps: Box<[Dep]>) -> Self {
+        match *deps {
+            [one] => Deps::One(one),
+            _ => Deps::Many(deps),
+        }
+    }
+}
+
+impl std::ops::Deref for Deps {
+    type Target = [Dep];
+    fn deref(&self) -> &[Dep] {
+        self.as_slice()
+    }
 }
 
 impl<K, V> Slot<K, V> {
