@@ -190,6 +190,7 @@ impl<K, V> Cache<K, V> {
 }
 
 impl<K: CacheKey, V: CacheValue> Cache<K, V> {
+    #[inline]
     fn core(&self) -> Option<&Arc<Core<K, V>>> {
         self.core.get_or_init(|| self.connect()).as_ref()
     }
@@ -316,6 +317,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     ///
     /// `weigh`, if given, estimates the heap size of a result (for stores
     /// bounded in bytes); otherwise the cache's [`weigher`](Self::weigher) is used.
+    #[inline]
     pub fn resolve<R, O: Outcome<R, Value = V>>(
         &self,
         key: K,

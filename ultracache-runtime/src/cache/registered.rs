@@ -25,10 +25,16 @@ impl CachedFn {
     /// key or value types, the second finds the cache typed for the first and
     /// computes without caching (logged once).
     #[doc(hidden)]
+    #[inline]
     pub fn cache<K: CacheKey, V: CacheValue>(&'static self) -> Option<&'static Cache<K, V>> {
+        // The hit path: made already, and of these types.
+        if let Some(cache) = self.cache.get().and_then(|c| c.downcast_ref()) {
+            return Some(cache);
+        }
         self.typed(|c| c)
     }
 
+    #[cold]
     fn typed<K: CacheKey, V: CacheValue>(
         &'static self,
         finish: impl FnOnce(Cache<K, V>) -> Cache<K, V>,

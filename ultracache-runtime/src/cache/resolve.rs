@@ -214,6 +214,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         }
     }
 
+    #[inline]
     pub(super) fn resolve<R, O: Outcome<R, Value = V>>(
         self: &Arc<Self>,
         key: K,
@@ -225,6 +226,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
 
     /// [`resolve`](Self::resolve), a computed value expiring after `timeout`
     /// rather than the cache's (one cache for values of many lifetimes).
+    #[inline]
     pub(super) fn resolve_for<R, O: Outcome<R, Value = V>>(
         self: &Arc<Self>,
         key: K,
@@ -236,6 +238,17 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         if let Some(v) = self.lookup(&key) {
             return O::wrap(v);
         }
+        self.resolve_miss::<R, O>(key, weigh, timeout, f)
+    }
+
+    /// [`resolve_for`](Self::resolve_for) after the hit path missed.
+    fn resolve_miss<R, O: Outcome<R, Value = V>>(
+        self: &Arc<Self>,
+        key: K,
+        weigh: Option<fn(&R) -> usize>,
+        timeout: Option<Duration>,
+        f: impl FnOnce() -> R,
+    ) -> R {
         let lead = match Self::decide::<R, O>(self.find(&key)) {
             Ok(lead) => lead,
             Err(r) => return r,
