@@ -39,15 +39,21 @@ const GENERATION_TTL_SECS: u64 = 86_400;
 const STORE: &str = r"
 local since = tonumber(ARGV[3])
 local prefix = ARGV[4]
-local cleared = redis.call('GET', prefix .. 'cleared')
-if cleared and tonumber(cleared) > since then return 0 end
+-- A generation that is not a number (or not a string) is unknown: it may be
+-- newer than anything, so the value is refused.
+local function newer(key)
+  local g = redis.pcall('GET', key)
+  if type(g) == 'table' then return true end
+  if not g then return false end
+  local n = tonumber(g)
+  return (not n) or n > since
+end
+if newer(prefix .. 'cleared') then return 0 end
 for i = 5, #ARGV do
   local dep = ARGV[i]
-  local g = redis.call('GET', prefix .. 'gen:' .. dep)
-  if g and tonumber(g) > since then return 0 end
+  if newer(prefix .. 'gen:' .. dep) then return 0 end
   local kind = string.match(dep, '^(.*):%d+$') or dep
-  local w = redis.call('GET', prefix .. 'wgen:' .. kind)
-  if w and tonumber(w) > since then return 0 end
+  if newer(prefix .. 'wgen:' .. kind) then return 0 end
 end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
@@ -60,7 +66,12 @@ end
 -- permanent for an entry without timeout.
 local function guard(set, member)
   local existed = redis.call('EXISTS', set)
-  redis.call('SADD', set, member)
+  if type(redis.pcall('SADD', set, member)) == 'table' then
+    -- Not a set (damaged): replaced by one.
+    redis.call('DEL', set)
+    existed = 0
+    redis.call('SADD', set, member)
+  end
   if ttl == 0 then
     redis.call('PERSIST', set)
   elseif existed == 0 then
@@ -82,11 +93,26 @@ return 1
 const INVALIDATE: &str = r"
 local prefix = ARGV[1]
 local objects = tonumber(ARGV[4])
-local tick = redis.call('INCR', prefix .. 'tick')
+-- The tick starts from the clock in microseconds (a Redis that restarted
+-- empty, or a tick that does not read as a number, never counts from below a
+-- tick it gave before), and counts up from there.
+local tick_key = prefix .. 'tick'
+local tick = redis.pcall('INCR', tick_key)
+if type(tick) == 'table' or tick == 1 then
+  local now = redis.call('TIME')
+  tick = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  redis.call('SET', tick_key, string.format('%.0f', tick))
+end
 local dropped = 0
 local function drop(dep)
   local set = prefix .. 'dep:' .. dep
-  local keys = redis.call('SMEMBERS', set)
+  local keys = redis.pcall('SMEMBERS', set)
+  if type(keys) == 'table' and keys.err then
+    -- Not a set (damaged): its entries cannot be found from it; the
+    -- generation set below refuses values computed before, and nodes drop
+    -- their copies on the message.
+    keys = {}
+  end
   -- one DEL per 500 keys (unpack has a limit)
   for i = 1, #keys, 500 do
     dropped = dropped + redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))
@@ -101,11 +127,26 @@ for i = 5 + objects, #ARGV do
   local kind = ARGV[i]
   redis.call('SET', prefix .. 'wgen:' .. kind, tick, 'EX', tonumber(ARGV[3]))
   local index = prefix .. 'kind:' .. kind
-  for _, dep in ipairs(redis.call('SMEMBERS', index)) do drop(dep) end
+  local deps = redis.pcall('SMEMBERS', index)
+  if type(deps) == 'table' and deps.err then deps = {} end
+  for _, dep in ipairs(deps) do drop(dep) end
   redis.call('DEL', index)
 end
 redis.call('PUBLISH', prefix .. 'invalidations', ARGV[2])
-return tick
+return string.format('%.0f', tick)
+";
+
+/// Takes the next tick (as `INVALIDATE` does) and marks the key space
+/// cleared at it.
+const CLEAR_TICK: &str = r"
+local tick = redis.pcall('INCR', KEYS[1])
+if type(tick) == 'table' or tick == 1 then
+  local now = redis.call('TIME')
+  tick = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  redis.call('SET', KEYS[1], string.format('%.0f', tick))
+end
+redis.call('SET', KEYS[2], string.format('%.0f', tick))
+return string.format('%.0f', tick)
 ";
 
 /// What the tier is asked to do.
@@ -558,17 +599,43 @@ async fn execute(
                     return Err(e);
                 }
             };
-            let result: redis::RedisResult<(Option<Vec<u8>>, Option<u64>)> = redis::pipe()
+            // Per command: a key holding another type, or garbage under the
+            // tick, is bad data, not an outage.
+            let result: redis::RedisResult<(redis::Value, redis::Value)> = redis::pipe()
+                .ignore_errors()
                 .get(&key)
                 .get(format!("{}tick", tier.prefix))
                 .query_async(&mut c)
                 .await;
             match result {
-                Ok((bytes, since)) => {
-                    reply(Some(Fetched {
-                        bytes,
-                        since: since.unwrap_or(0),
-                    }));
+                Ok((entry, tick)) => {
+                    let bytes = match entry {
+                        redis::Value::BulkString(bytes) => Some(bytes),
+                        redis::Value::Nil => None,
+                        other => {
+                            // Not an entry (another type under its key):
+                            // dropped, and read as a miss.
+                            tracing::warn!(
+                                key,
+                                "ultracache: Redis holds something other than an entry \
+                                 under an entry key ({other:?}); deleted"
+                            );
+                            let _: redis::RedisResult<()> = c.del(&key).await;
+                            None
+                        }
+                    };
+                    // A tick that does not read as a number is repaired by the
+                    // next invalidation; until then a value computed now is
+                    // offered as of tick 0, which Redis refuses if anything it
+                    // read was ever invalidated (refusing is the safe side).
+                    let since = match tick {
+                        redis::Value::BulkString(t) => std::str::from_utf8(&t)
+                            .ok()
+                            .and_then(|t| t.parse::<u64>().ok())
+                            .unwrap_or(0),
+                        _ => 0,
+                    };
+                    reply(Some(Fetched { bytes, since }));
                     Ok(())
                 }
                 Err(e) => {
@@ -663,8 +730,11 @@ async fn execute(
                     return Err(e);
                 }
             };
-            let tick: u64 = c.incr(format!("{}tick", tier.prefix), 1).await?;
-            let _: () = c.set(format!("{}cleared", tier.prefix), tick).await?;
+            let _tick: u64 = Script::new(CLEAR_TICK)
+                .key(format!("{}tick", tier.prefix))
+                .key(format!("{}cleared", tier.prefix))
+                .invoke_async(&mut c)
+                .await?;
             let pattern = format!("{}e:*", escape_glob(&tier.prefix));
             let keys: Vec<String> = {
                 let mut iter = c.scan_match::<_, String>(&pattern).await?;
