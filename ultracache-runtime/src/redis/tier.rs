@@ -193,6 +193,11 @@ pub(crate) struct Tier {
     last_failure: AtomicU64,
     timeout: Duration,
     pending: Mutex<Pending>,
+    /// Invalidations (or a clear) are kept for Redis: until they reach it,
+    /// what Redis holds may be older than this node's writes.
+    owed: AtomicBool,
+    /// A replay is on its way to Redis.
+    replaying: AtomicBool,
     pub(crate) counts: TierCounts,
 }
 
@@ -216,6 +221,8 @@ impl Tier {
             last_failure: AtomicU64::new(0),
             timeout,
             pending: Mutex::new(Pending::default()),
+            owed: AtomicBool::new(false),
+            replaying: AtomicBool::new(false),
             counts: TierCounts::default(),
         });
         let worker = Arc::downgrade(&tier);
@@ -245,6 +252,13 @@ impl Tier {
             || clock::now().saturating_sub(self.last_failure.load(SeqCst)) > RETRY.as_nanos() as u64
     }
 
+    /// Whether Redis may be read and written now: available, and owed no
+    /// invalidation (until it has them, it may hold what this node's writes
+    /// dropped, and would accept values they made stale).
+    fn usable(&self) -> bool {
+        !self.owed.load(SeqCst) && self.available()
+    }
+
     fn failed(&self, what: &str, error: &dyn std::fmt::Display) {
         self.counts.errors.fetch_add(1, SeqCst);
         self.last_failure.store(clock::now(), SeqCst);
@@ -259,19 +273,48 @@ impl Tier {
     fn succeeded(self: &Arc<Self>) {
         if self.down.swap(false, SeqCst) {
             tracing::info!("ultracache: Redis reachable again");
-            let replay =
-                std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-            if replay.overflow {
-                self.send(Op::Clear {
-                    reply: Box::new(|_| {}),
-                });
-            } else if !replay.objects.is_empty() || !replay.kinds.is_empty() {
-                self.send(Op::Invalidate {
-                    objects: replay.objects,
-                    kinds: replay.kinds,
-                    reply: Box::new(|_| {}),
-                });
-            }
+            self.replay();
+        }
+    }
+
+    /// Sends what is kept for Redis; what does not reach it is kept again.
+    /// Runs when Redis answers again, and every [`RETRY`] while something is
+    /// owed (an idle writer's invalidations reach the other nodes too).
+    fn replay(self: &Arc<Self>) {
+        if self.replaying.swap(true, SeqCst) {
+            return;
+        }
+        // Still owed until Redis has it: reads and stores wait for that.
+        let replay =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let landing = Landing {
+            tier: Arc::downgrade(self),
+            objects: replay.objects,
+            kinds: replay.kinds,
+            clear: replay.overflow,
+            landed: false,
+        };
+        if landing.clear {
+            self.send(Op::Clear {
+                reply: Box::new(move |done| landing.land(done.is_some())),
+            });
+        } else if !landing.objects.is_empty() || !landing.kinds.is_empty() {
+            let (objects, kinds) = (landing.objects.clone(), landing.kinds.clone());
+            self.send(Op::Invalidate {
+                objects,
+                kinds,
+                reply: Box::new(move |tick| landing.land(tick.is_some())),
+            });
+        } else {
+            landing.land(true);
+        }
+    }
+
+    /// A replay landed: nothing is owed unless more was kept meanwhile.
+    fn settled(&self) {
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.objects.is_empty() && pending.kinds.is_empty() && !pending.overflow {
+            self.owed.store(false, SeqCst);
         }
     }
 
@@ -291,7 +334,7 @@ impl Tier {
     /// Fetches an entry, blocking this thread (for sync callers) at most the
     /// tier's timeout.
     pub(crate) fn fetch_blocking(&self, key: String) -> Option<Fetched> {
-        if !self.available() {
+        if !self.usable() {
             return None;
         }
         let (reply, answer) = promise();
@@ -301,7 +344,7 @@ impl Tier {
 
     /// Fetches an entry (for async callers, on any executor).
     pub(crate) async fn fetch(&self, key: String) -> Option<Fetched> {
-        if !self.available() {
+        if !self.usable() {
             return None;
         }
         let (reply, answer) = promise();
@@ -319,7 +362,7 @@ impl Tier {
         deps: &[Dep],
         since: u64,
     ) {
-        if self.available() {
+        if self.usable() {
             self.send(Op::Store {
                 key,
                 bytes,
@@ -343,7 +386,7 @@ impl Tier {
         deps: &[Dep],
         since: u64,
     ) -> Option<bool> {
-        if !self.available() {
+        if !self.usable() {
             return None;
         }
         let (reply, answer) = promise();
@@ -362,7 +405,7 @@ impl Tier {
         deps: &[Dep],
         since: u64,
     ) -> Option<bool> {
-        if !self.available() {
+        if !self.usable() {
             return None;
         }
         let (reply, answer) = promise();
@@ -442,8 +485,18 @@ impl Tier {
         Some((objects, kinds))
     }
 
+    /// Keeps a clear for Redis (it clears everything: nothing else is kept).
+    fn keep_clear(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.overflow = true;
+        pending.objects.clear();
+        pending.kinds.clear();
+        self.owed.store(true, SeqCst);
+    }
+
     fn keep(&self, objects: Vec<String>, kinds: Vec<String>) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        self.owed.store(true, SeqCst);
         if pending.objects.len() + pending.kinds.len() + objects.len() + kinds.len() > MAX_PENDING {
             pending.overflow = true;
             pending.objects.clear();
@@ -457,8 +510,48 @@ impl Tier {
     /// Drops every entry under the prefix, on every node.
     pub(crate) fn clear(&self) {
         let (reply, answer) = promise();
-        self.send(Op::Clear { reply });
-        let _ = answer.take_timeout(self.timeout * 4);
+        let cleared = self.send(Op::Clear { reply })
+            && answer.take_timeout(self.timeout * 4).flatten().is_some();
+        if !cleared {
+            // Kept, and sent when Redis answers again.
+            self.keep_clear();
+        }
+    }
+}
+
+/// A replay on its way to Redis. If it does not land (Redis did not answer,
+/// or the call timed out and was dropped unanswered), what it carried is kept
+/// again.
+struct Landing {
+    tier: std::sync::Weak<Tier>,
+    objects: Vec<String>,
+    kinds: Vec<String>,
+    clear: bool,
+    landed: bool,
+}
+
+impl Landing {
+    fn land(mut self, landed: bool) {
+        self.landed = landed;
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        let Some(tier) = self.tier.upgrade() else {
+            return;
+        };
+        tier.replaying.store(false, SeqCst);
+        if self.landed {
+            tier.settled();
+        } else if self.clear {
+            tier.keep_clear();
+        } else {
+            tier.keep(
+                std::mem::take(&mut self.objects),
+                std::mem::take(&mut self.kinds),
+            );
+        }
     }
 }
 
@@ -554,6 +647,18 @@ async fn run(
     let store = std::rc::Rc::new(Script::new(STORE));
     let invalidate = std::rc::Rc::new(Script::new(INVALIDATE));
     tokio::task::spawn_local(listen(client.clone(), tier.clone()));
+    // What is owed to Redis is sent every RETRY until it lands, whether or
+    // not this node calls again.
+    let owed = tier.clone();
+    tokio::task::spawn_local(async move {
+        loop {
+            tokio::time::sleep(RETRY).await;
+            let Some(t) = owed.upgrade() else { return };
+            if t.owed.load(SeqCst) {
+                t.replay();
+            }
+        }
+    });
     while let Some(op) = ops.recv().await {
         let Some(t) = tier.upgrade() else { return };
         let (client, conn, store, invalidate) = (
