@@ -81,11 +81,25 @@ local function guard(set, member)
     if current >= 0 and current < ttl then redis.call('PEXPIRE', set, ttl) end
   end
 end
+-- Members whose entry (or dependency set) is gone are pruned a few at a
+-- time: each store adds at most one member and looks at up to three, so a
+-- set stays near the entries that are alive.
+local function prune(set, member_key)
+  local sample = redis.pcall('SRANDMEMBER', set, 3)
+  if type(sample) ~= 'table' or sample.err then return end
+  for _, m in ipairs(sample) do
+    if redis.call('EXISTS', member_key(m)) == 0 then redis.call('SREM', set, m) end
+  end
+end
+local function entry(m) return m end
+local function dep_set(m) return prefix .. 'dep:' .. m end
 for i = 5, #ARGV do
   local dep = ARGV[i]
   guard(prefix .. 'dep:' .. dep, KEYS[1])
+  prune(prefix .. 'dep:' .. dep, entry)
   local kind = string.match(dep, '^(.*):%d+$') or dep
   guard(prefix .. 'kind:' .. kind, dep)
+  prune(prefix .. 'kind:' .. kind, dep_set)
 end
 return 1
 ";
