@@ -113,7 +113,9 @@ async fn proxies_forget_what_the_app_forgot() {
             Arc::new(NginxPurger::new(format!("http://127.0.0.1:{nginx_port}"))),
             Arc::new(NginxPurger::new(format!("http://127.0.0.1:{dead}"))),
         ],
-        PurgeOptions::default().retries(1, Duration::from_millis(10)),
+        PurgeOptions::default()
+            .retries(1, Duration::from_millis(10))
+            .hold(Duration::from_millis(50)),
     )
     .expect("installed once");
 

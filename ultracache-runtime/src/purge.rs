@@ -107,11 +107,16 @@ pub struct PurgeOptions {
     pub concurrency: usize,
     /// Time one attempt may take (default 2 s).
     pub timeout: Duration,
-    /// Attempts after the first (default 3), with backoff doubling from
-    /// `backoff`.
+    /// Attempts after the first at least (default 3), with backoff doubling
+    /// from `backoff` up to 2 s.
     pub retries: u32,
     /// The first retry's delay (default 100 ms).
     pub backoff: Duration,
+    /// How long a purge is held, retried, while its proxy does not answer
+    /// (default 60 s): a proxy down for less than this gets every purge of
+    /// the writes made meanwhile once it is back. Past it the purge is given
+    /// up, counted in [`PurgeStats::failed`] and logged.
+    pub hold: Duration,
 }
 
 impl PurgeOptions {
@@ -140,6 +145,12 @@ impl PurgeOptions {
         self.backoff = backoff;
         self
     }
+
+    /// How long a purge is held and retried while its proxy does not answer.
+    pub fn hold(mut self, hold: Duration) -> Self {
+        self.hold = hold;
+        self
+    }
 }
 
 impl fmt::Debug for PurgeOptions {
@@ -153,6 +164,7 @@ impl fmt::Debug for PurgeOptions {
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .field("backoff", &self.backoff)
+            .field("hold", &self.hold)
             .finish()
     }
 }
@@ -165,6 +177,7 @@ impl Default for PurgeOptions {
             timeout: Duration::from_secs(2),
             retries: 3,
             backoff: Duration::from_millis(100),
+            hold: Duration::from_secs(60),
         }
     }
 }
@@ -177,8 +190,10 @@ pub struct PurgeStats {
     pub queued: u64,
     /// Requests a purger carried out.
     pub sent: u64,
-    /// Requests that still failed after every retry.
+    /// Requests given up: still failing after every retry and the hold.
     pub failed: u64,
+    /// Requests being retried now (their proxy has not answered yet).
+    pub waiting: u64,
     /// Attempts that were retried.
     pub retried: u64,
     /// Requests published to the other nodes.
@@ -192,6 +207,7 @@ pub(crate) struct Counts {
     queued: AtomicU64,
     sent: AtomicU64,
     failed: AtomicU64,
+    waiting: AtomicU64,
     retried: AtomicU64,
     pub(crate) published: AtomicU64,
     pub(crate) received: AtomicU64,
@@ -277,6 +293,7 @@ pub fn stats() -> PurgeStats {
             sent: p.counts.sent.load(SeqCst),
             failed: p.counts.failed.load(SeqCst),
             retried: p.counts.retried.load(SeqCst),
+            waiting: p.counts.waiting.load(SeqCst),
             published: p.counts.published.load(SeqCst),
             received: p.counts.received.load(SeqCst),
         })
@@ -321,39 +338,59 @@ async fn run(
                     request.clone(),
                 );
                 tokio::spawn(async move {
-                    let Ok(_permit) = permits.acquire().await else {
-                        return;
-                    };
+                    let started = tokio::time::Instant::now();
                     let mut delay = options.backoff;
-                    for attempt in 0..=options.retries {
-                        let result =
+                    let mut attempt = 0;
+                    loop {
+                        // A permit per attempt: a purge waiting for its proxy
+                        // does not hold back the others.
+                        let result = {
+                            let Ok(_permit) = permits.acquire().await else {
+                                return;
+                            };
                             tokio::time::timeout(options.timeout, purger.purge(&client, &request))
-                                .await;
+                                .await
+                        };
                         let error = match result {
                             Ok(Ok(())) => {
                                 counts.sent.fetch_add(1, SeqCst);
+                                if attempt > 0 {
+                                    counts.waiting.fetch_sub(1, SeqCst);
+                                }
                                 return;
                             }
                             Ok(Err(e)) => e.0,
                             Err(_) => "timed out".into(),
                         };
-                        if attempt == options.retries {
+                        let held = started.elapsed() + delay;
+                        if attempt >= options.retries && held > options.hold {
                             counts.failed.fetch_add(1, SeqCst);
+                            if attempt > 0 {
+                                counts.waiting.fetch_sub(1, SeqCst);
+                            }
                             tracing::warn!(
                                 purger = purger.name(),
-                                "ultracache: purge of {request:?} failed: {error}"
+                                "ultracache: purge of {request:?} given up after {:?}: {error}",
+                                started.elapsed()
                             );
                             return;
                         }
+                        if attempt == 0 {
+                            counts.waiting.fetch_add(1, SeqCst);
+                        }
                         counts.retried.fetch_add(1, SeqCst);
                         tokio::time::sleep(delay).await;
-                        delay *= 2;
+                        delay = (delay * 2).min(MAX_BACKOFF.max(options.backoff));
+                        attempt += 1;
                     }
                 });
             }
         }
     }
 }
+
+/// The longest wait between two attempts of a purge.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 async fn send(
     client: &HttpClient,
