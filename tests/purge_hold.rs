@@ -87,14 +87,21 @@ async fn purges_of_writes_made_while_the_proxy_is_paused_land_when_it_is_back() 
     let app = Router::new()
         .route(
             "/posts/{id}",
-            get(move |UrlPath(id): UrlPath<i64>| {
-                let r = Arc::clone(&r);
-                async move {
-                    let post = load(id);
-                    r.hit();
-                    format!("post {} run {}", post.id, r.get())
-                }
-            }),
+            get(
+                move |UrlPath(id): UrlPath<i64>, headers: axum::http::HeaderMap| {
+                    let r = Arc::clone(&r);
+                    async move {
+                        let post = load(id);
+                        r.hit();
+                        let host = headers
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        format!("post {} run {} for {host}", post.id, r.get())
+                    }
+                },
+            ),
         )
         .layer(
             CacheLayer::new(Duration::from_secs(3600)).shared_max_age(Duration::from_secs(3600)),
@@ -146,5 +153,22 @@ async fn purges_of_writes_made_while_the_proxy_is_paused_land_when_it_is_back() 
         "the page the write changed is still the proxy's old copy"
     );
     assert_eq!(purge::stats().waiting, 0);
+
+    // A page the proxy cached under the public host name is purged under it.
+    let url = format!("http://127.0.0.1:{port}/posts/2");
+    let public = |c: &reqwest::Client| c.get(&url).header("host", "www.example.com").send();
+    let old = public(&client).await.unwrap().text().await.unwrap();
+    assert!(old.ends_with("for www.example.com"), "{old}");
+    let r = public(&client).await.unwrap();
+    assert_eq!(r.headers()["x-proxy-cache"], "HIT");
+    assert_eq!(r.text().await.unwrap(), old);
+    let sent = purge::stats().sent;
+    invalidate(&load(2));
+    until("the purge is sent", || purge::stats().sent > sent).await;
+    let fresh = public(&client).await.unwrap().text().await.unwrap();
+    assert_ne!(
+        fresh, old,
+        "the page cached under the public host is still served"
+    );
     drop(varnish);
 }

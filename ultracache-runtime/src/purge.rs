@@ -450,10 +450,15 @@ impl Purger for VarnishPurger {
 
     fn relevant(&self, request: &PurgeRequest) -> Option<PurgeRequest> {
         match (self.mode, request) {
-            // `return (purge)` drops every variant of the URL at once.
-            (VarnishMode::Url, PurgeRequest::Url { path, .. }) => Some(PurgeRequest::Url {
+            // `return (purge)` drops every variant of the URL at once, under
+            // the host it was cached for (the VCL's hash holds the host).
+            (VarnishMode::Url, PurgeRequest::Url { path, headers }) => Some(PurgeRequest::Url {
                 path: path.clone(),
-                headers: Vec::new(),
+                headers: headers
+                    .iter()
+                    .filter(|(n, _)| n == "host")
+                    .cloned()
+                    .collect(),
             }),
             (VarnishMode::Xkey, PurgeRequest::Keys(_)) => Some(request.clone()),
             _ => None,
@@ -509,7 +514,19 @@ impl Purger for NginxPurger {
     }
 
     fn relevant(&self, request: &PurgeRequest) -> Option<PurgeRequest> {
-        matches!(request, PurgeRequest::Url { .. }).then(|| request.clone())
+        // The shipped configuration's cache key has no host: the purge goes
+        // to nginx's own address, with the headers the page varied on.
+        match request {
+            PurgeRequest::Url { path, headers } => Some(PurgeRequest::Url {
+                path: path.clone(),
+                headers: headers
+                    .iter()
+                    .filter(|(n, _)| n != "host")
+                    .cloned()
+                    .collect(),
+            }),
+            PurgeRequest::Keys(_) => None,
+        }
     }
 
     fn purge<'a>(&'a self, client: &'a HttpClient, request: &'a PurgeRequest) -> PurgeFuture<'a> {

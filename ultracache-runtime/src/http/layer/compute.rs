@@ -122,6 +122,18 @@ impl Policy {
                 ));
             }
         }
+        // The host it was asked under: a proxy keys its copy on it, and a
+        // purge by URL must name it.
+        if !page.varied.iter().any(|(n, _)| n == "host") {
+            let host = request_parts
+                .headers
+                .get(http::header::HOST)
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+                .or_else(|| request_parts.uri.authority().map(|a| a.to_string()));
+            if let Some(host) = host {
+                page.varied.push(("host".to_owned(), host));
+            }
+        }
         page.url.clone_from(&plan.url);
         page.route.clone_from(&plan.route);
         page.tags = crate::http::page::tags(&read.deps());
