@@ -158,6 +158,32 @@ fn a_paused_redis_loses_no_invalidation_and_serves_nothing_stale_after() {
     let errors = tier_stats().errors;
     assert!(errors >= 1, "the pause was seen");
 
+    // The subscription is killed: the L1 is dropped as soon as the break is
+    // noticed, not when the subscription is back.
+    let mut id = 200;
+    wait_until("Redis stores a page again", || {
+        id += 1;
+        page(id);
+        entries(&mut r) >= 1
+    });
+    let (errors, reconnects) = (tier_stats().errors, tier_stats().reconnects);
+    let runs = RUNS.get();
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut r)
+        .unwrap();
+    wait_until("the break is noticed", || tier_stats().errors > errors);
+    assert_eq!(page(id), id * 10);
+    if tier_stats().reconnects == reconnects {
+        assert_eq!(
+            RUNS.get(),
+            runs + 1,
+            "an L1 copy outlived the broken subscription"
+        );
+    }
+
     let _ = server.kill();
     let _ = server.wait();
     server = start_redis(free_port()).expect("a last redis-server");

@@ -918,6 +918,10 @@ async fn listen(client: redis::Client, tier: std::sync::Weak<Tier>) {
                     }
                 }
                 broken = true;
+                // Other nodes' invalidations no longer arrive: what this node
+                // holds may already be stale. Dropped now (and again once
+                // subscribed, for what was computed meanwhile).
+                crate::invalidation::clear_local();
                 if let Some(t) = tier.upgrade() {
                     t.failed("subscription", &"connection lost");
                 }
