@@ -36,7 +36,7 @@ fn a_flood_of_keys_stays_within_capacity_and_the_registry_follows() {
 
     let s = stats();
     let render = s.cache("render").unwrap();
-    // moka's bound is approximate while it works; after maintenance it holds.
+    // The store's bound is approximate per shard; after maintenance it holds.
     assert!(
         render.entries <= CAPACITY + CAPACITY / 10,
         "entries: {}",

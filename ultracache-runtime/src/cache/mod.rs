@@ -3,9 +3,9 @@
 //!
 //! A hit is a lock-free read of the cache's front map (papaya), a liveness
 //! check (live, not expired) and a clone of the value. The entry also lives
-//! in its store (moka, the store of record), which bounds memory, expires
-//! and evicts; its eviction listener takes the entry out of the front and
-//! the registry.
+//! in its store (quick_cache, the store of record), which bounds memory and
+//! evicts; an evicted entry leaves the front and the registry as the store
+//! lets go of it.
 //!
 //! - [`outcome`]: what keys and values are, and which results are stored;
 //! - [`slot`]: one stored value and its life;
