@@ -18,10 +18,14 @@
 //!   This needs WAL mode: hooking a connection switches the
 //!   database to it (it is a setting of the file, and what concurrent
 //!   readers want anyway).
-//! - **Everything else within [`POLL`].** A background task reads what the
-//!   log gained every `POLL` (100 ms): other processes' writes, connections
-//!   not hooked, an in-memory database (which cannot be in WAL mode). [`Capture::sync`] does it on
-//!   demand and [`Capture::commit`] right after a transaction commits.
+//! - **Everything else within milliseconds.** A connection of the
+//!   capture's own asks SQLite every 5 ms whether another connection
+//!   committed (`PRAGMA data_version`, which counts commits by other
+//!   connections and processes) and reads the log when one did, and every
+//!   [`POLL`] (100 ms) regardless: other processes' writes (the `sqlite3`
+//!   shell), connections not hooked, an in-memory database. [`Capture::sync`]
+//!   does it on demand and [`Capture::commit`] right after a transaction
+//!   commits.
 //!
 //! Triggers and the log table are created when capture starts
 //! (`CREATE … IF NOT EXISTS`); a table or key column that does not exist is an
@@ -101,8 +105,12 @@ pub async fn hook(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// How often the background task reads the change log.
+/// How often the background task reads the change log whatever happened.
 pub const POLL: Duration = Duration::from_millis(100);
+
+/// How often it asks SQLite whether another connection committed (a cheap
+/// `PRAGMA data_version`), reading the log when one did.
+const WATCH: Duration = Duration::from_millis(5);
 
 /// Changes read and applied at most at once.
 const BATCH: i64 = 10_000;
@@ -133,7 +141,8 @@ fn literal(text: &str) -> String {
 
 impl Capture {
     /// Installs the change log and the triggers, and starts applying changes
-    /// (in the background, every [`POLL`], on the current tokio runtime).
+    /// (in the background, on the current tokio runtime: see the module
+    /// docs).
     pub async fn start(pool: &SqlitePool, tables: Vec<Table>) -> Result<Arc<Capture>, sqlx::Error> {
         // A log from an earlier layout (without the column): replaced, with
         // the triggers that wrote it.
@@ -238,14 +247,45 @@ impl Capture {
                 );
             }
         }
+        // A connection of its own watches `PRAGMA data_version`, which
+        // changes when any other connection (another process's included)
+        // commits: the log is read then, at most every WATCH, and every POLL
+        // whatever it says (an in-memory database's other connections are
+        // other databases).
+        let mut watcher: Option<SqliteConnection> =
+            <SqliteConnection as sqlx::Connection>::connect_with(&*pool.connect_options())
+                .await
+                .ok();
         let weak: Weak<Capture> = Arc::downgrade(&capture);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(POLL);
+            let mut tick = tokio::time::interval(WATCH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut version: Option<i64> = None;
+            let mut last_read = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
                 let Some(capture) = weak.upgrade() else {
                     return;
                 };
+                let changed = match watcher.as_mut() {
+                    Some(conn) => {
+                        match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+                            .fetch_one(&mut *conn)
+                            .await
+                        {
+                            Ok(now) => version.replace(now).is_some_and(|before| before != now),
+                            Err(_) => {
+                                watcher = None;
+                                false
+                            }
+                        }
+                    }
+                    None => false,
+                };
+                if !changed && last_read.elapsed() < POLL {
+                    continue;
+                }
+                last_read = tokio::time::Instant::now();
                 if let Err(e) = capture.sync().await {
                     tracing::warn!("ultracache: reading the SQLite change log failed: {e}");
                 }

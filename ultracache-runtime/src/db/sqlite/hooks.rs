@@ -25,12 +25,12 @@
 //! connection switches its database to WAL mode (a setting of the file, kept
 //! from then on); where that cannot be done (an in-memory database), the
 //! connection is left unhooked and its commits are applied by the background
-//! reader, within [`POLL`](super::POLL).
+//! reader (within milliseconds: see the module above).
 //!
 //! The WAL hook takes the place of SQLite's automatic checkpoint, so it
 //! checkpoints itself at SQLite's default threshold (1,000 frames). Setting
 //! `PRAGMA wal_autocheckpoint` on a hooked connection removes the hook (the
-//! background reader still applies every change, within `POLL`).
+//! background reader still applies every change).
 
 use std::collections::BTreeSet;
 use std::ffi::{c_char, c_int, c_void, CStr};
