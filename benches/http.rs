@@ -41,7 +41,7 @@ fn main() {
         .expect("page");
     std::fs::write(dir.join("www/page.html"), &page).expect("static copy");
 
-    let mut rows: Vec<(&str, f64)> = Vec::new();
+    let mut rows: Vec<(&str, (f64, String))> = Vec::new();
     rows.push(("ultracache hit", wrk(&format!("{app}/cached"))));
     rows.push(("same handler, uncached", wrk(&format!("{app}/uncached"))));
 
@@ -68,14 +68,17 @@ fn main() {
         stop(child);
     }
 
-    let ours = rows[0].1;
-    println!("\npage: {} bytes; wrk -t2 -c64 -d{SECONDS}s", page.len());
+    let ours = rows[0].1 .0;
     println!(
-        "{:<42} {:>12} {:>16}",
-        "target", "requests/s", "ultracache ÷ it"
+        "\npage: {} bytes; wrk -t2 -c64 --latency -d{SECONDS}s",
+        page.len()
     );
-    for (name, rps) in &rows {
-        println!("{name:<42} {rps:>12.0} {:>16.2}", ours / rps);
+    println!(
+        "{:<42} {:>12} {:>10} {:>16}",
+        "target", "requests/s", "p99", "ultracache ÷ it"
+    );
+    for (name, (rps, p99)) in &rows {
+        println!("{name:<42} {rps:>12.0} {p99:>10} {:>16.2}", ours / rps);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -223,14 +226,22 @@ fn wait_for(port: u16) -> bool {
     false
 }
 
-fn wrk(url: &str) -> f64 {
+/// Requests per second, and the p99 latency as wrk prints it.
+fn wrk(url: &str) -> (f64, String) {
     let out = Command::new("wrk")
-        .args(["-t2", "-c64", &format!("-d{SECONDS}s"), url])
+        .args(["-t2", "-c64", "--latency", &format!("-d{SECONDS}s"), url])
         .output()
         .expect("wrk runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
+    let rps = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+        .unwrap_or(0.0);
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default();
+    (rps, p99)
 }
