@@ -1,0 +1,59 @@
+//! A redis-server of the test's own, on a free loopback port, keeping
+//! nothing on disk: for the tests that stop, pause, restart or damage it.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts redis-server on `port` and waits until it accepts connections.
+pub fn start_redis(port: u16) -> Option<Child> {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(child)
+}
+
+/// Says loudly that the test cannot run without redis-server; in CI
+/// (`CI=true`) that fails the test.
+pub fn skip(test: &str) {
+    let message = format!("redis-server cannot be started: the {test} test cannot run");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message} (CI=true: a skipped test is a failed test)");
+    }
+    eprintln!("\n*** SKIPPED: {message} ***\n");
+}
+
+/// Waits (bounded: a failure must not hang) until `cond` holds.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
