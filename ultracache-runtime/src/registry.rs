@@ -27,7 +27,7 @@ type HashMap<K, V> = StdHashMap<K, V, Hasher>;
 enum Links {
     #[default]
     None,
-    One(u64, Arc<dyn Entry>),
+    One(Arc<dyn Entry>),
     /// Keyed by entry ids, which the process counts out (no request chooses
     /// them): a fixed, fast hasher. Boxed, so that the common cases above
     /// stay small in the dependency's table.
@@ -40,19 +40,19 @@ impl Links {
     fn insert(&mut self, id: u64, entry: Arc<dyn Entry>) -> bool {
         match self {
             Links::None => {
-                *self = Links::One(id, entry);
+                *self = Links::One(entry);
                 true
             }
-            Links::One(one, _) if *one == id => {
-                *self = Links::One(id, entry);
+            Links::One(one) if one.id() == id => {
+                *self = Links::One(entry);
                 false
             }
-            Links::One(..) => {
-                let Links::One(one, first) = std::mem::take(self) else {
+            Links::One(_) => {
+                let Links::One(first) = std::mem::take(self) else {
                     unreachable!("matched above")
                 };
                 let mut many = StdHashMap::with_capacity_and_hasher(4, Default::default());
-                many.insert(one, first);
+                many.insert(first.id(), first);
                 many.insert(id, entry);
                 *self = Links::Many(Box::new(many));
                 true
@@ -64,7 +64,7 @@ impl Links {
     /// Unlinks entry `id`; whether it was linked.
     fn remove(&mut self, id: u64) -> bool {
         match self {
-            Links::One(one, _) if *one == id => {
+            Links::One(one) if one.id() == id => {
                 *self = Links::None;
                 true
             }
@@ -76,7 +76,7 @@ impl Links {
     fn len(&self) -> usize {
         match self {
             Links::None => 0,
-            Links::One(..) => 1,
+            Links::One(_) => 1,
             Links::Many(many) => many.len(),
         }
     }
@@ -88,7 +88,7 @@ impl Links {
     fn values(&self) -> Box<dyn Iterator<Item = &Arc<dyn Entry>> + '_> {
         match self {
             Links::None => Box::new(std::iter::empty()),
-            Links::One(_, entry) => Box::new(std::iter::once(entry)),
+            Links::One(entry) => Box::new(std::iter::once(entry)),
             Links::Many(many) => Box::new(many.values()),
         }
     }
@@ -96,15 +96,81 @@ impl Links {
     fn into_values(self) -> Vec<Arc<dyn Entry>> {
         match self {
             Links::None => Vec::new(),
-            Links::One(_, entry) => vec![entry],
+            Links::One(entry) => vec![entry],
             Links::Many(many) => many.into_values().collect(),
         }
     }
 }
 
+/// The links of one kind: under the kind itself, and under each object of
+/// it (keyed by the object's id key, without an `Option` in every key).
+#[derive(Default)]
+struct Table {
+    whole: Links,
+    objects: HashMap<u64, Links>,
+}
+
+impl Table {
+    fn get(&self, id: Option<u64>) -> Option<&Links> {
+        match id {
+            None => Some(&self.whole).filter(|l| !l.is_empty()),
+            Some(id) => self.objects.get(&id),
+        }
+    }
+
+    fn entry(&mut self, id: Option<u64>) -> &mut Links {
+        match id {
+            None => &mut self.whole,
+            Some(id) => self.objects.entry(id).or_default(),
+        }
+    }
+
+    /// Unlinks entry `entry` from the links of `id`, dropping links left
+    /// empty; whether it was linked.
+    fn unlink(&mut self, id: Option<u64>, entry: u64) -> bool {
+        match id {
+            None => self.whole.remove(entry),
+            Some(id) => {
+                let Some(links) = self.objects.get_mut(&id) else {
+                    return false;
+                };
+                let removed = links.remove(entry);
+                if links.is_empty() {
+                    self.objects.remove(&id);
+                }
+                removed
+            }
+        }
+    }
+
+    fn remove(&mut self, id: Option<u64>) -> Links {
+        match id {
+            None => std::mem::take(&mut self.whole),
+            Some(id) => self.objects.remove(&id).unwrap_or_default(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.whole.is_empty() && self.objects.is_empty()
+    }
+
+    /// Dependencies with at least one entry.
+    fn len(&self) -> usize {
+        usize::from(!self.whole.is_empty()) + self.objects.len()
+    }
+
+    fn links(&self) -> impl Iterator<Item = &Links> {
+        std::iter::once(&self.whole).chain(self.objects.values())
+    }
+
+    fn into_links(self) -> impl Iterator<Item = Links> {
+        std::iter::once(self.whole).chain(self.objects.into_values())
+    }
+}
+
 #[derive(Default)]
 struct Shard {
-    kinds: HashMap<Kind, HashMap<Option<u64>, Links>>,
+    kinds: HashMap<Kind, Table>,
 }
 
 pub(crate) struct Registry {
@@ -141,8 +207,7 @@ impl Registry {
                 .kinds
                 .entry(dep.model_kind())
                 .or_default()
-                .entry(dep.id_key())
-                .or_default();
+                .entry(dep.id_key());
             if links.insert(id, Arc::clone(entry)) {
                 self.links.fetch_add(1, Relaxed);
             }
@@ -157,13 +222,8 @@ impl Registry {
             let Some(table) = shard.kinds.get_mut(&kind) else {
                 continue;
             };
-            if let Some(links) = table.get_mut(&dep.id_key()) {
-                if links.remove(id) {
-                    self.links.fetch_sub(1, Relaxed);
-                }
-                if links.is_empty() {
-                    table.remove(&dep.id_key());
-                }
+            if table.unlink(dep.id_key(), id) {
+                self.links.fetch_sub(1, Relaxed);
             }
             if table.is_empty() {
                 shard.kinds.remove(&kind);
@@ -179,7 +239,7 @@ impl Registry {
         let Some(table) = shard.kinds.get_mut(&kind) else {
             return Vec::new();
         };
-        let links = table.remove(&dep.id_key()).unwrap_or_default();
+        let links = table.remove(dep.id_key());
         if table.is_empty() {
             shard.kinds.remove(&kind);
         }
@@ -199,16 +259,12 @@ impl Registry {
             let table = {
                 let mut shard = lock(shard);
                 let table = shard.kinds.remove(&kind);
-                for entry in table
-                    .iter()
-                    .flat_map(StdHashMap::values)
-                    .flat_map(Links::values)
-                {
+                for entry in table.iter().flat_map(Table::links).flat_map(Links::values) {
                     entry.state().doom();
                 }
                 table
             };
-            for links in table.into_iter().flat_map(StdHashMap::into_values) {
+            for links in table.into_iter().flat_map(Table::into_links) {
                 self.links.fetch_sub(links.len(), Relaxed);
                 out.extend(links.into_values());
             }
@@ -225,7 +281,7 @@ impl Registry {
     pub(crate) fn dependencies(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| lock(s).kinds.values().map(StdHashMap::len).sum::<usize>())
+            .map(|s| lock(s).kinds.values().map(Table::len).sum::<usize>())
             .sum()
     }
 
@@ -234,7 +290,7 @@ impl Registry {
         self.shard(dep)
             .kinds
             .get(&dep.model_kind())
-            .and_then(|t| t.get(&dep.id_key()))
+            .and_then(|t| t.get(dep.id_key()))
             .map_or(0, Links::len)
     }
 }
