@@ -449,3 +449,30 @@ fn concurrent_first_renders_of_a_block_run_its_body_once() {
         "the body ran once for 8 first renders"
     );
 }
+
+#[test]
+fn each_block_expires_after_its_own_timeout_in_the_one_cache() {
+    let (env, ran) = env(&[(
+        "t",
+        r#"{% call ultracache(1, "expiry-short") %}{{ ran("short") }}s{% endcall %}|{% call ultracache(3600, "expiry-long") %}{{ ran("long") }}l{% endcall %}"#,
+    )]);
+    let first = std::time::Instant::now();
+    assert_eq!(render(&env, "t", context! {}), "s|l");
+    assert_eq!(render(&env, "t", context! {}), "s|l");
+    assert_eq!((ran.get("short"), ran.get("long")), (1, 1));
+    // Bounded: the 1-second block re-renders once its second is over.
+    while ran.get("short") == 1 {
+        assert!(
+            first.elapsed() < std::time::Duration::from_secs(10),
+            "the 1-second block never expired"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        render(&env, "t", context! {});
+    }
+    assert!(
+        first.elapsed() >= std::time::Duration::from_millis(900),
+        "expired after {:?}",
+        first.elapsed()
+    );
+    assert_eq!(ran.get("long"), 1, "the 1-hour block expired with it");
+}
