@@ -71,7 +71,10 @@ fn a_dependency_set_stays_near_the_entries_alive_under_steady_traffic() {
     let members = count(&mut r, "{registry}dep:registry.post:1");
     eprintln!("registry: {members} members for {live} live entries ({stored} stored)");
     assert!(
-        (members as i64) < stored / 3,
+        // Each store looks at three members: at equilibrium about a third
+        // are dead, so the set is near 1.5 times the live entries (without
+        // pruning it holds every entry ever stored).
+        members <= 2 * live + 50 && (members as i64) < stored / 2,
         "{members} members for {live} live entries ({stored} stored in all)"
     );
     let _ = server.kill();
