@@ -15,7 +15,7 @@ use axum::extract::Path as UrlPath;
 use axum::http::HeaderName;
 use axum::routing::get;
 use axum::Router;
-use common::proxies::{free_port, skip, start_nginx, start_varnish};
+use common::proxies::{fetch, free_port, skip, start_nginx, start_varnish};
 use common::Runs;
 use ultracache::http::CacheLayer;
 use ultracache::purge::{self, NginxPurger, PurgeOptions, VarnishMode, VarnishPurger};
@@ -30,17 +30,6 @@ struct Post {
 #[tracks]
 fn load(id: i64) -> Post {
     Post { id }
-}
-
-async fn fetch(client: &reqwest::Client, url: &str) -> (String, String) {
-    let r = client.get(url).send().await.expect("request");
-    let proxy = r
-        .headers()
-        .get("x-proxy-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    (proxy, r.text().await.expect("body"))
 }
 
 /// Fetches `url` until `cond` holds (bounded): purges land asynchronously.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::extract::Path as UrlPath;
 use axum::routing::get;
 use axum::Router;
-use common::proxies::{skip, start_varnish};
+use common::proxies::{fetch, skip, start_varnish};
 use common::Runs;
 use ultracache::http::CacheLayer;
 use ultracache::purge::{self, PurgeOptions, VarnishMode, VarnishPurger};
@@ -27,17 +27,6 @@ struct Post {
 #[tracks]
 fn load(id: i64) -> Post {
     Post { id }
-}
-
-async fn fetch(client: &reqwest::Client, url: &str) -> (String, String) {
-    let r = client.get(url).send().await.expect("request");
-    let proxy = r
-        .headers()
-        .get("x-proxy-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    (proxy, r.text().await.expect("body"))
 }
 
 /// Sends `sig` to varnishd and its worker process.

@@ -117,3 +117,15 @@ pub fn skip(what: &str) {
     }
     eprintln!("\n*** SKIPPED: {message} ***\n");
 }
+
+/// GETs `url`: the proxy's verdict (`X-Proxy-Cache`) and the body.
+pub async fn fetch(client: &reqwest::Client, url: &str) -> (String, String) {
+    let r = client.get(url).send().await.expect("request");
+    let proxy = r
+        .headers()
+        .get("x-proxy-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (proxy, r.text().await.expect("body"))
+}

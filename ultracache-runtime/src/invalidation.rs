@@ -104,7 +104,7 @@ pub async fn invalidate_deps_async(deps: &[Dep]) -> usize {
         queue.push(deps, &[]);
         return 0;
     }
-    invalidate_deps_ticked_async(deps).await.0
+    invalidate_deps_stamped_async(deps).await.0
 }
 
 /// Applies what a transaction queued, now that it committed: the shared
@@ -141,12 +141,6 @@ pub(crate) fn invalidate_deps_stamped(deps: &[Dep]) -> (usize, Option<u64>, u64)
     let tick = forward(deps, &[]);
     let (n, local) = invalidate_local_stamped(deps, &[]);
     (n, tick, local)
-}
-
-/// The async form of `invalidate_deps_ticked`.
-pub(crate) async fn invalidate_deps_ticked_async(deps: &[Dep]) -> (usize, Option<u64>) {
-    let (n, tick, _) = invalidate_deps_stamped_async(deps).await;
-    (n, tick)
 }
 
 /// The async form of [`invalidate_deps_stamped`].
