@@ -28,7 +28,11 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
 
     let timeout = timeout::parse(args.timeout.as_ref(), &args.forever, &mut errors);
     let p = private(args.krate.as_ref());
-    let (key, assert_key) = key(&args, &f, &mut errors);
+    let Key {
+        owned: key,
+        borrowed,
+        asserts: assert_key,
+    } = key(&args, &f, &mut errors);
     errors.finish()?;
 
     let name = sig.ident.to_string();
@@ -93,13 +97,29 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
             #pv::assert_shared_value(&__ultracache_outcome, #pv::phantom::<#ret>());
         });
     }
+    // The hit path, by the arguments as borrowed: no owned key unless it
+    // misses (then `call` looks again, and computes or waits).
+    let hit = borrowed.map(|borrowed| {
+        quote! {
+            if let ::core::option::Option::Some(__ultracache_hit) = (&&#p::HitProbe::new(
+                #borrowed,
+                || #key,
+                &__ultracache_outcome,
+                #p::phantom::<#ret>(),
+            ))
+                .__ultracache_hit(&__ULTRACACHE_FN)
+            {
+                return __ultracache_hit;
+            }
+        }
+    });
     let attrs = &f.item.attrs;
     let vis = &f.item.vis;
     let new_body = quote! {{
         #[allow(unused_imports)]
         use #p::{
-            ModelArg as _, PlainArg as _, PlainOutcome as _, ResultOutcome as _,
-            WeighHeap as _, WeighNone as _,
+            BorrowedHit as _, KeyPart as _, ModelArg as _, NoBorrowedHit as _, PlainArg as _,
+            PlainOutcome as _, ResultOutcome as _, WeighHeap as _, WeighNone as _,
         };
         static __ULTRACACHE_FN: #p::CachedFn = #p::CachedFn::new(
             #name,
@@ -110,10 +130,11 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
             #timeout,
         );
         #p::inventory::submit! { #p::FnRegistration(&__ULTRACACHE_FN) }
-        let __ultracache_key = #key;
-        #assert_key
         let __ultracache_outcome = (&&#p::OutcomeProbe::<#ret>::NEW).__ultracache_outcome();
         #assert_value
+        #hit
+        let __ultracache_key = #key;
+        #assert_key
         let __ultracache_weigh = (&&#p::WeighProbe::<#ret>::NEW).__ultracache_weigher();
         #call
     }};
@@ -123,9 +144,19 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
     })
 }
 
-/// The key expression (owned), and assertions that put "not a key" errors on
-/// the user's tokens.
-fn key(args: &CachedArgs, f: &Function, errors: &mut Errors) -> (TokenStream, TokenStream) {
+/// How a call names its entry.
+struct Key {
+    /// The owned key expression.
+    owned: TokenStream,
+    /// A reference to the arguments as borrowed (`&str` for a `String` key
+    /// part), for a hit that builds no owned key; `None` where the key is
+    /// `key = …`, `()`, or has more parts than the borrowed form takes.
+    borrowed: Option<TokenStream>,
+    /// Assertions that put "not a key" errors on the user's tokens.
+    asserts: TokenStream,
+}
+
+fn key(args: &CachedArgs, f: &Function, errors: &mut Errors) -> Key {
     let krate = args.krate.as_ref();
     if let Some(key) = &args.key {
         if let Some(skip) = &args.skip {
@@ -150,8 +181,12 @@ fn key(args: &CachedArgs, f: &Function, errors: &mut Errors) -> (TokenStream, To
             e => quote!((#e).to_owned()),
         };
         let p = private_at(krate, span);
-        let assert = quote_spanned!(span=> #p::assert_key(&__ultracache_key););
-        return (owned, assert);
+        let asserts = quote_spanned!(span=> #p::assert_key(&__ultracache_key););
+        return Key {
+            owned,
+            borrowed: None,
+            asserts,
+        };
     }
 
     let skipped: Vec<String> = args
@@ -173,7 +208,9 @@ fn key(args: &CachedArgs, f: &Function, errors: &mut Errors) -> (TokenStream, To
             );
         }
     }
+    let p = private(krate);
     let mut parts = Vec::new();
+    let mut borrowed = Vec::new();
     let mut spans = Vec::new();
     for arg in &f.args {
         let Some(ident) = &arg.ident else {
@@ -197,6 +234,7 @@ fn key(args: &CachedArgs, f: &Function, errors: &mut Errors) -> (TokenStream, To
         spans.push(arg.ty.as_ref().map_or(ident.span(), |t| t.span()));
         let ident = respan(ident);
         parts.push(quote!(#ident.to_owned()));
+        borrowed.push(quote!(#ident.__ultracache_key_part()));
     }
     let asserts = match spans.len() {
         1 => {
@@ -216,13 +254,27 @@ fn key(args: &CachedArgs, f: &Function, errors: &mut Errors) -> (TokenStream, To
             })
             .collect(),
     };
+    let borrowed = match borrowed.len() {
+        0 => None,
+        1 => Some(borrowed.remove(0)),
+        n if n <= MAX_PARTS => Some(quote!(&#p::Parts((#(#borrowed,)*)))),
+        _ => None,
+    };
     let owned = match parts.len() {
         0 => quote!(()),
         1 => parts.remove(0),
         _ => quote!((#(#parts,)*)),
     };
-    (owned, asserts)
+    Key {
+        owned,
+        borrowed,
+        asserts,
+    }
 }
+
+/// The most key arguments the borrowed hit path takes (the runtime's
+/// `MAX_PARTS`).
+const MAX_PARTS: usize = 8;
 
 /// The same name, resolved at the call site but marked as macro output (so
 /// lints about generated code do not land on the user's argument).

@@ -63,6 +63,8 @@ pub use config::{
     Config, ConfigError, StoreConfig, DEFAULT_MAX_BYTES, DEFAULT_STORE, DEFAULT_TIMEOUT,
 };
 pub use dep::{id_key, Dep, IdHasher, Kind};
+/// A borrowed form of a key that a [`Cache`] can be read by (`Cache::get`).
+pub use equivalent::Equivalent;
 pub use fragment::fragment;
 pub use invalidation::{
     clear, clear_store, dependents, invalidate, invalidate_any_of, invalidate_async,

@@ -5,6 +5,9 @@ use std::borrow::Borrow;
 use std::future::Future;
 use std::marker::PhantomData;
 
+mod borrowed;
+
+pub use borrowed::{BorrowedHit, HitProbe, KeyPart, NoBorrowedHit, Parts, MAX_PARTS};
 pub use core;
 pub use inventory;
 pub use std::string::String;

@@ -16,12 +16,41 @@ use crate::entry::Cause;
 /// Hits are counted in batches this large per thread.
 pub(crate) const HIT_BATCH: u64 = 256;
 
-#[inline]
-pub(crate) fn hits(cache: &'static str, n: u64) {
+/// One cache's hit counter: its metric key is made once, so that reporting
+/// a batch of hits allocates nothing.
+pub(crate) struct HitCounter {
     #[cfg(feature = "metrics")]
-    metrics::counter!("ultracache_hits_total", "cache" => cache).increment(n);
-    #[cfg(not(feature = "metrics"))]
-    let _ = (cache, n);
+    key: metrics::Key,
+}
+
+#[cfg(feature = "metrics")]
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+impl HitCounter {
+    pub(crate) fn new(cache: &'static str) -> Self {
+        #[cfg(feature = "metrics")]
+        return HitCounter {
+            key: metrics::Key::from_parts(
+                "ultracache_hits_total",
+                vec![metrics::Label::from_static_parts("cache", cache)],
+            ),
+        };
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = cache;
+            HitCounter {}
+        }
+    }
+
+    /// Reports `n` hits.
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        #[cfg(feature = "metrics")]
+        metrics::with_recorder(|r| r.register_counter(&self.key, &METADATA).increment(n));
+        #[cfg(not(feature = "metrics"))]
+        let _ = n;
+    }
 }
 
 pub(crate) fn miss(cache: &'static str) {

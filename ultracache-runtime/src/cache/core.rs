@@ -42,6 +42,7 @@ pub(crate) struct Core<K, V> {
     pub(super) timeout: Option<Duration>,
     pub(super) weigher: Option<fn(&V) -> usize>,
     pub(super) counters: Counters,
+    pub(super) hit_metric: crate::telemetry::HitCounter,
     pub(super) on_invalidated: Option<fn(&K, &V)>,
     /// The tick of the last `invalidate_all`.
     pub(super) cleared: AtomicU64,
@@ -71,6 +72,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             timeout,
             weigher,
             counters: Counters::default(),
+            hit_metric: crate::telemetry::HitCounter::new(name),
             on_invalidated,
             cleared: AtomicU64::new(0),
             reveal: Mutex::new(()),
@@ -102,7 +104,10 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
 
     /// The hit path.
     #[inline]
-    pub(super) fn lookup(&self, key: &K) -> Option<V> {
+    pub(super) fn lookup<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: std::hash::Hash + equivalent::Equivalent<K> + ?Sized,
+    {
         let guard = self.front.guard();
         let slot = self.front.get(key, &guard)?;
         if slot.live() {
@@ -124,7 +129,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         }
         if self.counters.hits.add(1).is_multiple_of(TOUCH_EVERY) {
             self.store.touch(slot.id);
-            crate::telemetry::hits(self.name, crate::telemetry::HIT_BATCH);
+            self.hit_metric.add(crate::telemetry::HIT_BATCH);
         }
     }
 

@@ -246,8 +246,20 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
     /// The cached value for `key`, if there is a live one. A hit inside a
     /// computation that is being cached adds the entry's dependencies to it.
+    ///
+    /// `key` may be any form that hashes and compares as the key does, as
+    /// with `HashMap::get`: a `&str` for a `String` key.
+    ///
+    /// ```
+    /// let cache = ultracache::Cache::<String, u32>::new("lengths");
+    /// cache.get_or_compute("abc".to_owned(), || 3);
+    /// assert_eq!(cache.get("abc"), Some(3));
+    /// ```
     #[inline]
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: std::hash::Hash + equivalent::Equivalent<K> + ?Sized,
+    {
         self.core()?.lookup(key)
     }
 

@@ -34,6 +34,15 @@ impl CachedFn {
         self.typed(|c| c)
     }
 
+    /// The function's cache if a call made it already, typed by the key and
+    /// value the call site infers (the borrowed hit path: it never makes one,
+    /// so that a `shared` function's first call makes the shared kind).
+    #[doc(hidden)]
+    #[inline]
+    pub fn existing<K: CacheKey, V: CacheValue>(&'static self) -> Option<&'static Cache<K, V>> {
+        self.cache.get().and_then(|c| c.downcast_ref())
+    }
+
     #[cold]
     fn typed<K: CacheKey, V: CacheValue>(
         &'static self,
