@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 pub mod broadcast;
 pub mod proxies;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod shared_tier;
 pub mod sqlite;

@@ -100,6 +100,8 @@ pub struct Config {
     #[cfg(feature = "redis")]
     pub(crate) redis_url: Option<String>,
     #[cfg(feature = "redis")]
+    pub(crate) redis_cluster: Option<Vec<String>>,
+    #[cfg(feature = "redis")]
     pub(crate) redis_prefix: Option<String>,
     #[cfg(feature = "redis")]
     pub(crate) redis_timeout: Option<Duration>,
@@ -136,6 +138,29 @@ impl Config {
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
         self.redis_url = Some(url.into());
+        self
+    }
+
+    /// Shares `#[cached(shared)]` caches through a Redis Cluster (or Valkey
+    /// cluster) reached through these nodes (`redis://host:port` each; any
+    /// of its nodes will do, the rest are discovered). Without it,
+    /// `ULTRACACHE_REDIS_CLUSTER` (comma-separated URLs) is used when set.
+    ///
+    /// Redirects (`MOVED`, `ASK`) and topology changes are followed. Every
+    /// key of a prefix shares one hash tag, so the prefix's entries and
+    /// registry live on the primary that owns its slot: give applications (or
+    /// parts of one) their own prefixes to spread them over primaries.
+    ///
+    /// ```no_run
+    /// ultracache::Config::new()
+    ///     .redis_cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    ///     .install()
+    ///     .unwrap();
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_cluster<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        self.redis_cluster = Some(nodes.into_iter().map(Into::into).collect());
         self
     }
 

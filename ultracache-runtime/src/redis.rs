@@ -20,14 +20,20 @@
 //! - Fail open: Redis down, slow (past the timeout) or answering garbage means
 //!   computing and serving, logged once per outage; L1 keeps working;
 //!   invalidations made meanwhile are applied when Redis returns.
+//! - Redis Cluster and Valkey clusters: [`Config::redis_cluster`](crate::Config::redis_cluster)
+//!   (or `ULTRACACHE_REDIS_CLUSTER`) connects through seed nodes and follows
+//!   redirects and topology changes (slot migration, failover).
 //! - Keys: every key starts with `{prefix}` — one hash tag, so each script's keys
 //!   share a slot on Redis Cluster and Valkey (atomicity holds per prefix; the
-//!   prefix's keys live on one shard).
+//!   prefix's keys live on one shard: separate prefixes spread over shards).
 //!
 //! Values that go to Redis need `serde::Serialize` and `Deserialize` (and keys
 //! `Serialize`); a shared cache of another value type does not compile.
 
+mod connect;
 mod tier;
+
+use connect::Target;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -106,23 +112,43 @@ impl SharedTier for Tier {
 
 /// Starts the Redis tier the configuration (or `ULTRACACHE_REDIS_URL`) names.
 fn start(config: &Config) -> Option<Arc<dyn SharedTier>> {
-    let url = config
-        .redis_url
-        .clone()
-        .or_else(|| std::env::var("ULTRACACHE_REDIS_URL").ok())?;
+    let target = target(config)?;
     let prefix = config
         .redis_prefix
         .clone()
         .or_else(|| std::env::var("ULTRACACHE_REDIS_PREFIX").ok())
         .unwrap_or_else(|| "ultracache".into());
     let timeout = config.redis_timeout.unwrap_or(DEFAULT_TIMEOUT);
-    match Tier::start(&url, &prefix, timeout) {
+    match Tier::start(&target, &prefix, timeout) {
         Ok(tier) => Some(tier),
         Err(e) => {
             tracing::error!("ultracache: no shared tier: {e}");
             None
         }
     }
+}
+
+/// The Redis the configuration names: a cluster if one is named (in the
+/// configuration or `ULTRACACHE_REDIS_CLUSTER`), else one server.
+fn target(config: &Config) -> Option<Target> {
+    if let Some(nodes) = &config.redis_cluster {
+        return Some(Target::Cluster(nodes.clone()));
+    }
+    if let Some(url) = &config.redis_url {
+        return Some(Target::Url(url.clone()));
+    }
+    if let Ok(nodes) = std::env::var("ULTRACACHE_REDIS_CLUSTER") {
+        let nodes: Vec<String> = nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect();
+        if !nodes.is_empty() {
+            return Some(Target::Cluster(nodes));
+        }
+    }
+    std::env::var("ULTRACACHE_REDIS_URL").ok().map(Target::Url)
 }
 
 inventory::submit!(TierBackend { start });

@@ -14,14 +14,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use tokio::sync::mpsc as tmpsc;
 
 use crate::clock;
 use crate::dep::Dep;
 use crate::wait::Promise;
 
+use super::connect::{Backend, Connection, Lua, Target};
 use crate::tier::codec::{dep_name, hash};
 use crate::tier::Fetched;
 
@@ -223,10 +223,14 @@ struct Pending {
 }
 
 impl Tier {
-    /// Starts the tier for `url`; keys are `{prefix}…` (one hash tag, so a
+    /// Starts the tier for `target`; keys are `{prefix}…` (one hash tag, so a
     /// script's keys share a cluster slot).
-    pub(crate) fn start(url: &str, prefix: &str, timeout: Duration) -> Result<Arc<Tier>, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("Redis URL {url:?}: {e}"))?;
+    pub(crate) fn start(
+        target: &Target,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Arc<Tier>, String> {
+        let client = Backend::open(target, timeout)?;
         let (tx, rx) = tmpsc::unbounded_channel();
         let tier = Arc::new(Tier {
             prefix: format!("{{{prefix}}}"),
@@ -635,31 +639,37 @@ fn apply(message: &str) {
     }
 }
 
-type Conn = std::rc::Rc<std::cell::RefCell<Option<MultiplexedConnection>>>;
+/// The tier's scripts, shared by the worker's tasks.
+struct Scripts {
+    store: std::rc::Rc<Lua>,
+    invalidate: std::rc::Rc<Lua>,
+    clear_tick: std::rc::Rc<Lua>,
+}
+
+type Conn = std::rc::Rc<std::cell::RefCell<Option<Connection>>>;
 
 async fn connection(
-    client: &redis::Client,
+    client: &Backend,
     conn: &Conn,
     timeout: Duration,
-) -> redis::RedisResult<MultiplexedConnection> {
+) -> redis::RedisResult<Connection> {
     if let Some(c) = conn.borrow().clone() {
         return Ok(c);
     }
-    let c = tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
+    let c = tokio::time::timeout(timeout, client.connect())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
     *conn.borrow_mut() = Some(c.clone());
     Ok(c)
 }
 
-async fn run(
-    client: redis::Client,
-    tier: std::sync::Weak<Tier>,
-    mut ops: tmpsc::UnboundedReceiver<Op>,
-) {
+async fn run(client: Backend, tier: std::sync::Weak<Tier>, mut ops: tmpsc::UnboundedReceiver<Op>) {
     let conn: Conn = Default::default();
-    let store = std::rc::Rc::new(Script::new(STORE));
-    let invalidate = std::rc::Rc::new(Script::new(INVALIDATE));
+    // Calls failed in a row.
+    let failures = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let store = std::rc::Rc::new(Lua::new(STORE));
+    let invalidate = std::rc::Rc::new(Lua::new(INVALIDATE));
+    let clear_tick = std::rc::Rc::new(Lua::new(CLEAR_TICK));
     tokio::task::spawn_local(listen(client.clone(), tier.clone()));
     // What is owed to Redis is sent every RETRY until it lands, whether or
     // not this node calls again.
@@ -675,23 +685,31 @@ async fn run(
     });
     while let Some(op) = ops.recv().await {
         let Some(t) = tier.upgrade() else { return };
-        let (client, conn, store, invalidate) = (
-            client.clone(),
-            conn.clone(),
-            store.clone(),
-            invalidate.clone(),
-        );
+        let (client, conn, failures) = (client.clone(), conn.clone(), failures.clone());
+        let scripts = Scripts {
+            store: store.clone(),
+            invalidate: invalidate.clone(),
+            clear_tick: clear_tick.clone(),
+        };
         tokio::task::spawn_local(async move {
             let timeout = t.timeout;
-            let result = tokio::time::timeout(
-                timeout,
-                execute(op, &client, &conn, &t, &store, &invalidate),
-            )
-            .await;
+            let result =
+                tokio::time::timeout(timeout, execute(op, &client, &conn, &t, &scripts)).await;
             match result {
-                Ok(Ok(())) => t.succeeded(),
+                Ok(Ok(())) => {
+                    failures.set(0);
+                    t.succeeded();
+                }
                 Ok(Err(e)) => {
-                    *conn.borrow_mut() = None;
+                    failures.set(failures.get() + 1);
+                    // A server connection is made afresh. A cluster
+                    // connection refreshes its own view of the slots after
+                    // a failed call (a failover, a moved slot): it is made
+                    // afresh from the seed nodes only if that keeps failing.
+                    if matches!(client, Backend::Single(_)) || failures.get() >= 3 {
+                        *conn.borrow_mut() = None;
+                        failures.set(0);
+                    }
                     t.failed("command", &e);
                 }
                 Err(_) => t.failed("command", &"timed out"),
@@ -702,11 +720,10 @@ async fn run(
 
 async fn execute(
     op: Op,
-    client: &redis::Client,
+    client: &Backend,
     conn: &Conn,
     tier: &Tier,
-    store: &Script,
-    invalidate: &Script,
+    scripts: &Scripts,
 ) -> redis::RedisResult<()> {
     let timeout = tier.timeout;
     match op {
@@ -781,7 +798,8 @@ async fn execute(
                 }
             };
             let ttl_ms = ttl.map_or(0, |t| t.as_millis().max(1) as u64);
-            let mut invocation = store.key(&key);
+            let mut invocation = scripts.store.call();
+            invocation.key(&key);
             invocation
                 .arg(bytes)
                 .arg(ttl_ms)
@@ -790,7 +808,7 @@ async fn execute(
             for d in &deps {
                 invocation.arg(d);
             }
-            let stored = invocation.invoke_async::<i64>(&mut c).await;
+            let stored = invocation.invoke::<i64>(&mut c).await;
             match &stored {
                 Ok(1) => tier.counts.stores.fetch_add(1, SeqCst),
                 Ok(_) => tier.counts.refused.fetch_add(1, SeqCst),
@@ -813,7 +831,10 @@ async fn execute(
                     return Err(e);
                 }
             };
-            let mut invocation = invalidate.prepare_invoke();
+            // Keyed by the tick (unused by the script), so that a cluster
+            // runs it on the primary holding the prefix's slot.
+            let mut invocation = scripts.invalidate.call();
+            invocation.key(format!("{}tick", tier.prefix));
             invocation
                 .arg(&tier.prefix)
                 .arg(message(&objects, &kinds))
@@ -825,7 +846,7 @@ async fn execute(
             for k in &kinds {
                 invocation.arg(k);
             }
-            match invocation.invoke_async::<u64>(&mut c).await {
+            match invocation.invoke::<u64>(&mut c).await {
                 Ok(n) => {
                     reply(Some(n));
                     Ok(())
@@ -849,20 +870,33 @@ async fn execute(
                     return Err(e);
                 }
             };
-            let _tick: u64 = Script::new(CLEAR_TICK)
+            let _tick: u64 = scripts
+                .clear_tick
+                .call()
                 .key(format!("{}tick", tier.prefix))
                 .key(format!("{}cleared", tier.prefix))
-                .invoke_async(&mut c)
+                .invoke(&mut c)
                 .await?;
             let pattern = format!("{}e:*", escape_glob(&tier.prefix));
-            let keys: Vec<String> = {
-                let mut iter = c.scan_match::<_, String>(&pattern).await?;
-                let mut keys = Vec::new();
-                while let Some(k) = iter.next().await {
-                    keys.push(k?);
+            // SCAN on the node that holds the prefix's slot (all its keys).
+            let tick_key = format!("{}tick", tier.prefix);
+            let mut keys: Vec<String> = Vec::new();
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let page = c.on_node_of(&tick_key, scan).await?;
+                let (next, found): (u64, Vec<String>) = redis::from_redis_value(page)?;
+                keys.extend(found);
+                cursor = next;
+                if cursor == 0 {
+                    break;
                 }
-                keys
-            };
+            }
             for chunk in keys.chunks(500) {
                 let _: () = c.del(chunk).await?;
             }
@@ -889,9 +923,12 @@ fn escape_glob(s: &str) -> String {
 
 /// Listens for invalidations from every node. A break in the subscription
 /// drops this node's whole L1 once it is back.
-async fn listen(client: redis::Client, tier: std::sync::Weak<Tier>) {
+async fn listen(backend: Backend, tier: std::sync::Weak<Tier>) {
     let mut broken = false;
+    let mut attempt = 0usize;
     loop {
+        let client = backend.subscriber(attempt).clone();
+        attempt = attempt.wrapping_add(1);
         let Some(t) = tier.upgrade() else { return };
         let channel = format!("{}invalidations", t.prefix);
         let timeout = t.timeout;

@@ -1,0 +1,214 @@
+//! Where the tier's Redis is and how it is reached: one server (or a
+//! Valkey server) by URL, or a Redis Cluster / Valkey cluster by its seed
+//! nodes. A cluster connection follows `MOVED`/`ASK` redirects and topology
+//! changes; every key of a prefix shares one hash tag, so each script runs on
+//! the one primary that owns the prefix's slot.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+/// Where the shared tier's Redis is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// One server: `redis://host:port/db`.
+    Url(String),
+    /// A cluster, by some of its nodes (`redis://host:port` each).
+    Cluster(Vec<String>),
+}
+
+/// The clients for a [`Target`].
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Single(redis::Client),
+    Cluster {
+        client: Box<ClusterClient>,
+        /// One client per seed node, for the subscription: a message
+        /// published on any node of a cluster reaches subscribers on all.
+        nodes: Vec<redis::Client>,
+    },
+}
+
+impl Backend {
+    pub(crate) fn open(target: &Target, timeout: Duration) -> Result<Backend, String> {
+        match target {
+            Target::Url(url) => redis::Client::open(url.as_str())
+                .map(Backend::Single)
+                .map_err(|e| format!("Redis URL {url:?}: {e}")),
+            Target::Cluster(urls) => {
+                if urls.is_empty() {
+                    return Err("a Redis cluster needs at least one node".into());
+                }
+                let nodes = urls
+                    .iter()
+                    .map(|u| {
+                        redis::Client::open(u.as_str())
+                            .map_err(|e| format!("Redis cluster node {u:?}: {e}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                // Each call is bounded by the tier's timeout; redirects are
+                // followed within it, and a down node is not retried at length.
+                let client = ClusterClient::builder(urls.iter().map(String::as_str))
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .min_retry_wait(5)
+                    .max_retry_wait(50)
+                    .build()
+                    .map_err(|e| format!("Redis cluster {urls:?}: {e}"))?;
+                Ok(Backend::Cluster {
+                    client: Box::new(client),
+                    nodes,
+                })
+            }
+        }
+    }
+
+    /// A command connection (multiplexed: clones share it).
+    pub(crate) async fn connect(&self) -> RedisResult<Connection> {
+        match self {
+            Backend::Single(client) => client
+                .get_multiplexed_async_connection()
+                .await
+                .map(Connection::Single),
+            Backend::Cluster { client, .. } => {
+                client.get_async_connection().await.map(Connection::Cluster)
+            }
+        }
+    }
+
+    /// The client to subscribe through on the `attempt`th try (a cluster's
+    /// seed nodes in turn, so that one down node is not tried forever).
+    pub(crate) fn subscriber(&self, attempt: usize) -> &redis::Client {
+        match self {
+            Backend::Single(client) => client,
+            Backend::Cluster { nodes, .. } => &nodes[attempt % nodes.len()],
+        }
+    }
+}
+
+/// A command connection to one server or to a cluster.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    /// Runs `cmd` (a keyless command such as `SCAN`) on the primary that
+    /// holds `key`'s slot.
+    pub(crate) async fn on_node_of(&mut self, key: &str, cmd: Cmd) -> RedisResult<Value> {
+        match self {
+            Connection::Single(c) => cmd.query_async(c).await,
+            Connection::Cluster(c) => {
+                let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
+                c.route_command(
+                    cmd,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await
+            }
+        }
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A Lua script run by its hash, sent whole (`EVAL`) when the node that
+/// runs it does not have it: on a cluster, `SCRIPT LOAD` goes to every node
+/// and fails while one is down, and a replica promoted by a failover starts
+/// without the scripts its primary had.
+pub(crate) struct Lua {
+    source: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    pub(crate) fn new(source: &'static str) -> Lua {
+        Lua {
+            source,
+            hash: redis::Script::new(source).get_hash().to_owned(),
+        }
+    }
+
+    /// A call with these keys (the first routes it on a cluster).
+    pub(crate) fn call(&self) -> LuaCall<'_> {
+        LuaCall {
+            lua: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+pub(crate) struct LuaCall<'a> {
+    lua: &'a Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl LuaCall<'_> {
+    pub(crate) fn key(&mut self, key: impl redis::ToRedisArgs) -> &mut Self {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+
+    pub(crate) fn arg(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    fn command(&self, verb: &str, script: &str) -> Cmd {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(script).arg(self.keys.len());
+        for k in &self.keys {
+            cmd.arg(k.as_slice());
+        }
+        for a in &self.args {
+            cmd.arg(a.as_slice());
+        }
+        cmd
+    }
+
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        c: &mut Connection,
+    ) -> RedisResult<T> {
+        match self.command("EVALSHA", &self.lua.hash).query_async(c).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.command("EVAL", self.lua.source).query_async(c).await
+            }
+            result => result,
+        }
+    }
+}
