@@ -39,7 +39,7 @@ pub fn invalidate<T: Trackable + ?Sized>(obj: &T) -> usize {
 }
 
 /// What writing `obj` invalidates: the object, its kind, its pages.
-fn written<T: Trackable + ?Sized>(obj: &T) -> Vec<Dep> {
+pub(crate) fn written<T: Trackable + ?Sized>(obj: &T) -> Vec<Dep> {
     let mut deps = vec![obj.dep(), Dep::kind(T::KIND)];
     deps.extend(obj.dependent_paths().iter().map(|p| path_dep(p)));
     deps

@@ -95,6 +95,14 @@ impl SharedTier for Tier {
     ) -> BoxFuture<'a, Option<u64>> {
         Box::pin(Tier::invalidate_async(self, deps, kinds))
     }
+    fn invalidate_acknowledged(
+        &self,
+        deps: &[Dep],
+        kinds: &[Kind],
+        wait: Duration,
+    ) -> Option<(usize, usize)> {
+        Tier::invalidate_acknowledged(self, deps, kinds, wait).map(|a| (a.waited_for, a.missing))
+    }
     fn clear(&self) {
         Tier::clear(self);
     }
@@ -154,6 +162,112 @@ fn target(config: &Config) -> Option<Target> {
 inventory::submit!(TierBackend { start });
 
 pub use crate::tier::TierStats;
+
+/// Why an [acknowledged invalidation](invalidate_acknowledged) could not
+/// confirm that every node dropped its copies. In every case this process's
+/// copies and Redis's are dropped (or, for [`Unreachable`](Self::Unreachable),
+/// kept for Redis and sent every second until they land).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotAcknowledged {
+    /// Redis did not answer in time: the invalidation is kept and sent when
+    /// it is back; other nodes may serve their copies until they hear of it.
+    Unreachable,
+    /// `missing` of the `waited_for` other live nodes had not applied it when
+    /// the wait ended: slow or paused nodes, or a node that died less than
+    /// 3 seconds ago (a node counts as live for 3 seconds after its last
+    /// heartbeat).
+    Missing {
+        /// Other nodes that were live when the invalidation was made.
+        waited_for: usize,
+        /// Those that had not applied it when the wait ended.
+        missing: usize,
+    },
+    /// Called inside an open database transaction: the invalidation is
+    /// queued to its commit, as every invalidation there is.
+    InTransaction,
+}
+
+impl std::fmt::Display for NotAcknowledged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotAcknowledged::Unreachable => f.write_str(
+                "Redis was not reached: the invalidation is kept and sent when it is back",
+            ),
+            NotAcknowledged::Missing {
+                waited_for,
+                missing,
+            } => write!(
+                f,
+                "{missing} of {waited_for} other nodes had not applied the invalidation in time"
+            ),
+            NotAcknowledged::InTransaction => {
+                f.write_str("inside a database transaction: applied when it commits")
+            }
+        }
+    }
+}
+
+impl std::error::Error for NotAcknowledged {}
+
+/// Invalidates what writing `obj` invalidates (as [`invalidate`](crate::invalidate)
+/// does) on every node, and returns once every other live node has dropped
+/// its copies, or when `wait` has passed: `Ok(n)` says that all `n` other
+/// live nodes applied it.
+///
+/// A plain `invalidate` returns when this process's copies and Redis's are
+/// gone; other nodes drop theirs when the pub/sub message reaches them (well
+/// under a millisecond on one machine, but not before `invalidate` returns).
+/// This form closes that window for callers that need it — a write followed
+/// by a redirect to a page another node serves — at the cost of waiting for
+/// the slowest node. Nodes say they are live with a heartbeat every second
+/// while subscribed; each acknowledges an invalidation after applying it.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ultracache::Trackable;
+///
+/// #[derive(Trackable)]
+/// struct Post { id: i64 }
+///
+/// match ultracache::redis::invalidate_acknowledged(&Post { id: 7 }, Duration::from_millis(500)) {
+///     Ok(nodes) => println!("{nodes} other nodes dropped post 7"),
+///     Err(e) => eprintln!("not confirmed everywhere: {e}"),
+/// }
+/// ```
+pub fn invalidate_acknowledged<T: crate::Trackable + ?Sized>(
+    obj: &T,
+    wait: Duration,
+) -> Result<usize, NotAcknowledged> {
+    invalidate_deps_acknowledged(&crate::invalidation::written(obj), wait)
+}
+
+/// [`invalidate_acknowledged`] for these dependencies (as
+/// [`invalidate_deps`](crate::invalidate_deps)).
+pub fn invalidate_deps_acknowledged(
+    deps: &[Dep],
+    wait: Duration,
+) -> Result<usize, NotAcknowledged> {
+    if let Some(queue) = crate::transaction::open() {
+        queue.push(deps, &[]);
+        return Err(NotAcknowledged::InTransaction);
+    }
+    crate::listen::invalidating(deps, &[]);
+    let acks = match crate::runtime::get().tier() {
+        Some(tier) if !deps.is_empty() => tier.invalidate_acknowledged(deps, &[], wait),
+        // No other node is known to this process.
+        _ => Some((0, 0)),
+    };
+    crate::invalidation::invalidate_local(deps, &[]);
+    match acks {
+        Some((waited_for, 0)) => Ok(waited_for),
+        Some((waited_for, missing)) => Err(NotAcknowledged::Missing {
+            waited_for,
+            missing,
+        }),
+        None => Err(NotAcknowledged::Unreachable),
+    }
+}
 
 /// This node's view of the shared tier.
 pub fn tier_stats() -> TierStats {

@@ -69,6 +69,19 @@ pub(crate) trait SharedTier: Send + Sync {
         deps: &'a [Dep],
         kinds: &'a [Kind],
     ) -> BoxFuture<'a, Option<u64>>;
+    /// [`invalidate`](Self::invalidate), then waits (at most `wait`) until
+    /// every other live node has applied it: how many other nodes were
+    /// waited for, and how many had not applied it when the wait ended.
+    /// `None`: the tier could not be asked.
+    fn invalidate_acknowledged(
+        &self,
+        deps: &[Dep],
+        kinds: &[Kind],
+        wait: Duration,
+    ) -> Option<(usize, usize)> {
+        let _ = wait;
+        self.invalidate(deps, kinds).map(|_| (0, 0))
+    }
     /// Drops every entry, on every node.
     fn clear(&self);
     /// What it did so far.

@@ -163,6 +163,35 @@ redis.call('SET', KEYS[2], string.format('%.0f', tick))
 return string.format('%.0f', tick)
 ";
 
+/// Registers this node as live (subscribed, so it acknowledges
+/// invalidations), at Redis's clock; forgets nodes silent for a minute.
+const HEARTBEAT: &str = r"
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if type(redis.pcall('ZADD', KEYS[1], ms, ARGV[1])) == 'table' then
+  -- Not a sorted set (damaged): replaced by one.
+  redis.call('DEL', KEYS[1])
+  redis.call('ZADD', KEYS[1], ms, ARGV[1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - 60000)
+return 1
+";
+
+/// The nodes heard from within the last ARGV[1] milliseconds.
+const LIVE_NODES: &str = r"
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local nodes = redis.pcall('ZRANGEBYSCORE', KEYS[1], ms - tonumber(ARGV[1]), '+inf')
+if type(nodes) == 'table' and nodes.err then return {} end
+return nodes
+";
+
+/// A node counts as live (and is waited for by an acknowledged
+/// invalidation) while its last heartbeat is this recent.
+const LIVE: Duration = Duration::from_secs(3);
+/// How long acknowledgements are kept in Redis.
+const ACK_TTL_MS: u64 = 60_000;
+
 /// What the tier is asked to do.
 enum Op {
     Fetch {
@@ -183,6 +212,20 @@ enum Op {
         kinds: Vec<String>,
         reply: Box<dyn FnOnce(Option<u64>) + Send>,
     },
+    /// An invalidation that waits (until `wait` has passed) for every other
+    /// live node to say it has dropped its copies.
+    InvalidateAcknowledged {
+        objects: Vec<String>,
+        kinds: Vec<String>,
+        wait: Duration,
+        reply: Box<dyn FnOnce(Option<Acks>) + Send>,
+    },
+    /// This node applied the invalidation that carried `token`.
+    Ack {
+        token: String,
+    },
+    /// This node is live.
+    Heartbeat,
     Delete {
         key: String,
     },
@@ -200,8 +243,20 @@ pub(crate) struct TierCounts {
     pub(crate) reconnects: AtomicU64,
 }
 
+/// The other live nodes an acknowledged invalidation waited for, and those
+/// that had not acknowledged it when the wait ended.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Acks {
+    pub(crate) waited_for: usize,
+    pub(crate) missing: usize,
+}
+
 pub(crate) struct Tier {
     pub(crate) prefix: String,
+    /// This node's name among the nodes (random per process).
+    node: String,
+    /// The invalidation subscription is up (the node hears, and acknowledges).
+    subscribed: AtomicBool,
     ops: tmpsc::UnboundedSender<Op>,
     down: AtomicBool,
     last_failure: AtomicU64,
@@ -234,6 +289,17 @@ impl Tier {
         let (tx, rx) = tmpsc::unbounded_channel();
         let tier = Arc::new(Tier {
             prefix: format!("{{{prefix}}}"),
+            node: format!(
+                "{:016x}",
+                crate::dep::mix(
+                    crate::entry::next_id()
+                        ^ u64::from(std::process::id()) << 32
+                        ^ std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_nanos() as u64)
+                )
+            ),
+            subscribed: AtomicBool::new(false),
             ops: tx,
             down: AtomicBool::new(false),
             last_failure: AtomicU64::new(0),
@@ -460,6 +526,34 @@ impl Tier {
         tick
     }
 
+    /// [`invalidate`](Self::invalidate), then waits (at most `wait`) until
+    /// every other live node has applied it. `None`: Redis was not reached
+    /// (the invalidation is kept, as `invalidate` keeps it).
+    pub(crate) fn invalidate_acknowledged(
+        &self,
+        deps: &[Dep],
+        kinds: &[crate::dep::Kind],
+        wait: Duration,
+    ) -> Option<Acks> {
+        let (objects, kinds) = self.to_invalidate(deps, kinds)?;
+        let (reply, answer) = promise();
+        let sent = self.send(Op::InvalidateAcknowledged {
+            objects: objects.clone(),
+            kinds: kinds.clone(),
+            wait,
+            reply,
+        });
+        let acks = if sent {
+            answer.take_timeout(self.timeout * 2 + wait).flatten()
+        } else {
+            None
+        };
+        if acks.is_none() {
+            self.keep(objects, kinds);
+        }
+        acks
+    }
+
     /// The async form of [`invalidate`](Self::invalidate).
     pub(crate) async fn invalidate_async(
         &self,
@@ -602,8 +696,13 @@ fn written(
 
 /// The message published for an invalidation: one dependency a line, `*kind`
 /// for a whole kind; `clear` for everything.
-fn message(objects: &[String], kinds: &[String]) -> String {
+fn message(objects: &[String], kinds: &[String], ack: Option<&str>) -> String {
     let mut m = String::from("v1");
+    if let Some(token) = ack {
+        // A line no dependency has: nodes that know it acknowledge.
+        m.push_str("\n!ack ");
+        m.push_str(token);
+    }
     for o in objects {
         m.push('\n');
         m.push_str(o);
@@ -615,15 +714,24 @@ fn message(objects: &[String], kinds: &[String]) -> String {
     m
 }
 
-/// Applies an invalidation message from another node (or this one) locally.
-fn apply(message: &str) {
+/// Applies an invalidation message from another node (or this one) locally;
+/// the acknowledgement token it asks for, if any.
+fn apply(message: &str) -> Option<String> {
     let mut lines = message.lines();
     match lines.next() {
         Some("clear") => crate::invalidation::clear_local(),
         Some("v1") => {
             let mut deps = Vec::new();
             let mut kinds = Vec::new();
+            let mut ack = None;
             for line in lines {
+                if let Some(token) = line.strip_prefix("!ack ") {
+                    // A token is ours only if it looks like one we make.
+                    if token.len() <= 64 && token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                        ack = Some(token.to_owned());
+                    }
+                    continue;
+                }
                 match line.strip_prefix('*') {
                     Some(kind) => {
                         if let Some(d) = Dep::parse(kind) {
@@ -634,9 +742,11 @@ fn apply(message: &str) {
                 }
             }
             crate::invalidation::invalidate_local(&deps, &kinds);
+            return ack;
         }
         _ => tracing::warn!("ultracache: ignored an invalidation message it does not understand"),
     }
+    None
 }
 
 /// The tier's scripts, shared by the worker's tasks.
@@ -644,6 +754,8 @@ struct Scripts {
     store: std::rc::Rc<Lua>,
     invalidate: std::rc::Rc<Lua>,
     clear_tick: std::rc::Rc<Lua>,
+    heartbeat: std::rc::Rc<Lua>,
+    live_nodes: std::rc::Rc<Lua>,
 }
 
 type Conn = std::rc::Rc<std::cell::RefCell<Option<Connection>>>;
@@ -670,6 +782,8 @@ async fn run(client: Backend, tier: std::sync::Weak<Tier>, mut ops: tmpsc::Unbou
     let store = std::rc::Rc::new(Lua::new(STORE));
     let invalidate = std::rc::Rc::new(Lua::new(INVALIDATE));
     let clear_tick = std::rc::Rc::new(Lua::new(CLEAR_TICK));
+    let heartbeat = std::rc::Rc::new(Lua::new(HEARTBEAT));
+    let live_nodes = std::rc::Rc::new(Lua::new(LIVE_NODES));
     tokio::task::spawn_local(listen(client.clone(), tier.clone()));
     // What is owed to Redis is sent every RETRY until it lands, whether or
     // not this node calls again.
@@ -681,6 +795,9 @@ async fn run(client: Backend, tier: std::sync::Weak<Tier>, mut ops: tmpsc::Unbou
             if t.owed.load(SeqCst) {
                 t.replay();
             }
+            if t.subscribed.load(SeqCst) {
+                t.send(Op::Heartbeat);
+            }
         }
     });
     while let Some(op) = ops.recv().await {
@@ -690,9 +807,14 @@ async fn run(client: Backend, tier: std::sync::Weak<Tier>, mut ops: tmpsc::Unbou
             store: store.clone(),
             invalidate: invalidate.clone(),
             clear_tick: clear_tick.clone(),
+            heartbeat: heartbeat.clone(),
+            live_nodes: live_nodes.clone(),
         };
         tokio::task::spawn_local(async move {
-            let timeout = t.timeout;
+            let timeout = match &op {
+                Op::InvalidateAcknowledged { wait, .. } => t.timeout * 2 + *wait,
+                _ => t.timeout,
+            };
             let result =
                 tokio::time::timeout(timeout, execute(op, &client, &conn, &t, &scripts)).await;
             match result {
@@ -837,7 +959,7 @@ async fn execute(
             invocation.key(format!("{}tick", tier.prefix));
             invocation
                 .arg(&tier.prefix)
-                .arg(message(&objects, &kinds))
+                .arg(message(&objects, &kinds, None))
                 .arg(GENERATION_TTL_SECS)
                 .arg(objects.len());
             for o in &objects {
@@ -856,6 +978,54 @@ async fn execute(
                     Err(e)
                 }
             }
+        }
+        Op::InvalidateAcknowledged {
+            objects,
+            kinds,
+            wait,
+            reply,
+        } => {
+            let mut c = match connection(client, conn, timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    reply(None);
+                    return Err(e);
+                }
+            };
+            match acknowledged(&mut c, tier, scripts, &objects, &kinds, wait).await {
+                Ok(acks) => {
+                    reply(Some(acks));
+                    Ok(())
+                }
+                Err(e) => {
+                    reply(None);
+                    Err(e)
+                }
+            }
+        }
+        Op::Ack { token } => {
+            let mut c = connection(client, conn, timeout).await?;
+            let set = format!("{}ack:{token}", tier.prefix);
+            // A damaged key is bad data, not an outage: the writer then
+            // reports this node as not having acknowledged.
+            let _: redis::RedisResult<redis::Value> = redis::pipe()
+                .ignore_errors()
+                .sadd(&set, &tier.node)
+                .pexpire(&set, ACK_TTL_MS as i64)
+                .query_async(&mut c)
+                .await;
+            Ok(())
+        }
+        Op::Heartbeat => {
+            let mut c = connection(client, conn, timeout).await?;
+            let _: i64 = scripts
+                .heartbeat
+                .call()
+                .key(format!("{}nodes", tier.prefix))
+                .arg(&tier.node)
+                .invoke(&mut c)
+                .await?;
+            Ok(())
         }
         Op::Delete { key } => {
             let mut c = connection(client, conn, timeout).await?;
@@ -909,6 +1079,69 @@ async fn execute(
     }
 }
 
+/// Invalidates with an acknowledgement token, then waits (until `wait` has
+/// passed) for the other nodes that were live before it to acknowledge.
+async fn acknowledged(
+    c: &mut Connection,
+    tier: &Tier,
+    scripts: &Scripts,
+    objects: &[String],
+    kinds: &[String],
+    wait: Duration,
+) -> redis::RedisResult<Acks> {
+    let deadline = tokio::time::Instant::now() + wait;
+    // The nodes to wait for: live before the invalidation. A node that
+    // subscribes after it holds no copy from before (it drops its L1 when
+    // it subscribes after a break; a new node starts empty).
+    let nodes: Vec<String> = scripts
+        .live_nodes
+        .call()
+        .key(format!("{}nodes", tier.prefix))
+        .arg(LIVE.as_millis() as u64)
+        .invoke(c)
+        .await?;
+    let others: Vec<String> = nodes.into_iter().filter(|n| *n != tier.node).collect();
+    let token = format!("{}{:016x}", tier.node, crate::entry::next_id());
+    let mut invocation = scripts.invalidate.call();
+    invocation
+        .key(format!("{}tick", tier.prefix))
+        .arg(&tier.prefix)
+        .arg(message(objects, kinds, Some(&token)))
+        .arg(GENERATION_TTL_SECS)
+        .arg(objects.len());
+    for o in objects {
+        invocation.arg(o);
+    }
+    for k in kinds {
+        invocation.arg(k);
+    }
+    let _tick: u64 = invocation.invoke(c).await?;
+    let set = format!("{}ack:{token}", tier.prefix);
+    let mut pause = Duration::from_micros(200);
+    loop {
+        // Another type under the key reads as nobody's acknowledgement.
+        let replies: Vec<redis::Value> = redis::pipe()
+            .ignore_errors()
+            .smembers(&set)
+            .query_async(c)
+            .await?;
+        let acked: Vec<String> = replies
+            .into_iter()
+            .next()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or_default();
+        let missing = others.iter().filter(|n| !acked.contains(n)).count();
+        if missing == 0 || tokio::time::Instant::now() + pause > deadline {
+            return Ok(Acks {
+                waited_for: others.len(),
+                missing,
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
 /// Escapes glob characters in a prefix for SCAN MATCH.
 fn escape_glob(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -948,13 +1181,25 @@ async fn listen(backend: Backend, tier: std::sync::Weak<Tier>) {
                     // Invalidations may have been missed: forget everything.
                     crate::invalidation::clear_local();
                 }
+                if let Some(t) = tier.upgrade() {
+                    t.subscribed.store(true, SeqCst);
+                    t.send(Op::Heartbeat);
+                }
                 let mut messages = pubsub.into_on_message();
                 while let Some(msg) = messages.next().await {
                     if let Ok(payload) = msg.get_payload::<String>() {
-                        apply(&payload);
+                        if let Some(token) = apply(&payload) {
+                            // Applied: this node's copies are gone.
+                            if let Some(t) = tier.upgrade() {
+                                t.send(Op::Ack { token });
+                            }
+                        }
                     }
                 }
                 broken = true;
+                if let Some(t) = tier.upgrade() {
+                    t.subscribed.store(false, SeqCst);
+                }
                 // Other nodes' invalidations no longer arrive: what this node
                 // holds may already be stale. Dropped now (and again once
                 // subscribed, for what was computed meanwhile).
