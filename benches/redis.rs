@@ -5,6 +5,11 @@
 //! - invalidating one object that 1,000 shared entries depend on: time, and
 //!   the Redis commands it costs.
 //!
+//! - the cross-node window: another process holds a copy; after this one's
+//!   `invalidate` returns, is the copy still served there? Against
+//!   `invalidate_acknowledged`, which waits for the other node (rounds that
+//!   found a stale copy, and each call's latency, p50 and p99).
+//!
 //! `cargo bench --bench redis`
 
 use std::time::{Duration, Instant};
@@ -26,7 +31,104 @@ const KEYS: u64 = 1000;
 const ROUNDS: u64 = 10;
 const DEPENDENTS_N: u64 = 1000;
 
+/// Run as the other node of the window measurement: holds a copy of `n`
+/// on `hold n`, says whether it still has it on `check n`.
+fn other_node(prefix: &str, url: &str) {
+    use std::io::{BufRead, Write};
+    Config::new()
+        .redis(url)
+        .redis_prefix(prefix)
+        .install()
+        .expect("configured once");
+    let mut out = std::io::stdout();
+    writeln!(out, "live").unwrap();
+    out.flush().unwrap();
+    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+        let mut words = line.split_whitespace();
+        let (verb, n) = (
+            words.next(),
+            words.next().and_then(|n| n.parse::<u64>().ok()),
+        );
+        match (verb, n) {
+            (Some("hold"), Some(n)) => {
+                WINDOW.get_or_compute(n, || window_value(n));
+                writeln!(out, "holding").unwrap();
+            }
+            (Some("check"), Some(n)) => {
+                let held = WINDOW.get(&n).is_some();
+                writeln!(out, "{}", if held { "stale" } else { "dropped" }).unwrap();
+            }
+            _ => return,
+        }
+        out.flush().unwrap();
+    }
+}
+
+static WINDOW: Cache<u64, String> = Cache::new("bench-window").forever().shared();
+
+fn window_value(n: u64) -> String {
+    track(&Post {
+        id: 1_000_000 + n as i64,
+    });
+    format!("{n}")
+}
+
+/// Rounds in which the other node still served its copy right after the
+/// call returned, and each call's latency.
+fn window(prefix: &str, url: &str, acknowledged: bool, rounds: u64) -> (u64, Vec<Duration>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().expect("bench binary"))
+        .args(["--other-node", prefix, url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the other node starts");
+    let mut to = child.stdin.take().expect("stdin");
+    let mut from = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let mut read = |line: &mut String| {
+        line.clear();
+        from.read_line(line).expect("the other node answers");
+        line.trim().to_owned()
+    };
+    assert_eq!(read(&mut line), "live");
+    // Both nodes heartbeat once subscribed (every second); an earlier other
+    // node counts as live for 3 seconds after its last one.
+    std::thread::sleep(Duration::from_millis(3500));
+    let base = if acknowledged { 10_000 } else { 0 };
+    let (mut stale, mut took) = (0, Vec::new());
+    for n in base..base + rounds {
+        writeln!(to, "hold {n}").unwrap();
+        assert_eq!(read(&mut line), "holding");
+        let post = Post {
+            id: 1_000_000 + n as i64,
+        };
+        let start = Instant::now();
+        if acknowledged {
+            let acked = ultracache::redis::invalidate_acknowledged(&post, Duration::from_secs(2));
+            assert_eq!(acked, Ok(1), "the other node acknowledged");
+        } else {
+            invalidate(&post);
+        }
+        took.push(start.elapsed());
+        writeln!(to, "check {n}").unwrap();
+        if read(&mut line) == "stale" {
+            stale += 1;
+        }
+    }
+    drop(to);
+    let _ = child.wait();
+    took.sort();
+    (stale, took)
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--other-node") {
+        other_node(&args[i + 1], &args[i + 2]);
+        return;
+    }
     let url =
         std::env::var("ULTRACACHE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let Ok(client) = redis::Client::open(url.as_str()) else {
@@ -111,6 +213,24 @@ fn main() {
          Redis commands: {} (the invalidation script and what it ran, plus the INFO calls)",
         after.saturating_sub(before)
     );
+
+    let rounds = 200;
+    for acknowledged in [false, true] {
+        let (stale, took) = window(&prefix, &url, acknowledged, rounds);
+        let p = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+        println!(
+            "{}: the other node served its copy right after the call in {stale} of {rounds} \
+             rounds; call latency p50 {:?}, p99 {:?}",
+            if acknowledged {
+                "invalidate_acknowledged"
+            } else {
+                "invalidate (plain)     "
+            },
+            p(0.5),
+            p(0.99)
+        );
+    }
+
     let _: redis::RedisResult<()> = redis::cmd("EVAL")
         .arg("for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end")
         .arg(0)

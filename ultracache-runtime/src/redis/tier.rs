@@ -1117,8 +1117,12 @@ async fn acknowledged(
     }
     let _tick: u64 = invocation.invoke(c).await?;
     let set = format!("{}ack:{token}", tier.prefix);
-    let mut pause = Duration::from_micros(200);
+    let started = tokio::time::Instant::now();
     loop {
+        // Asked again at once while acknowledgements usually arrive (well
+        // under a millisecond on one network: one round trip per ask), then
+        // every 2 ms (the timer's granularity is a millisecond).
+        let eager = started.elapsed() < Duration::from_millis(5);
         // Another type under the key reads as nobody's acknowledgement.
         let replies: Vec<redis::Value> = redis::pipe()
             .ignore_errors()
@@ -1131,14 +1135,18 @@ async fn acknowledged(
             .and_then(|v| redis::from_redis_value(v).ok())
             .unwrap_or_default();
         let missing = others.iter().filter(|n| !acked.contains(n)).count();
+        let pause = Duration::from_millis(if eager { 0 } else { 2 });
         if missing == 0 || tokio::time::Instant::now() + pause > deadline {
             return Ok(Acks {
                 waited_for: others.len(),
                 missing,
             });
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(5));
+        if eager {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(pause).await;
+        }
     }
 }
 
