@@ -45,6 +45,10 @@ pub(crate) struct CachedArgs {
     /// A named store from the configuration.
     #[darling(default)]
     pub(crate) store: Option<SpannedValue<String>>,
+    /// Whole seconds, or a `Duration`: expired values kept this long to
+    /// serve when computing them again fails.
+    #[darling(default)]
+    pub(crate) stale_if_error: Option<RawExpr>,
     /// The path of the `ultracache` crate, for re-exports.
     #[darling(default, rename = "crate")]
     pub(crate) krate: Option<Path>,

@@ -28,6 +28,10 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
 
     let timeout = timeout::parse(args.timeout.as_ref(), &args.forever, &mut errors);
     let p = private(args.krate.as_ref());
+    let grace = args
+        .stale_if_error
+        .as_ref()
+        .map(|e| stale_if_error(&e.0, &mut errors));
     let Key {
         owned: key,
         borrowed,
@@ -128,7 +132,7 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
             ::core::line!(),
             #store,
             #timeout,
-        );
+        )#grace;
         #p::inventory::submit! { #p::FnRegistration(&__ULTRACACHE_FN) }
         let __ultracache_outcome = (&&#p::OutcomeProbe::<#ret>::NEW).__ultracache_outcome();
         #assert_value
@@ -270,6 +274,32 @@ fn key(args: &CachedArgs, f: &Function, errors: &mut Errors) -> Key {
         borrowed,
         asserts,
     }
+}
+
+/// `.stale_if_error(…)` on the function's registration, from whole seconds
+/// or a `Duration` expression.
+fn stale_if_error(expr: &Expr, errors: &mut Errors) -> TokenStream {
+    let grace = match expr {
+        Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(secs),
+            ..
+        }) if secs.base10_parse::<u64>().is_ok() => {
+            quote!(::core::time::Duration::from_secs(#secs))
+        }
+        Expr::Lit(other) => {
+            errors.spanned(
+                other,
+                "`stale_if_error` is whole seconds (a u64) or a `Duration` expression",
+            );
+            return TokenStream::new();
+        }
+        Expr::Unary(u) if matches!(u.op, syn::UnOp::Neg(_)) => {
+            errors.spanned(u, "`stale_if_error` cannot be negative");
+            return TokenStream::new();
+        }
+        other => quote_spanned!(other.span()=> #other),
+    };
+    quote!(.stale_if_error(#grace))
 }
 
 /// The most key arguments the borrowed hit path takes (the runtime's

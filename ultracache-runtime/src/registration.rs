@@ -21,6 +21,9 @@ pub struct CachedFn {
     pub store: Option<&'static str>,
     /// How long its entries live.
     pub timeout: Timeout,
+    /// How long an expired value is kept to serve when computing it again
+    /// fails (`#[cached(stale_if_error = …)]`).
+    pub stale_if_error: Option<std::time::Duration>,
     pub(crate) cache: OnceLock<Box<dyn Any + Send + Sync>>,
     pub(crate) mismatch_logged: AtomicBool,
 }
@@ -53,9 +56,17 @@ impl CachedFn {
             line,
             store,
             timeout,
+            stale_if_error: None,
             cache: OnceLock::new(),
             mismatch_logged: AtomicBool::new(false),
         }
+    }
+
+    /// Keeps expired values for `grace` to serve when computing them again
+    /// fails ([`Cache::stale_if_error`](crate::Cache::stale_if_error)).
+    pub const fn stale_if_error(mut self, grace: std::time::Duration) -> Self {
+        self.stale_if_error = Some(grace);
+        self
     }
 }
 

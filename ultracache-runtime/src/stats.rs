@@ -63,6 +63,7 @@ pub(crate) struct Counters {
     pub(crate) stale: Counter,
     pub(crate) coalesced: Counter,
     pub(crate) shared_hits: Counter,
+    pub(crate) served_stale: Counter,
 }
 
 /// A snapshot of one cache's statistics.
@@ -102,6 +103,9 @@ pub struct CacheStats {
     /// Hits answered by the shared tier (Redis) after an in-process miss;
     /// included in `hits`.
     pub shared_hits: u64,
+    /// Calls answered with a value past its timeout, within its grace,
+    /// because computing it again failed ([`Cache::stale_if_error`](crate::Cache::stale_if_error)).
+    pub served_stale: u64,
 }
 
 impl CacheStats {

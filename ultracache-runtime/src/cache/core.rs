@@ -52,6 +52,8 @@ pub(crate) struct Core<K, V> {
     pub(super) keys: foldhash::fast::FixedState,
     #[cfg(feature = "redis")]
     pub(super) shared: Option<crate::tier::Shared<K, V>>,
+    /// Expired values kept to serve when computing them again fails.
+    pub(super) grace: Option<super::grace::Grace<K, V>>,
 }
 
 impl<K: CacheKey, V: CacheValue> Core<K, V> {
@@ -79,6 +81,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             keys: foldhash::fast::FixedState::with_seed(next_id()),
             #[cfg(feature = "redis")]
             shared: None,
+            grace: None,
         }
     }
 
@@ -96,7 +99,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     }
 
     /// The version key of `key` in this cache.
-    fn key_version(&self, key: &K) -> u64 {
+    pub(super) fn key_version(&self, key: &K) -> u64 {
         let mut h = self.keys.build_hasher();
         key.hash(&mut h);
         mix(std::hash::Hasher::finish(&h))
@@ -299,6 +302,7 @@ impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
             stale: c.stale.get(),
             coalesced: c.coalesced.get(),
             shared_hits: c.shared_hits.get(),
+            served_stale: c.served_stale.get(),
         }
     }
 

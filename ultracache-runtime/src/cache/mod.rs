@@ -15,6 +15,7 @@
 
 mod block;
 mod core;
+mod grace;
 mod outcome;
 mod registered;
 mod resolve;
@@ -70,6 +71,7 @@ pub struct Cache<K, V> {
     timeout: Timeout,
     weigher: Option<fn(&V) -> usize>,
     on_invalidated: Option<fn(&K, &V)>,
+    grace: Option<Duration>,
     #[cfg(feature = "redis")]
     codec: Option<crate::tier::Codec<K, V>>,
     core: OnceLock<Option<Arc<Core<K, V>>>>,
@@ -96,10 +98,35 @@ impl<K, V> Cache<K, V> {
             timeout: Timeout::StoreDefault,
             weigher: None,
             on_invalidated: None,
+            grace: None,
             #[cfg(feature = "redis")]
             codec: None,
             core: OnceLock::new(),
         }
+    }
+
+    /// Serves stale on error, never stale on change: a value past its
+    /// timeout is kept for `grace` more, and returned when computing it again
+    /// fails — the computation returns `Err` (for a `Result`) or panics —
+    /// instead of the error (as Varnish's grace mode and RFC 5861's
+    /// `stale-if-error` do). A value that something it read was written
+    /// since is never served this way: an invalidated value is known to be
+    /// wrong. Counted in [`CacheStats::served_stale`](crate::CacheStats::served_stale).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ultracache::Cache;
+    ///
+    /// static RATES: Cache<&str, f64> = Cache::new("rates")
+    ///     .timeout(Duration::from_secs(60))
+    ///     .stale_if_error(Duration::from_secs(3600));
+    ///
+    /// let rate: Result<f64, String> = RATES.try_get_or_compute("EUR", || Ok(1.08));
+    /// assert_eq!(rate, Ok(1.08));
+    /// ```
+    pub const fn stale_if_error(mut self, grace: Duration) -> Self {
+        self.grace = Some(grace);
+        self
     }
 
     /// Entries expire `timeout` after they are stored.
@@ -233,6 +260,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         {
             core.shared = shared;
         }
+        core.grace = self.grace.map(grace::Grace::new);
         let core = Arc::new(core);
         let handle: Arc<dyn CacheHandle> = Arc::clone(&core) as Arc<dyn CacheHandle>;
         rt.register_cache(Arc::downgrade(&handle));

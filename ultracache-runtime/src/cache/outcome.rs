@@ -39,6 +39,14 @@ pub trait Outcome<R> {
     fn shared_miss() -> Option<R> {
         None
     }
+    /// Whether `result` is a failure that a value kept past its timeout may
+    /// answer instead ([`Cache::stale_if_error`](crate::Cache::stale_if_error)):
+    /// by default, a result that is not stored and is not a definitive
+    /// "nothing" (the `Err` of a `Result`).
+    #[doc(hidden)]
+    fn failed(result: &R) -> bool {
+        Self::value(result).is_none() && Self::shared_miss().is_none()
+    }
 }
 
 /// Every result is stored (including `None`).

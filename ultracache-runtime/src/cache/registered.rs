@@ -54,6 +54,10 @@ impl CachedFn {
                 let cache = Cache::<K, V>::new(self.name)
                     .module(self.module)
                     .with_timeout(self.timeout);
+                let cache = match self.stale_if_error {
+                    Some(grace) => cache.stale_if_error(grace),
+                    None => cache,
+                };
                 Box::new(finish(match self.store {
                     Some(store) => cache.store(store),
                     None => cache,

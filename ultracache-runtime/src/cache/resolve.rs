@@ -265,11 +265,43 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             }
         };
         self.missed();
-        let (result, reads) = recorder::capture_reads(f);
+        let (result, reads) = if self.grace.is_none() {
+            recorder::capture_reads(f)
+        } else {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                recorder::capture_reads(f)
+            }));
+            match caught {
+                Ok(computed) => computed,
+                Err(panic) => match self.serve_kept(&key) {
+                    // The leader's flight ends failed: waiters try again.
+                    Some(v) => return O::wrap(v),
+                    None => std::panic::resume_unwind(panic),
+                },
+            }
+        };
+        let kept = self.after_compute::<R, O>(&key, &result);
         #[cfg(feature = "redis")]
         self.store_shared::<R, O>(&key, &result, &reads, since);
         self.finish_for::<R, O>(key, lead, &result, reads, weigh, timeout);
-        result
+        match kept {
+            Some(v) => O::wrap(v),
+            None => result,
+        }
+    }
+
+    /// With a grace period: the value kept for `key` when `result` is a
+    /// failure (not stored, and not a definitive "nothing"); forgets it when
+    /// `result` is a good value.
+    fn after_compute<R, O: Outcome<R, Value = V>>(&self, key: &K, result: &R) -> Option<V> {
+        let grace = self.grace.as_ref()?;
+        if O::failed(result) {
+            return self.serve_kept(key);
+        }
+        if O::value(result).is_some() {
+            grace.forget(key);
+        }
+        None
     }
 
     pub(super) async fn resolve_async<R, O, F>(
@@ -305,11 +337,27 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             }
         };
         self.missed();
-        let (result, reads) = recorder::computing(task, fut).await;
+        let (result, reads) = if self.grace.is_none() {
+            recorder::computing(task, fut).await
+        } else {
+            let (caught, reads) =
+                recorder::computing(task, super::grace::CatchUnwind::new(fut)).await;
+            match caught {
+                Ok(result) => (result, reads),
+                Err(panic) => match self.serve_kept(&key) {
+                    Some(v) => return O::wrap(v),
+                    None => std::panic::resume_unwind(panic),
+                },
+            }
+        };
+        let kept = self.after_compute::<R, O>(&key, &result);
         #[cfg(feature = "redis")]
         self.store_shared::<R, O>(&key, &result, &reads, since);
         self.finish::<R, O>(key, lead, &result, reads, weigh);
-        result
+        match kept {
+            Some(v) => O::wrap(v),
+            None => result,
+        }
     }
 
     fn missed(&self) {

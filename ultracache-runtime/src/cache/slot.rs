@@ -88,6 +88,11 @@ impl<K: CacheKey, V: CacheValue> Slot<K, V> {
             if remove_from_store {
                 core.store.remove(self.id);
             }
+            if cause == Cause::Expired {
+                if let Some(grace) = &core.grace {
+                    grace.keep(self);
+                }
+            }
             core.ended(cause, &self.key, &self.value);
         }
         registry().unregister(self.id, &self.deps);

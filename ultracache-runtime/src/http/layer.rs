@@ -76,6 +76,7 @@ struct Options {
     on_serve: Option<OnServe>,
     ignore: Vec<String>,
     stale_while_revalidate: Option<Duration>,
+    stale_if_error: Option<Duration>,
     client: ClientCaching,
     shared_max_age: Option<Duration>,
     max_body: usize,
@@ -156,6 +157,7 @@ impl CacheLayer {
                 on_serve: None,
                 ignore: Vec::new(),
                 stale_while_revalidate: None,
+                stale_if_error: None,
                 client: ClientCaching::default(),
                 shared_max_age: None,
                 max_body: DEFAULT_MAX_BODY,
@@ -301,6 +303,24 @@ impl CacheLayer {
         self.set(|o| o.stale_while_revalidate = Some(window))
     }
 
+    /// Serves stale on error, never stale on change: after the timeout, a
+    /// page is kept for `grace` more and served (`X-Cache: STALE`) when the
+    /// handler answers its URL with a server error (5xx) or fails — so that
+    /// a database outage does not turn a cached site into an error page (as
+    /// Varnish's grace mode and RFC 5861's `stale-if-error`). A page
+    /// something it read was written since is never served this way.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ultracache::http::CacheLayer;
+    ///
+    /// let layer = CacheLayer::new(Duration::from_secs(60))
+    ///     .stale_if_error(Duration::from_secs(24 * 3600));
+    /// ```
+    pub fn stale_if_error(self, grace: Duration) -> Self {
+        self.set(|o| o.stale_if_error = Some(grace))
+    }
+
     /// What clients are told (see [`ClientCaching`]).
     pub fn client_caching(self, mode: ClientCaching) -> Self {
         self.set(|o| o.client = mode)
@@ -380,6 +400,10 @@ impl CacheLayer {
             let cache = match kept {
                 Some(t) => cache.timeout(t),
                 None => cache.forever(),
+            };
+            let cache = match o.stale_if_error {
+                Some(grace) if !o.from_response => cache.stale_if_error(grace),
+                _ => cache,
             };
             let cache = match o.store {
                 Some(s) => cache.store(s),

@@ -40,6 +40,14 @@ impl<E> Outcome<Computed<E>> for StoreOutcome {
             serve: None,
         }
     }
+    /// A server error or a handler's error: what `stale_if_error` answers.
+    fn failed(result: &Computed<E>) -> bool {
+        match &result.serve {
+            Some(Reply::Error(_)) => true,
+            Some(Reply::Response(r)) => r.status().is_server_error(),
+            _ => false,
+        }
+    }
 }
 
 pub(super) enum Buffered {
@@ -223,7 +231,7 @@ impl Policy {
             stored_at,
             fresh_until: o
                 .timeout
-                .filter(|_| o.stale_while_revalidate.is_some())
+                .filter(|_| o.stale_while_revalidate.is_some() || o.stale_if_error.is_some())
                 .map(|t| stored_at + t),
             url: String::new(),
             route: None,

@@ -129,7 +129,14 @@ impl Policy {
             None => match computed.store {
                 Some(Stored::Page(page)) if page.matches(&parts.headers) => {
                     self.count(&plan, true);
-                    Ok(self.respond(&page, &parts, Served::Hit))
+                    // Past its fresh period: a page kept for its grace,
+                    // answering a failed computation.
+                    let served = if page.fresh_until.is_some_and(|t| SystemTime::now() >= t) {
+                        Served::Stale
+                    } else {
+                        Served::Hit
+                    };
+                    Ok(self.respond(&page, &parts, served))
                 }
                 _ => {
                     // The other request learned the URL's variants: look up

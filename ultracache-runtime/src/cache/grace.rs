@@ -1,0 +1,142 @@
+//! Serving stale on error, never stale on change: with a grace period, a
+//! value that expired by time is kept, and returned when computing it again
+//! fails (an `Err`, a panic) — as long as the grace lasts and nothing it read
+//! has been written since (an invalidated value is known to be wrong, and is
+//! never served this way).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use super::core::{Core, Hasher};
+use super::outcome::{CacheKey, CacheValue};
+use super::slot::Slot;
+use crate::clock::{self, Nanos};
+use crate::dep::Dep;
+use crate::versions::versions;
+
+/// Expired values kept per cache at most: past this, the ones whose grace
+/// ended are dropped, and if none has, a new one is not kept.
+const MAX_KEPT: usize = 10_000;
+
+/// A value past its timeout, kept for its grace period.
+struct Kept<V> {
+    value: V,
+    deps: Box<[Dep]>,
+    basis: u64,
+    until: Nanos,
+}
+
+/// One cache's expired values, by key.
+pub(super) struct Grace<K, V> {
+    period: Duration,
+    kept: Mutex<HashMap<K, Kept<V>, Hasher>>,
+}
+
+impl<K: CacheKey, V: CacheValue> Grace<K, V> {
+    pub(super) fn new(period: Duration) -> Self {
+        Grace {
+            period,
+            kept: Mutex::new(HashMap::with_hasher(Hasher::default())),
+        }
+    }
+
+    /// Keeps an entry that just expired.
+    pub(super) fn keep(&self, slot: &Slot<K, V>) {
+        let until = slot
+            .deadline
+            .saturating_add(self.period.as_nanos().min(u128::from(u64::MAX)) as u64);
+        let now = clock::now();
+        if until <= now {
+            return;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() >= MAX_KEPT && !kept.contains_key(&slot.key) {
+            kept.retain(|_, k| k.until > now);
+            if kept.len() >= MAX_KEPT {
+                return;
+            }
+        }
+        kept.insert(
+            slot.key.clone(),
+            Kept {
+                value: slot.value.clone(),
+                deps: slot.deps.as_slice().into(),
+                basis: slot.basis,
+                until,
+            },
+        );
+    }
+
+    pub(super) fn forget(&self, key: &K) {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if !kept.is_empty() {
+            kept.remove(key);
+        }
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> Core<K, V> {
+    /// The value kept for `key` after it expired, if computing it again
+    /// failed within its grace and nothing it read was written since (its
+    /// dependencies, its key, its cache and store cleared).
+    pub(super) fn serve_kept(&self, key: &K) -> Option<V> {
+        let grace = self.grace.as_ref()?;
+        let mut kept = grace.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let k = kept.get(key)?;
+        let v = versions();
+        let good = clock::now() < k.until
+            && !v.changed(&k.deps, k.basis)
+            && v.version(self.key_version(key)) <= k.basis
+            && self.cleared.load(SeqCst) <= k.basis
+            && self.store.cleared.load(SeqCst) <= k.basis;
+        if !good {
+            kept.remove(key);
+            return None;
+        }
+        let value = k.value.clone();
+        // A computation that uses it depends on what it was computed from.
+        crate::recorder::track_deps(&k.deps);
+        drop(kept);
+        self.counters.served_stale.add(1);
+        tracing::debug!(
+            target: "ultracache",
+            cache = self.name,
+            "recomputing an expired value failed: serving the last good value"
+        );
+        Some(value)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future's output, or the panic that ended it.
+    pub(super) struct CatchUnwind<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> CatchUnwind<F> {
+    pub(super) fn new(inner: F) -> Self {
+        CatchUnwind { inner }
+    }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.project().inner;
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
