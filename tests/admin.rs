@@ -724,3 +724,50 @@ async fn each_login_gets_its_own_session_and_csrf_token() {
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_counters_with_the_bearer_token() {
+    let base = serve_admin_under_a_cache(Auth::bearer(TOKEN)).await;
+    let c = client();
+    let denied = c
+        .get(format!("{base}/_cache/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        denied.status().is_client_error(),
+        "closed without the token"
+    );
+    let r = c
+        .get(format!("{base}/_cache/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = r.text().await.unwrap();
+    for family in [
+        "ultracache_hits_total",
+        "ultracache_misses_total",
+        "ultracache_invalidations_total",
+        "ultracache_entries",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family} is offered:\n{text}"
+        );
+    }
+    // Every sample is `name{labels} value`, the value a number.
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (_, value) = line.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+}

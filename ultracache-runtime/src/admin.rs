@@ -15,7 +15,9 @@
 //! and the model view (what depends on `blog.post:42`, with an invalidate
 //! button). The same data as JSON under `api/`. Browsers sign in once at
 //! `login?token=…` (a `SameSite=Strict`, `HttpOnly` cookie); forms carry a
-//! CSRF token. Tools send `Authorization: Bearer …`.
+//! CSRF token. Tools send `Authorization: Bearer …`. The counters, per cache
+//! and per route, are also at `metrics` in the Prometheus text format, for a
+//! Prometheus server to scrape with the same bearer token.
 //!
 //! Inside: `auth` (who may come in, and the one access check, an
 //! extractor), `pages` (HTML), `api` (JSON), `html` (building blocks and the
@@ -40,6 +42,7 @@ use crate::http::{find_urls, purge_urls, route_stats, url_stats};
 mod api;
 mod auth;
 mod html;
+mod metrics;
 mod pages;
 mod sampler;
 
@@ -124,6 +127,7 @@ pub fn router(auth: Auth) -> Router {
         .route("/api/purge", post(api_purge))
         .route("/api/invalidate", post(api_invalidate))
         .route("/api/clear", post(api_clear))
+        .route("/metrics", get(metrics::metrics))
         .layer(axum::middleware::map_response(no_store))
         .with_state(admin)
 }
