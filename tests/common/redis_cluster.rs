@@ -187,6 +187,21 @@ impl Cluster {
             .expect("three primaries")
     }
 
+    /// The keys matching `pattern` on the primary that serves `key` (what
+    /// every client reads; replicas may lag behind it).
+    pub fn keys_on_owner_of(&self, key: &str, pattern: &str) -> Vec<String> {
+        let Some(owner) = self.try_owner(key) else {
+            return Vec::new();
+        };
+        let Some(mut c) = try_connection(owner) else {
+            return Vec::new();
+        };
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut c)
+            .unwrap_or_default()
+    }
+
     /// `key` read from the primary that serves it.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         redis::cmd("GET")
