@@ -60,7 +60,33 @@ impl SharedTier for Tier {
         Box::pin(Tier::fetch(self, key))
     }
     fn store(&self, key: String, bytes: Vec<u8>, ttl: Option<Duration>, deps: &[Dep], since: u64) {
-        Tier::store(self, key, bytes, ttl, deps, since);
+        Tier::store(self, key, bytes, ttl, deps, since, None);
+    }
+    fn lease_blocking(&self, key: String) -> Option<Fetched> {
+        Tier::lease_blocking(self, key, None)
+    }
+    fn lease(&self, key: String) -> BoxFuture<'_, Option<Fetched>> {
+        Box::pin(Tier::lease(self, key, None))
+    }
+    fn await_entry_blocking(&self, key: String, wait: Duration) -> Option<Fetched> {
+        Tier::lease_blocking(self, key, Some(wait))
+    }
+    fn await_entry(&self, key: String, wait: Duration) -> BoxFuture<'_, Option<Fetched>> {
+        Box::pin(Tier::lease(self, key, Some(wait)))
+    }
+    fn store_leased(
+        &self,
+        key: String,
+        bytes: Vec<u8>,
+        ttl: Option<Duration>,
+        deps: &[Dep],
+        since: u64,
+        token: String,
+    ) {
+        Tier::store(self, key, bytes, ttl, deps, since, Some(token));
+    }
+    fn release(&self, key: String, token: String) {
+        Tier::release(self, key, token);
     }
     fn store_now(
         &self,
@@ -114,6 +140,8 @@ impl SharedTier for Tier {
             stores: self.counts.stores.load(SeqCst),
             refused: self.counts.refused.load(SeqCst),
             reconnects: self.counts.reconnects.load(SeqCst),
+            leases: self.counts.leases.load(SeqCst),
+            lease_waits: self.counts.lease_waits.load(SeqCst),
         }
     }
 }

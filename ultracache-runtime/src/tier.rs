@@ -82,10 +82,71 @@ pub(crate) trait SharedTier: Send + Sync {
         let _ = wait;
         self.invalidate(deps, kinds).map(|_| (0, 0))
     }
+    /// [`fetch_blocking`](Self::fetch_blocking) for a caller about to compute
+    /// on a miss: it also asks for the key's lease, so that one node of the
+    /// cluster computes a key that misses everywhere at once.
+    fn lease_blocking(&self, key: String) -> Option<Fetched> {
+        self.fetch_blocking(key)
+    }
+    /// The async form of [`lease_blocking`](Self::lease_blocking).
+    fn lease(&self, key: String) -> BoxFuture<'_, Option<Fetched>> {
+        self.fetch(key)
+    }
+    /// Waits (at most `wait`) while another node holds the key's lease: the
+    /// entry once it is stored, or the lease once it is free.
+    fn await_entry_blocking(&self, key: String, wait: Duration) -> Option<Fetched> {
+        let _ = wait;
+        self.lease_blocking(key)
+    }
+    /// The async form of [`await_entry_blocking`](Self::await_entry_blocking).
+    fn await_entry(&self, key: String, wait: Duration) -> BoxFuture<'_, Option<Fetched>> {
+        let _ = wait;
+        self.lease(key)
+    }
+    /// [`store`](Self::store), then frees the lease `token` holds (in one step:
+    /// nodes waiting for the lease find the entry).
+    fn store_leased(
+        &self,
+        key: String,
+        bytes: Vec<u8>,
+        ttl: Option<Duration>,
+        deps: &[Dep],
+        since: u64,
+        token: String,
+    ) {
+        let _ = token;
+        self.store(key, bytes, ttl, deps, since);
+    }
+    /// Frees the lease `token` holds on `key`'s entry (its computation stored
+    /// nothing).
+    fn release(&self, key: String, token: String) {
+        let _ = (key, token);
+    }
     /// Drops every entry, on every node.
     fn clear(&self);
     /// What it did so far.
     fn stats(&self) -> TierStats;
+}
+
+/// How long a node waits for the entry of a key another node holds the
+/// lease of, before it computes the key itself (the lease itself lasts as
+/// long, so a holder that died stops holding back the others).
+pub(crate) const LEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// A lease this node holds: freed when dropped unused (the computation
+/// failed, panicked or was cancelled), so the nodes waiting compute.
+pub(crate) struct LeaseGuard {
+    tier: Arc<dyn SharedTier>,
+    key: String,
+    token: Option<String>,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.tier.release(std::mem::take(&mut self.key), token);
+        }
+    }
 }
 
 /// An entry's bytes, if the tier has them, and the invalidation tick they
@@ -94,6 +155,20 @@ pub(crate) trait SharedTier: Send + Sync {
 pub(crate) struct Fetched {
     pub(crate) bytes: Option<Vec<u8>>,
     pub(crate) since: u64,
+    /// On a miss: whether this node now holds the key's lease.
+    pub(crate) lease: Lease,
+}
+
+/// A key's lease: one node computes a key that misses on many at once.
+#[derive(Debug, Default)]
+pub(crate) enum Lease {
+    /// Not asked for, or not to be had (computing without one).
+    #[default]
+    None,
+    /// This node holds it: compute, then store (which frees it).
+    Acquired(String),
+    /// Another node holds it: wait for its entry.
+    Held,
 }
 
 /// Statistics of the shared tier (this node's view).
@@ -112,6 +187,11 @@ pub struct TierStats {
     /// Times the invalidation subscription came back after a break (each
     /// dropped this node's L1).
     pub reconnects: u64,
+    /// Keys this node computed for the cluster under their lease (they
+    /// missed everywhere; other nodes waited for this one's value).
+    pub leases: u64,
+    /// Times this node asked again for a key whose lease another node held.
+    pub lease_waits: u64,
 }
 
 /// Encodes an entry: fingerprint, key bytes, dependencies, value.
@@ -170,8 +250,12 @@ pub(crate) struct Shared<K, V> {
 pub(crate) enum Found<V> {
     /// A value and what it was computed from.
     Hit(V, Vec<Dep>),
-    /// Nothing (or nothing usable): compute, then store with this tick.
-    Miss { since: u64 },
+    /// Nothing (or nothing usable): compute, then store with this tick (and
+    /// free the lease, when this node holds it).
+    Miss {
+        since: u64,
+        lease: Option<LeaseGuard>,
+    },
     /// Redis is not reachable: compute, store nothing.
     Unavailable,
 }
@@ -186,9 +270,18 @@ impl<K, V> Shared<K, V> {
         let Some(fetched) = fetched else {
             return Found::Unavailable;
         };
+        let lease = match fetched.lease {
+            Lease::Acquired(token) => Some(LeaseGuard {
+                tier: Arc::clone(&self.tier),
+                key: redis_key.clone(),
+                token: Some(token),
+            }),
+            _ => None,
+        };
         let Some(bytes) = fetched.bytes else {
             return Found::Miss {
                 since: fetched.since,
+                lease,
             };
         };
         match (self.codec.decode)(self.fingerprint, key_bytes, &bytes) {
@@ -198,17 +291,10 @@ impl<K, V> Shared<K, V> {
                 self.tier.delete(redis_key);
                 Found::Miss {
                     since: fetched.since,
+                    lease,
                 }
             }
         }
-    }
-
-    pub(crate) fn fetch_blocking(&self, key: &K) -> Found<V> {
-        let Some((redis_key, bytes)) = self.entry_key(key) else {
-            return Found::Unavailable;
-        };
-        let fetched = self.tier.fetch_blocking(redis_key.clone());
-        self.found(redis_key, &bytes, fetched)
     }
 
     pub(crate) async fn fetch(&self, key: &K) -> Found<V> {
@@ -219,12 +305,60 @@ impl<K, V> Shared<K, V> {
         self.found(redis_key, &bytes, fetched)
     }
 
-    pub(crate) fn store(&self, key: &K, value: &V, deps: &[Dep], since: u64) {
+    /// The entry for a caller about to compute `key`: a hit, or a miss with
+    /// the key's lease when this node is to compute it; while another node
+    /// holds the lease, waits (bounded) for its entry.
+    pub(crate) fn fetch_to_compute_blocking(&self, key: &K) -> Found<V> {
+        let Some((redis_key, bytes)) = self.entry_key(key) else {
+            return Found::Unavailable;
+        };
+        let mut fetched = self.tier.lease_blocking(redis_key.clone());
+        if matches!(&fetched, Some(f) if f.bytes.is_none() && matches!(f.lease, Lease::Held)) {
+            fetched = self
+                .tier
+                .await_entry_blocking(redis_key.clone(), LEASE_WAIT);
+        }
+        self.found(redis_key, &bytes, fetched)
+    }
+
+    /// The async form of [`fetch_to_compute_blocking`](Self::fetch_to_compute_blocking).
+    pub(crate) async fn fetch_to_compute(&self, key: &K) -> Found<V> {
+        let Some((redis_key, bytes)) = self.entry_key(key) else {
+            return Found::Unavailable;
+        };
+        let mut fetched = self.tier.lease(redis_key.clone()).await;
+        if matches!(&fetched, Some(f) if f.bytes.is_none() && matches!(f.lease, Lease::Held)) {
+            fetched = self.tier.await_entry(redis_key.clone(), LEASE_WAIT).await;
+        }
+        self.found(redis_key, &bytes, fetched)
+    }
+
+    /// Stores a computed value (and frees the lease `lease` holds).
+    pub(crate) fn store(
+        &self,
+        key: &K,
+        value: &V,
+        deps: &[Dep],
+        since: u64,
+        lease: Option<LeaseGuard>,
+    ) {
         let Some((redis_key, key_bytes)) = self.entry_key(key) else {
             return;
         };
-        if let Some(bytes) = (self.codec.encode)(self.fingerprint, &key_bytes, deps, value) {
-            self.tier.store(redis_key, bytes, self.timeout, deps, since);
+        let token = lease.and_then(|mut l| l.token.take());
+        match (self.codec.encode)(self.fingerprint, &key_bytes, deps, value) {
+            Some(bytes) => match token {
+                Some(token) => {
+                    self.tier
+                        .store_leased(redis_key, bytes, self.timeout, deps, since, token)
+                }
+                None => self.tier.store(redis_key, bytes, self.timeout, deps, since),
+            },
+            None => {
+                if let Some(token) = token {
+                    self.tier.release(redis_key, token);
+                }
+            }
         }
     }
 

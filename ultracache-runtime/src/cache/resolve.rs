@@ -256,11 +256,15 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         #[cfg(feature = "redis")]
         let since = {
             let basis = versions().now();
-            match self.shared.as_ref().map(|s| s.fetch_blocking(&key)) {
+            match self
+                .shared
+                .as_ref()
+                .map(|s| s.fetch_to_compute_blocking(&key))
+            {
                 Some(crate::tier::Found::Hit(value, deps)) => {
                     return O::wrap(self.shared_hit(key, lead, value, deps, basis));
                 }
-                Some(crate::tier::Found::Miss { since }) => Some(since),
+                Some(crate::tier::Found::Miss { since, lease }) => Some((since, lease)),
                 _ => None,
             }
         };
@@ -326,11 +330,11 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         let since = {
             let basis = versions().now();
             match &self.shared {
-                Some(shared) => match shared.fetch(&key).await {
+                Some(shared) => match shared.fetch_to_compute(&key).await {
                     crate::tier::Found::Hit(value, deps) => {
                         return O::wrap(self.shared_hit(key, lead, value, deps, basis));
                     }
-                    crate::tier::Found::Miss { since } => Some(since),
+                    crate::tier::Found::Miss { since, lease } => Some((since, lease)),
                     crate::tier::Found::Unavailable => None,
                 },
                 None => None,
@@ -396,10 +400,13 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         key: &K,
         result: &R,
         reads: &Reads,
-        since: Option<u64>,
+        since: Option<(u64, Option<crate::tier::LeaseGuard>)>,
     ) {
-        if let (Some(shared), Some(since), Some(value)) = (&self.shared, since, O::value(result)) {
-            shared.store(key, value, &reads.all_deps(), since);
+        // A lease not used to store is freed when dropped.
+        if let (Some(shared), Some((since, lease)), Some(value)) =
+            (&self.shared, since, O::value(result))
+        {
+            shared.store(key, value, &reads.all_deps(), since, lease);
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::wait::Promise;
 
 use super::connect::{Backend, Connection, Lua, Target};
 use crate::tier::codec::{dep_name, hash};
-use crate::tier::Fetched;
+use crate::tier::{Fetched, Lease};
 
 /// How long one Redis call may take before the tier counts as down.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -39,6 +39,13 @@ const GENERATION_TTL_SECS: u64 = 86_400;
 const STORE: &str = r"
 local since = tonumber(ARGV[3])
 local prefix = ARGV[4]
+-- The lease this store frees (ARGV[5], its token ARGV[6]; empty: none),
+-- whether the value is stored or refused: nodes waiting on it go on.
+local function release()
+  if ARGV[5] ~= '' and redis.pcall('GET', ARGV[5]) == ARGV[6] then
+    redis.call('DEL', ARGV[5])
+  end
+end
 -- A generation that is not a number (or not a string) is unknown: it may be
 -- newer than anything, so the value is refused.
 local function newer(key)
@@ -48,12 +55,12 @@ local function newer(key)
   local n = tonumber(g)
   return (not n) or n > since
 end
-if newer(prefix .. 'cleared') then return 0 end
-for i = 5, #ARGV do
+if newer(prefix .. 'cleared') then release() return 0 end
+for i = 7, #ARGV do
   local dep = ARGV[i]
-  if newer(prefix .. 'gen:' .. dep) then return 0 end
+  if newer(prefix .. 'gen:' .. dep) then release() return 0 end
   local kind = string.match(dep, '^(.*):%d+$') or dep
-  if newer(prefix .. 'wgen:' .. kind) then return 0 end
+  if newer(prefix .. 'wgen:' .. kind) then release() return 0 end
 end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
@@ -93,7 +100,7 @@ local function prune(set, member_key)
 end
 local function entry(m) return m end
 local function dep_set(m) return prefix .. 'dep:' .. m end
-for i = 5, #ARGV do
+for i = 7, #ARGV do
   local dep = ARGV[i]
   guard(prefix .. 'dep:' .. dep, KEYS[1])
   prune(prefix .. 'dep:' .. dep, entry)
@@ -101,6 +108,37 @@ for i = 5, #ARGV do
   guard(prefix .. 'kind:' .. kind, dep)
   prune(prefix .. 'kind:' .. kind, dep_set)
 end
+release()
+return 1
+";
+
+/// An entry and the tick (as a fetch reads them) and, on a miss, the key's
+/// lease for this node (KEYS[2], token ARGV[1], for ARGV[2] ms) unless
+/// another node holds it. Returns {entry or '', tick or '', lease}: lease 1
+/// when taken, 0 when another node holds it.
+const FETCH_LEASE: &str = r"
+local entry = redis.pcall('GET', KEYS[1])
+if type(entry) == 'table' then
+  -- Not an entry (another type under its key): dropped, read as a miss.
+  redis.call('DEL', KEYS[1])
+  entry = false
+end
+local tick = redis.pcall('GET', KEYS[3])
+if type(tick) ~= 'string' then tick = '' end
+if entry then return {entry, tick, 0} end
+local taken = redis.pcall('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2]))
+if type(taken) == 'table' and taken.err then
+  -- Not a lease (damaged): replaced by this one.
+  redis.call('DEL', KEYS[2])
+  taken = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2]))
+end
+if taken then return {'', tick, 1} end
+return {'', tick, 0}
+";
+
+/// Frees a lease if `token` still holds it.
+const RELEASE: &str = r"
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 ";
 
@@ -198,12 +236,26 @@ enum Op {
         key: String,
         reply: Box<dyn FnOnce(Option<Fetched>) + Send>,
     },
+    /// A fetch that takes the key's lease on a miss; with `wait`, while
+    /// another node holds the lease, asks again until the entry is there,
+    /// the lease is taken, or `wait` has passed.
+    FetchLease {
+        key: String,
+        wait: Option<Duration>,
+        reply: Box<dyn FnOnce(Option<Fetched>) + Send>,
+    },
+    Release {
+        key: String,
+        token: String,
+    },
     Store {
         key: String,
         bytes: Vec<u8>,
         ttl: Option<Duration>,
         deps: Vec<String>,
         since: u64,
+        /// The lease the store frees (its token).
+        lease: Option<String>,
         /// Told whether Redis stored the entry (`None`: it could not be asked).
         reply: Option<Box<dyn FnOnce(Option<bool>) + Send>>,
     },
@@ -241,6 +293,10 @@ pub(crate) struct TierCounts {
     pub(crate) stores: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) reconnects: AtomicU64,
+    /// Leases this node took (it computed a key for the cluster).
+    pub(crate) leases: AtomicU64,
+    /// Times this node asked again for a key another node held the lease of.
+    pub(crate) lease_waits: AtomicU64,
 }
 
 /// The other live nodes an acknowledged invalidation waited for, and those
@@ -445,6 +501,7 @@ impl Tier {
         ttl: Option<Duration>,
         deps: &[Dep],
         since: u64,
+        lease: Option<String>,
     ) {
         if self.usable() {
             self.send(Op::Store {
@@ -453,9 +510,40 @@ impl Tier {
                 ttl,
                 deps: deps.iter().map(dep_name).collect(),
                 since,
+                lease,
                 reply: None,
             });
+        } else if let Some(token) = lease {
+            self.release(key, token);
         }
+    }
+
+    /// A fetch for a caller about to compute: takes the key's lease on a
+    /// miss (blocking at most the timeout).
+    pub(crate) fn lease_blocking(&self, key: String, wait: Option<Duration>) -> Option<Fetched> {
+        if !self.usable() {
+            return None;
+        }
+        let (reply, answer) = promise();
+        self.send(Op::FetchLease { key, wait, reply });
+        let bound = self.timeout * 2 + wait.unwrap_or_default();
+        answer.take_timeout(bound).flatten()
+    }
+
+    /// The async form of [`lease_blocking`](Self::lease_blocking).
+    pub(crate) async fn lease(&self, key: String, wait: Option<Duration>) -> Option<Fetched> {
+        if !self.usable() {
+            return None;
+        }
+        let (reply, answer) = promise();
+        self.send(Op::FetchLease { key, wait, reply });
+        let bound = self.timeout * 2 + wait.unwrap_or_default();
+        answer.take_async_timeout(bound).await.flatten()
+    }
+
+    /// Frees a lease this node holds (in the background).
+    pub(crate) fn release(&self, key: String, token: String) {
+        self.send(Op::Release { key, token });
     }
 
     /// Stores a value written (not computed) unless one of `deps` was
@@ -690,6 +778,7 @@ fn written(
         ttl,
         deps: deps.iter().map(dep_name).collect(),
         since,
+        lease: None,
         reply: Some(Box::new(reply)),
     }
 }
@@ -756,6 +845,8 @@ struct Scripts {
     clear_tick: std::rc::Rc<Lua>,
     heartbeat: std::rc::Rc<Lua>,
     live_nodes: std::rc::Rc<Lua>,
+    fetch_lease: std::rc::Rc<Lua>,
+    release: std::rc::Rc<Lua>,
 }
 
 type Conn = std::rc::Rc<std::cell::RefCell<Option<Connection>>>;
@@ -783,6 +874,8 @@ async fn run(client: Backend, tier: std::sync::Weak<Tier>, mut ops: tmpsc::Unbou
     let invalidate = std::rc::Rc::new(Lua::new(INVALIDATE));
     let clear_tick = std::rc::Rc::new(Lua::new(CLEAR_TICK));
     let heartbeat = std::rc::Rc::new(Lua::new(HEARTBEAT));
+    let fetch_lease = std::rc::Rc::new(Lua::new(FETCH_LEASE));
+    let release = std::rc::Rc::new(Lua::new(RELEASE));
     let live_nodes = std::rc::Rc::new(Lua::new(LIVE_NODES));
     tokio::task::spawn_local(listen(client.clone(), tier.clone()));
     // What is owed to Redis is sent every RETRY until it lands, whether or
@@ -809,10 +902,15 @@ async fn run(client: Backend, tier: std::sync::Weak<Tier>, mut ops: tmpsc::Unbou
             clear_tick: clear_tick.clone(),
             heartbeat: heartbeat.clone(),
             live_nodes: live_nodes.clone(),
+            fetch_lease: fetch_lease.clone(),
+            release: release.clone(),
         };
         tokio::task::spawn_local(async move {
             let timeout = match &op {
                 Op::InvalidateAcknowledged { wait, .. } => t.timeout * 2 + *wait,
+                Op::FetchLease {
+                    wait: Some(wait), ..
+                } => t.timeout * 2 + *wait,
                 _ => t.timeout,
             };
             let result =
@@ -893,7 +991,11 @@ async fn execute(
                             .unwrap_or(0),
                         _ => 0,
                     };
-                    reply(Some(Fetched { bytes, since }));
+                    reply(Some(Fetched {
+                        bytes,
+                        since,
+                        lease: Lease::None,
+                    }));
                     Ok(())
                 }
                 Err(e) => {
@@ -902,12 +1004,43 @@ async fn execute(
                 }
             }
         }
+        Op::FetchLease { key, wait, reply } => {
+            let mut c = match connection(client, conn, timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    reply(None);
+                    return Err(e);
+                }
+            };
+            match fetch_lease(&mut c, tier, scripts, &key, wait).await {
+                Ok(fetched) => {
+                    reply(Some(fetched));
+                    Ok(())
+                }
+                Err(e) => {
+                    reply(None);
+                    Err(e)
+                }
+            }
+        }
+        Op::Release { key, token } => {
+            let mut c = connection(client, conn, timeout).await?;
+            let _: i64 = scripts
+                .release
+                .call()
+                .key(lease_key(&key))
+                .arg(token)
+                .invoke(&mut c)
+                .await?;
+            Ok(())
+        }
         Op::Store {
             key,
             bytes,
             ttl,
             deps,
             since,
+            lease,
             reply,
         } => {
             let mut c = match connection(client, conn, timeout).await {
@@ -927,6 +1060,10 @@ async fn execute(
                 .arg(ttl_ms)
                 .arg(since)
                 .arg(&tier.prefix);
+            match &lease {
+                Some(token) => invocation.arg(lease_key(&key)).arg(token),
+                None => invocation.arg("").arg(""),
+            };
             for d in &deps {
                 invocation.arg(d);
             }
@@ -1146,6 +1283,64 @@ async fn acknowledged(
             tokio::task::yield_now().await;
         } else {
             tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// The key of an entry's lease: beside it, in its slot.
+fn lease_key(entry_key: &str) -> String {
+    entry_key.replacen("}e:", "}l:", 1)
+}
+
+/// How long a lease is held at most: a holder that died stops holding back
+/// the others after this.
+const LEASE_TTL: Duration = crate::tier::LEASE_WAIT;
+
+/// One fetch that takes the lease on a miss; with `wait`, repeated while
+/// another node holds the lease.
+async fn fetch_lease(
+    c: &mut Connection,
+    tier: &Tier,
+    scripts: &Scripts,
+    key: &str,
+    wait: Option<Duration>,
+) -> redis::RedisResult<Fetched> {
+    let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+    let token = format!("{}{:016x}", tier.node, crate::entry::next_id());
+    loop {
+        let (entry, tick, taken): (Vec<u8>, String, i64) = scripts
+            .fetch_lease
+            .call()
+            .key(key)
+            .key(lease_key(key))
+            .key(format!("{}tick", tier.prefix))
+            .arg(&token)
+            .arg(LEASE_TTL.as_millis() as u64)
+            .invoke(c)
+            .await?;
+        let since = tick.parse::<u64>().unwrap_or(0);
+        let fetched = |bytes, lease| Fetched {
+            bytes,
+            since,
+            lease,
+        };
+        if !entry.is_empty() {
+            return Ok(fetched(Some(entry), Lease::None));
+        }
+        if taken == 1 {
+            tier.counts.leases.fetch_add(1, SeqCst);
+            return Ok(fetched(None, Lease::Acquired(token)));
+        }
+        match deadline {
+            None => return Ok(fetched(None, Lease::Held)),
+            Some(d) if tokio::time::Instant::now() >= d => {
+                // Waited long enough: computed here, without the lease.
+                return Ok(fetched(None, Lease::None));
+            }
+            Some(_) => {
+                tier.counts.lease_waits.fetch_add(1, SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
         }
     }
 }

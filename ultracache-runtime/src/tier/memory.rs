@@ -202,6 +202,7 @@ impl SharedTier for Memory {
             None => None,
         };
         Some(Fetched {
+            lease: super::Lease::None,
             bytes,
             since: state.tick,
         })
@@ -281,6 +282,8 @@ impl SharedTier for Memory {
             stores: self.stores.load(SeqCst),
             refused: self.refused.load(SeqCst),
             reconnects: 0,
+            leases: 0,
+            lease_waits: 0,
         }
     }
 }
