@@ -524,10 +524,41 @@ impl Tier {
         if !self.usable() {
             return None;
         }
-        let (reply, answer) = promise();
+        let (reply, answer) = self.leased_reply(&key);
         self.send(Op::FetchLease { key, wait, reply });
         let bound = self.timeout * 2 + wait.unwrap_or_default();
         answer.take_timeout(bound).flatten()
+    }
+
+    /// The reply for a lease fetch: a lease taken for a caller that gave up
+    /// (timed out, or its future was dropped) is freed at once, not held
+    /// until it expires.
+    #[allow(clippy::type_complexity)]
+    fn leased_reply(
+        &self,
+        key: &str,
+    ) -> (
+        Box<dyn FnOnce(Option<Fetched>) + Send>,
+        Arc<Promise<Option<Fetched>>>,
+    ) {
+        let answer = Arc::new(Promise::new());
+        let set = Arc::clone(&answer);
+        let ops = self.ops.clone();
+        let key = key.to_owned();
+        let reply = Box::new(move |fetched: Option<Fetched>| {
+            if Arc::strong_count(&set) == 1 {
+                if let Some(Fetched {
+                    lease: Lease::Acquired(token),
+                    ..
+                }) = fetched
+                {
+                    let _ = ops.send(Op::Release { key, token });
+                }
+                return;
+            }
+            set.fulfil(fetched);
+        });
+        (reply, answer)
     }
 
     /// The async form of [`lease_blocking`](Self::lease_blocking).
@@ -535,7 +566,7 @@ impl Tier {
         if !self.usable() {
             return None;
         }
-        let (reply, answer) = promise();
+        let (reply, answer) = self.leased_reply(&key);
         self.send(Op::FetchLease { key, wait, reply });
         let bound = self.timeout * 2 + wait.unwrap_or_default();
         answer.take_async_timeout(bound).await.flatten()
