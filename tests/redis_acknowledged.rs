@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::shared_tier::{redis, setup, wait_until, CHILD};
 use serde::{Deserialize, Serialize};
-use ultracache::redis::{invalidate_acknowledged, NotAcknowledged};
+use ultracache::redis::{invalidate_acknowledged, invalidate_acknowledged_async, NotAcknowledged};
 use ultracache::{tracks, Cache, Trackable};
 
 #[derive(Clone, Debug, Serialize, Deserialize, Trackable)]
@@ -88,11 +88,23 @@ fn after_an_acknowledged_invalidation_returns_no_other_node_serves_its_copy() {
         }
     };
     expect("live");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     wait_until("both nodes are live", || live_nodes(prefix) >= 2);
     for round in 1..=25 {
         writeln!(to_child, "hold {round}").unwrap();
         expect(&format!("holding {round}"));
-        let acked = invalidate_acknowledged(&load(round), Duration::from_secs(5));
+        // Odd rounds wait on the calling thread, even ones in a future.
+        let acked = if round % 2 == 1 {
+            invalidate_acknowledged(&load(round), Duration::from_secs(5))
+        } else {
+            runtime.block_on(invalidate_acknowledged_async(
+                &load(round),
+                Duration::from_secs(5),
+            ))
+        };
         assert_eq!(acked, Ok(1), "round {round}: the other node acknowledged");
         writeln!(to_child, "check {round}").unwrap();
         expect(&format!("dropped {round}"));

@@ -129,6 +129,18 @@ impl SharedTier for Tier {
     ) -> Option<(usize, usize)> {
         Tier::invalidate_acknowledged(self, deps, kinds, wait).map(|a| (a.waited_for, a.missing))
     }
+    fn invalidate_acknowledged_async<'a>(
+        &'a self,
+        deps: &'a [Dep],
+        kinds: &'a [Kind],
+        wait: Duration,
+    ) -> BoxFuture<'a, Option<(usize, usize)>> {
+        Box::pin(async move {
+            Tier::invalidate_acknowledged_async(self, deps, kinds, wait)
+                .await
+                .map(|a| (a.waited_for, a.missing))
+        })
+    }
     fn clear(&self) {
         Tier::clear(self);
     }
@@ -270,6 +282,51 @@ pub fn invalidate_acknowledged<T: crate::Trackable + ?Sized>(
     invalidate_deps_acknowledged(&crate::invalidation::written(obj), wait)
 }
 
+/// The async form of [`invalidate_acknowledged`]: waits for the other nodes
+/// without blocking a thread (on any executor).
+///
+/// ```no_run
+/// # async fn demo() {
+/// use std::time::Duration;
+/// use ultracache::Trackable;
+///
+/// #[derive(Trackable)]
+/// struct Post { id: i64 }
+///
+/// let acked = ultracache::redis::invalidate_acknowledged_async(&Post { id: 7 }, Duration::from_millis(500)).await;
+/// # let _ = acked;
+/// # }
+/// ```
+pub async fn invalidate_acknowledged_async<T: crate::Trackable + ?Sized>(
+    obj: &T,
+    wait: Duration,
+) -> Result<usize, NotAcknowledged> {
+    let deps = crate::invalidation::written(obj);
+    if let Some(queue) = crate::transaction::open() {
+        queue.push(&deps, &[]);
+        return Err(NotAcknowledged::InTransaction);
+    }
+    crate::listen::invalidating(&deps, &[]);
+    let acks = match crate::runtime::get().tier() {
+        Some(tier) => tier.invalidate_acknowledged_async(&deps, &[], wait).await,
+        None => Some((0, 0)),
+    };
+    crate::invalidation::invalidate_local(&deps, &[]);
+    acknowledgement(acks)
+}
+
+/// What the tier's answer means for the caller.
+fn acknowledgement(acks: Option<(usize, usize)>) -> Result<usize, NotAcknowledged> {
+    match acks {
+        Some((waited_for, 0)) => Ok(waited_for),
+        Some((waited_for, missing)) => Err(NotAcknowledged::Missing {
+            waited_for,
+            missing,
+        }),
+        None => Err(NotAcknowledged::Unreachable),
+    }
+}
+
 /// [`invalidate_acknowledged`] for these dependencies (as
 /// [`invalidate_deps`](crate::invalidate_deps)).
 pub fn invalidate_deps_acknowledged(
@@ -287,14 +344,7 @@ pub fn invalidate_deps_acknowledged(
         _ => Some((0, 0)),
     };
     crate::invalidation::invalidate_local(deps, &[]);
-    match acks {
-        Some((waited_for, 0)) => Ok(waited_for),
-        Some((waited_for, missing)) => Err(NotAcknowledged::Missing {
-            waited_for,
-            missing,
-        }),
-        None => Err(NotAcknowledged::Unreachable),
-    }
+    acknowledgement(acks)
 }
 
 /// This node's view of the shared tier.

@@ -69,6 +69,16 @@ pub(crate) trait SharedTier: Send + Sync {
         deps: &'a [Dep],
         kinds: &'a [Kind],
     ) -> BoxFuture<'a, Option<u64>>;
+    /// The async form of [`invalidate_acknowledged`](Self::invalidate_acknowledged).
+    fn invalidate_acknowledged_async<'a>(
+        &'a self,
+        deps: &'a [Dep],
+        kinds: &'a [Kind],
+        wait: Duration,
+    ) -> BoxFuture<'a, Option<(usize, usize)>> {
+        let _ = wait;
+        Box::pin(async move { self.invalidate_async(deps, kinds).await.map(|_| (0, 0)) })
+    }
     /// [`invalidate`](Self::invalidate), then waits (at most `wait`) until
     /// every other live node has applied it: how many other nodes were
     /// waited for, and how many had not applied it when the wait ended.

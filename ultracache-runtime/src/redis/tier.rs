@@ -673,6 +673,35 @@ impl Tier {
         acks
     }
 
+    /// The async form of [`invalidate_acknowledged`](Self::invalidate_acknowledged).
+    pub(crate) async fn invalidate_acknowledged_async(
+        &self,
+        deps: &[Dep],
+        kinds: &[crate::dep::Kind],
+        wait: Duration,
+    ) -> Option<Acks> {
+        let (objects, kinds) = self.to_invalidate(deps, kinds)?;
+        let (reply, answer) = promise();
+        let sent = self.send(Op::InvalidateAcknowledged {
+            objects: objects.clone(),
+            kinds: kinds.clone(),
+            wait,
+            reply,
+        });
+        let acks = if sent {
+            answer
+                .take_async_timeout(self.timeout * 2 + wait)
+                .await
+                .flatten()
+        } else {
+            None
+        };
+        if acks.is_none() {
+            self.keep(objects, kinds);
+        }
+        acks
+    }
+
     /// The async form of [`invalidate`](Self::invalidate).
     pub(crate) async fn invalidate_async(
         &self,
