@@ -53,6 +53,7 @@
 //!   made from their key fields, with [`Reference`]s between them and an
 //!   optional [`FromMiss`]; saving one drops what was computed from it.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![warn(unreachable_pub, rust_2018_idioms)]
 

@@ -2,6 +2,7 @@
 //! registry, the stores and invalidation. Depend on `ultracache`, which
 //! re-exports what users need from here together with the macros.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![warn(unreachable_pub, rust_2018_idioms)]
 
