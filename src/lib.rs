@@ -74,30 +74,37 @@ pub use ultracache_runtime::{
 };
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 #[doc(inline)]
 pub use ultracache_runtime::http;
 
 #[cfg(feature = "minijinja")]
+#[cfg_attr(docsrs, doc(cfg(feature = "minijinja")))]
 #[doc(inline)]
 pub use ultracache_runtime::minijinja;
 
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
 pub use ultracache_runtime::redis;
 
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
 pub use ultracache_runtime::MemoryTier;
 
 #[cfg(feature = "sqlx")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 #[doc(inline)]
 pub use ultracache_runtime::db;
 
 #[cfg(feature = "purge")]
+#[cfg_attr(docsrs, doc(cfg(feature = "purge")))]
 #[doc(inline)]
 pub use ultracache_runtime::purge;
 
 #[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
 #[doc(inline)]
 pub use ultracache_runtime::admin;
 
