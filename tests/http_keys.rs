@@ -149,17 +149,7 @@ async fn an_encoded_path_cannot_slip_past_ignore_paths() {
 
 /// Reads cookie `name` as axum-extra's `CookieJar` does.
 fn jar_cookie(headers: &HeaderMap, name: &str) -> String {
-    let mut found = String::new();
-    for h in headers.get_all("cookie") {
-        for part in h.to_str().unwrap().split(';') {
-            if let Ok(c) = cookie::Cookie::parse_encoded(part) {
-                if c.name() == name {
-                    found = c.value().to_owned();
-                }
-            }
-        }
-    }
-    found
+    jar_cookie_opt(headers, name).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,4 +232,133 @@ async fn a_page_personalised_on_a_cookie_is_not_served_to_the_next_visitor() {
     assert_eq!(fetch(&c, &url, &[]).await.1, "dashboard of ");
     // Without cookies, the page is cached as usual.
     assert_eq!(fetch(&c, &url, &[]).await.0, "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_header_holding_a_path_cannot_poison_that_path() {
+    let app = Router::new()
+        .route("/", get(|| async { "home" }))
+        .route("/admin/", get(|| async { "admin" }))
+        .layer(layer("keys.host_path"));
+    let base = serve(app).await;
+    let c = client();
+    // The attacker asks for `/` of the host `www.example/admin`...
+    let (_, attack) = fetch(&c, &format!("{base}/"), &[("host", "www.example/admin")]).await;
+    assert_eq!(attack, "home");
+    // ...which must not be the page of `/admin/` on `www.example`.
+    assert_eq!(
+        fetch(&c, &format!("{base}/admin/"), &[("host", "www.example")])
+            .await
+            .1,
+        "admin",
+        "poisoned through the Host header"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_header_value_holding_a_comma_is_not_two_values() {
+    let app = Router::new()
+        .route(
+            "/tenant",
+            get(|headers: HeaderMap| async move {
+                // What a handler reading one header sees: the first value,
+                // as bytes.
+                let first = headers.get("x-tenant").map(|v| v.as_bytes().to_vec());
+                format!("tenant {first:?}")
+            }),
+        )
+        .layer(layer("keys.header_values").vary_header("x-tenant".parse().unwrap()));
+    let base = serve(app).await;
+    let c = client();
+    let url = format!("{base}/tenant");
+    let two = c
+        .get(&url)
+        .header("x-tenant", "a")
+        .header("x-tenant", "b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        two.text().await.unwrap(),
+        format!("tenant {:?}", Some(b"a"))
+    );
+    assert_eq!(
+        fetch(&c, &url, &[("x-tenant", "a,b")]).await.1,
+        format!("tenant {:?}", Some(b"a,b")),
+        "two values and one value with a comma shared a page"
+    );
+    // Bytes that are not UTF-8 are told apart, not replaced alike.
+    for byte in [0xfeu8, 0xff] {
+        let r = c
+            .get(&url)
+            .header(
+                "x-tenant",
+                axum::http::HeaderValue::from_bytes(&[byte]).unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.text().await.unwrap(),
+            format!("tenant {:?}", Some([byte])),
+            "byte {byte:#x} served another byte's page"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_cookie_is_not_an_absent_one_and_a_value_cannot_spell_another_cookie() {
+    let app = Router::new()
+        .route(
+            "/prefs",
+            get(|headers: HeaderMap| async move {
+                format!(
+                    "a={:?} b={:?}",
+                    jar_cookie_opt(&headers, "a"),
+                    jar_cookie_opt(&headers, "b")
+                )
+            }),
+        )
+        .layer(layer("keys.cookie_lines").vary_cookie("a").vary_cookie("b"));
+    let base = serve(app).await;
+    let c = client();
+    let url = format!("{base}/prefs");
+    assert_eq!(
+        fetch(&c, &url, &[("cookie", "a=")]).await.1,
+        r#"a=Some("") b=None"#
+    );
+    assert_eq!(
+        fetch(&c, &url, &[("cookie", "other=1")]).await.1,
+        "a=None b=None",
+        "an absent cookie got the empty cookie's page"
+    );
+    // A decoded line break in `a` cannot forge the line of `b`.
+    assert_eq!(
+        fetch(&c, &url, &[("cookie", "a=1%0Acookie%20b%3D2; b=")])
+            .await
+            .1,
+        "a=Some(\"1\\ncookie b=2\") b=Some(\"\")"
+    );
+    assert_eq!(
+        fetch(&c, &url, &[("cookie", "a=1; b=2%0Acookie%20b%3D")])
+            .await
+            .1,
+        "a=Some(\"1\") b=Some(\"2\\ncookie b=\")",
+        "a cookie's value spelled another cookie"
+    );
+}
+
+/// The cookie `name` as axum-extra's `CookieJar` reads it: `None` when absent.
+fn jar_cookie_opt(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut found = None;
+    for header in headers.get_all("cookie") {
+        for part in header.to_str().unwrap_or_default().split(';') {
+            if let Ok(c) = cookie::Cookie::parse_encoded(part) {
+                if c.name() == name {
+                    found = Some(c.value().to_owned());
+                }
+            }
+        }
+    }
+    found
 }

@@ -68,22 +68,22 @@ pub(crate) fn cookie(parts: &Parts, name: &str) -> Option<String> {
 }
 
 /// The host the request is for, lower-cased: from the request target when
-/// it is absolute, else the `Host` header (RFC 9112 §3.2.2).
+/// it is absolute, else the `Host` header (RFC 9112 §3.2.2), escaped as
+/// header values are in keys (bytes that are not UTF-8 are kept apart, not
+/// dropped).
 pub(crate) fn host(parts: &Parts) -> String {
-    let from_uri = parts.uri.authority().map(|a| match a.port() {
-        Some(port) => format!("{}:{}", a.host(), port),
-        None => a.host().to_owned(),
-    });
-    from_uri
-        .or_else(|| {
-            parts
-                .headers
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default()
-        .to_ascii_lowercase()
+    if let Some(a) = parts.uri.authority() {
+        let host = match a.port() {
+            Some(port) => format!("{}:{}", a.host(), port),
+            None => a.host().to_owned(),
+        };
+        return host.to_ascii_lowercase();
+    }
+    let mut out = String::new();
+    if let Some(h) = parts.headers.get(HOST) {
+        push_escaped(&mut out, &h.as_bytes().to_ascii_lowercase());
+    }
+    out
 }
 
 /// The canonical path and `path?query` of a request (see
@@ -99,20 +99,52 @@ pub(crate) fn request_url(parts: &Parts, params: &QueryParams) -> (String, Strin
     (path, url)
 }
 
-/// A page's key with the default key function: the host, then the URL.
+/// A page's key with the default key function: the host, a line break, then
+/// the URL. A `Host` header cannot hold a line break, so no host spells
+/// another host and path (`Host: www.example/admin` asking for `/` is not
+/// `www.example` asking for `/admin/`).
 pub(crate) fn default_key(parts: &Parts, url: &str) -> String {
-    format!("{}{url}", host(parts))
+    format!("{}\n{url}", host(parts))
 }
 
-/// Appends `name: value` lines for the request headers in `names`.
+/// Appends a `name:` line for each request header in `names`, with every
+/// value the request sent for it, escaped and each ended by `,`: one value
+/// `a,b` is not the two values `a` and `b`, and bytes that are not UTF-8 are
+/// kept as they came.
 pub(crate) fn push_headers(key: &mut String, parts: &Parts, names: &[HeaderName]) {
     for name in names {
         key.push('\n');
         key.push_str(name.as_str());
         key.push(':');
         for value in parts.headers.get_all(name) {
-            key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            push_escaped(key, value.as_bytes());
             key.push(',');
+        }
+    }
+}
+
+/// Appends a `cookie name` line: `=value` (escaped) when the request holds
+/// the cookie, nothing more when it does not, so an absent cookie is not an
+/// empty one and no value can spell another line.
+pub(crate) fn push_cookie(key: &mut String, parts: &Parts, name: &str) {
+    key.push_str("\ncookie ");
+    key.push_str(name);
+    if let Some(value) = cookie(parts, name) {
+        key.push('=');
+        push_escaped(key, value.as_bytes());
+    }
+}
+
+/// `bytes` with everything but visible ASCII, and `%` and `,`, written as
+/// `%XX`: the result holds no line break or separator, and two different
+/// inputs never give the same text.
+fn push_escaped(key: &mut String, bytes: &[u8]) {
+    use std::fmt::Write as _;
+    for &b in bytes {
+        if b.is_ascii_graphic() && b != b'%' && b != b',' {
+            key.push(b as char);
+        } else {
+            let _ = write!(key, "%{b:02X}");
         }
     }
 }

@@ -28,7 +28,9 @@ use tower_service::Service;
 
 use super::counts::{Counts, STATS};
 use super::freshness::{self, Use};
-use super::key::{cookie, default_key, glob_match, host, push_headers, request_url, QueryParams};
+use super::key::{
+    cookie, default_key, glob_match, host, push_cookie, push_headers, request_url, QueryParams,
+};
 use super::page::{
     etag_of, mark, no_cache_headers, refuse_to_store, storable_headers, vary_names, ClientCaching,
     Page, Served, Stored,
@@ -385,6 +387,17 @@ impl CacheLayer {
     /// Larger bodies are streamed through and not stored (default 4 MiB).
     pub fn max_body_size(self, bytes: usize) -> Self {
         self.set(|o| o.max_body = bytes)
+    }
+
+    /// The key a request's page is kept under before the response's `Vary`
+    /// is known; `None` when the request bypasses the cache. For the fuzz
+    /// targets only.
+    #[cfg(fuzzing)]
+    pub(crate) fn fuzz_key(&self, parts: &Parts) -> Option<String> {
+        match self.policy().decide(parts) {
+            Decision::Cache(plan) => Some(plan.base),
+            Decision::Bypass { .. } => None,
+        }
     }
 
     fn policy(&self) -> Arc<Policy> {

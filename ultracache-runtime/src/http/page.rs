@@ -410,6 +410,25 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_page_with_more_headers_than_a_map_holds_is_a_miss_not_a_panic() {
+        let wire = StoredWire::Page(PageWire {
+            status: 200,
+            headers: vec![("x-a".into(), b"1".to_vec()); 40_000],
+            body: b"hi".to_vec(),
+            etag: None,
+            stored_at_ms: 0,
+            fresh_until_ms: None,
+            url: "/".into(),
+            route: None,
+            varied: Vec::new(),
+            tags: String::new(),
+            policy: None,
+        });
+        let bytes = postcard::to_stdvec(&wire).unwrap();
+        assert!(postcard::from_bytes::<Stored>(&bytes).is_err());
+    }
+
+    #[test]
     fn private_and_cookie_setting_responses_are_not_stored() {
         let ok = [StatusCode::OK];
         assert_eq!(refuse_to_store(StatusCode::OK, &headers(&[]), &ok), None);
@@ -515,12 +534,17 @@ impl<'de> serde::Deserialize<'de> for Stored {
                     .into(),
             ),
             StoredWire::Page(w) => {
-                let mut headers = HeaderMap::with_capacity(w.headers.len());
+                // Stored bytes may hold more headers than a map takes: an
+                // error (a miss), not a panic.
+                let mut headers =
+                    HeaderMap::try_with_capacity(w.headers.len()).map_err(D::Error::custom)?;
                 for (n, v) in w.headers {
-                    headers.append(
-                        HeaderName::from_bytes(n.as_bytes()).map_err(D::Error::custom)?,
-                        HeaderValue::from_bytes(&v).map_err(D::Error::custom)?,
-                    );
+                    headers
+                        .try_append(
+                            HeaderName::from_bytes(n.as_bytes()).map_err(D::Error::custom)?,
+                            HeaderValue::from_bytes(&v).map_err(D::Error::custom)?,
+                        )
+                        .map_err(D::Error::custom)?;
                 }
                 Stored::Page(Arc::new(Page {
                     status: StatusCode::from_u16(w.status).map_err(D::Error::custom)?,
@@ -542,4 +566,38 @@ impl<'de> serde::Deserialize<'de> for Stored {
             }
         })
     }
+}
+
+/// Decodes stored page bytes as the shared tier does and, when they decode,
+/// answers requests with `request`'s headers from them; the stored form
+/// re-encoded. For the fuzz targets only.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_stored(bytes: &[u8], request: &HeaderMap) -> Option<Vec<u8>> {
+    let stored: Stored = postcard::from_bytes(bytes).ok()?;
+    let _ = weigh(&stored);
+    if let Stored::Page(page) = &stored {
+        let _ = page.matches(request);
+        let surrogate = HeaderName::from_static("surrogate-key");
+        for method in [Method::GET, Method::HEAD] {
+            let _ = page.respond(
+                &method,
+                request,
+                Served::Hit,
+                ClientCaching::Revalidate,
+                None,
+                None,
+                None,
+            );
+            let _ = page.respond(
+                &method,
+                request,
+                Served::Stale,
+                ClientCaching::FromTimeout,
+                Some(Duration::from_secs(60)),
+                Some(Duration::from_secs(60)),
+                Some(&surrogate),
+            );
+        }
+    }
+    postcard::to_stdvec(&stored).ok()
 }

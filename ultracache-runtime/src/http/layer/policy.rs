@@ -102,10 +102,7 @@ impl Policy {
         }
         push_headers(&mut base, parts, &o.vary_headers);
         for name in &o.vary_cookies {
-            base.push_str("\ncookie ");
-            base.push_str(name);
-            base.push('=');
-            base.push_str(&cookie(parts, name).unwrap_or_default());
+            push_cookie(&mut base, parts, name);
         }
         if o.allow_authorized {
             push_headers(&mut base, parts, &[AUTHORIZATION]);
