@@ -148,7 +148,15 @@ impl Dep {
     /// assert_eq!(Dep::parse("blog.post:hello"), Some(Dep::object(POST, "hello")));
     /// assert_eq!(Dep::parse("blog.post"), Some(Dep::kind(POST)));
     /// assert_eq!(Dep::parse(" "), None);
+    ///
+    /// // Kinds named by path, as the derives name them by default:
+    /// const TAG: Kind = Kind::new("blog::models::Tag");
+    /// assert_eq!(Dep::parse("blog::models::Tag"), Some(Dep::kind(TAG)));
+    /// assert_eq!(Dep::parse("blog::models::Tag:7"), Some(Dep::object(TAG, &7i64)));
     /// ```
+    ///
+    /// A kind's name may hold `::` but not a single `:`, which is read as the
+    /// start of the id.
     ///
     /// Kind names read this way are kept for the life of the program, at
     /// most 4,096 distinct ones; past that, an unknown name parses as `None`.
@@ -157,7 +165,12 @@ impl Dep {
         if text.is_empty() {
             return None;
         }
-        Some(match text.rsplit_once(':') {
+        // The id follows the last `:` that is not part of a `::`: kinds named
+        // by path (`blog::models::Post`, the derives' default) keep theirs.
+        let split = text
+            .rsplit_once(':')
+            .filter(|(kind, _)| !kind.is_empty() && !kind.ends_with(':'));
+        Some(match split {
             Some((kind, id)) => {
                 let kind = Kind::new(try_intern(kind)?);
                 match (id.parse::<u64>(), id.parse::<i64>()) {

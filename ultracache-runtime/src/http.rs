@@ -51,6 +51,8 @@ mod urls;
 
 pub use counts::{route_stats, url_stats, UrlStats};
 pub use layer::{CacheLayer, CacheService};
+#[cfg(fuzzing)]
+pub(crate) use page::fuzz_stored;
 pub use page::{ClientCaching, Page, Stored, X_CACHE};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -480,6 +480,14 @@ fn decode<M: CacheModel>(
     }
 }
 
+/// Decodes stored model bytes as a read does: the object and how many
+/// references it holds. For the fuzz targets only.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_decode<M: DeserializeOwned>(bytes: &[u8]) -> Option<(M, usize)> {
+    let (decoded, pending) = reference::collecting(|| postcard::from_bytes::<M>(bytes));
+    decoded.ok().map(|m| (m, pending.len()))
+}
+
 /// `get`, inside the loading of the object `loader` started from.
 fn get_in<M: CacheModel>(key: &M::Key, loader: &mut Loader) -> Result<M, Missing> {
     get_with::<M>(key, loader, || M::__from_miss(key))

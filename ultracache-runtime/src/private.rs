@@ -6,6 +6,8 @@ use std::future::Future;
 use std::marker::PhantomData;
 
 mod borrowed;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 
 pub use borrowed::{BorrowedHit, HitProbe, KeyPart, NoBorrowedHit, Parts, MAX_PARTS};
 pub use core;

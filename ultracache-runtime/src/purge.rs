@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::dep::{Dep, Kind};
 
-mod broadcast;
+pub(crate) mod broadcast;
 
 #[cfg(feature = "rabbitmq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]

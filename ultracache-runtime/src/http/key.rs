@@ -73,11 +73,7 @@ pub(crate) fn cookie(parts: &Parts, name: &str) -> Option<String> {
 /// dropped).
 pub(crate) fn host(parts: &Parts) -> String {
     if let Some(a) = parts.uri.authority() {
-        let host = match a.port() {
-            Some(port) => format!("{}:{}", a.host(), port),
-            None => a.host().to_owned(),
-        };
-        return host.to_ascii_lowercase();
+        return a.as_str().to_ascii_lowercase();
     }
     let mut out = String::new();
     if let Some(h) = parts.headers.get(HOST) {

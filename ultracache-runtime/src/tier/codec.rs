@@ -182,4 +182,19 @@ mod tests {
         let k = Dep::kind(Kind::new("blog.post"));
         assert_eq!(Dep::parse(&dep_name(&k)), Some(k));
     }
+
+    #[test]
+    fn a_kind_named_by_path_is_read_back_as_that_kind_not_as_an_object() {
+        // The derives name kinds `module::path::Type`; invalidation messages
+        // between nodes carry them as text.
+        let kind = Kind::new("app::models::Post");
+        let k = Dep::kind(kind);
+        assert_eq!(Dep::parse(&dep_name(&k)), Some(k));
+        let d = Dep::object(kind, &3u32);
+        assert_eq!(Dep::parse(&dep_name(&d)), Some(d));
+        assert_eq!(
+            Dep::parse("app::models::Post").map(|d| d.model_kind().name()),
+            Some("app::models::Post")
+        );
+    }
 }
