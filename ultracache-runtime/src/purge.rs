@@ -146,7 +146,8 @@ impl PurgeOptions {
         self
     }
 
-    /// How long a purge is held and retried while its proxy does not answer.
+    /// How long a purge is held and retried while its proxy (or the
+    /// broadcast, for publishing it) does not answer.
     pub fn hold(mut self, hold: Duration) -> Self {
         self.hold = hold;
         self
@@ -198,6 +199,11 @@ pub struct PurgeStats {
     pub retried: u64,
     /// Requests published to the other nodes.
     pub published: u64,
+    /// Requests waiting to be published: the broadcast does not answer.
+    pub unpublished_waiting: u64,
+    /// Requests never published: the broadcast did not answer for the whole
+    /// hold. Each is logged (warn) with what it would have purged.
+    pub unpublished: u64,
     /// Requests received from the broadcast (this node's own included).
     pub received: u64,
 }
@@ -210,6 +216,8 @@ pub(crate) struct Counts {
     waiting: AtomicU64,
     retried: AtomicU64,
     pub(crate) published: AtomicU64,
+    pub(crate) unpublished_waiting: AtomicU64,
+    pub(crate) unpublished: AtomicU64,
     pub(crate) received: AtomicU64,
 }
 
@@ -256,6 +264,7 @@ pub fn install(purgers: Vec<Arc<dyn Purger>>, options: PurgeOptions) -> Result<(
                             Arc::clone(&transport),
                             rx,
                             Arc::clone(&counts),
+                            options.hold,
                         ));
                         tokio::spawn(broadcast::receive(transport, local_tx, Arc::clone(&counts)));
                         run(purgers, options, local_rx, counts).await;
@@ -295,6 +304,8 @@ pub fn stats() -> PurgeStats {
             retried: p.counts.retried.load(SeqCst),
             waiting: p.counts.waiting.load(SeqCst),
             published: p.counts.published.load(SeqCst),
+            unpublished_waiting: p.counts.unpublished_waiting.load(SeqCst),
+            unpublished: p.counts.unpublished.load(SeqCst),
             received: p.counts.received.load(SeqCst),
         })
 }

@@ -71,33 +71,57 @@ pub(crate) fn decode(message: &str) -> Option<PurgeRequest> {
     ))
 }
 
-/// Publishes what this node asks to purge (retrying while the transport is
-/// down, so a purge is not lost to a short outage).
+/// Publishes what this node asks to purge, in order. While the transport
+/// does not answer, the purge at the head is retried (backing off to every
+/// 5 s) and the ones behind it wait; once it has failed for `hold`, it and
+/// every purge waiting behind it are dropped, counted and logged with what
+/// they would have purged, so an operator sees exactly which pages may stay
+/// in the proxies.
 pub(crate) async fn publish(
     transport: Arc<dyn Transport>,
     mut rx: mpsc::UnboundedReceiver<PurgeRequest>,
     counts: Arc<Counts>,
+    hold: Duration,
 ) {
     while let Some(request) = rx.recv().await {
         let message = encode(&request);
+        let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(100);
-        for attempt in 0..10 {
+        let mut waiting = false;
+        loop {
             match transport.publish(&message).await {
                 Ok(()) => {
                     counts.published.fetch_add(1, SeqCst);
                     break;
                 }
-                Err(e) => {
-                    if attempt == 9 {
+                Err(e) if started.elapsed() >= hold => {
+                    let mut dropped = vec![request.clone()];
+                    while let Ok(next) = rx.try_recv() {
+                        dropped.push(next);
+                    }
+                    counts.unpublished.fetch_add(dropped.len() as u64, SeqCst);
+                    for request in &dropped {
                         tracing::warn!(
                             transport = transport.name(),
-                            "ultracache: a purge could not be published: {e}"
+                            purge = ?request,
+                            "ultracache: a purge was never published: the broadcast \
+                             did not answer for {hold:?} ({e})"
                         );
                     }
-                    tokio::time::sleep(delay).await;
+                    break;
+                }
+                Err(_) => {
+                    if !waiting {
+                        waiting = true;
+                        counts.unpublished_waiting.fetch_add(1, SeqCst);
+                    }
+                    tokio::time::sleep(delay.min(hold.saturating_sub(started.elapsed()))).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+        if waiting {
+            counts.unpublished_waiting.fetch_sub(1, SeqCst);
         }
     }
 }
