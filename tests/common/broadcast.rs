@@ -89,7 +89,10 @@ pub async fn node_one(
     invalidate(&load(999));
     let deadline = Instant::now() + Duration::from_secs(20);
     while purge::stats().received < 1 {
-        assert!(Instant::now() < deadline, "node 1 never heard its own purge");
+        assert!(
+            Instant::now() < deadline,
+            "node 1 never heard its own purge"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
