@@ -26,6 +26,11 @@
 //!   its own: any number of distinct timeouts share one cache.
 //! - `"name"` and the positional values make the key (a missing variable is a
 //!   stable placeholder).
+//! - `stale_if_error=seconds`: when rendering the block again after its
+//!   timeout fails (a function it calls returns an error), the last output is
+//!   used instead, for that many seconds past the timeout — never once
+//!   something it read was written (see [`Cache::stale_if_error`](crate::Cache::stale_if_error));
+//!   counted in the `template-block-graced` cache's `served_stale`.
 //! - `var=default` keyword arguments name context variables the block varies
 //!   on. When the variable is missing, a body that declares it
 //!   (`{% call(x) ultracache(500, "test", x=10) %}`) renders as if it were the
@@ -165,6 +170,58 @@ const MAX_LEARNED: usize = 32;
 enum Stored {
     Learned(Arc<Learned>),
     Html(Arc<str>),
+    /// The output of a block with `stale_if_error`, and the last moment it
+    /// may stand in for a failed render (its timeout and grace over).
+    Graced {
+        html: Arc<str>,
+        until: Option<std::time::Instant>,
+    },
+}
+
+/// Blocks with `stale_if_error`: their outputs are kept past their timeout
+/// for the longest grace a block may ask (each block's own is checked when
+/// a kept output is offered).
+static GRACED_BLOCKS: crate::cache::Cache<String, Stored> =
+    crate::cache::Cache::new("template-block-graced")
+        .module("ultracache")
+        .forever()
+        .stale_if_error(MAX_GRACE);
+
+/// The longest `stale_if_error` a block may ask: a week.
+const MAX_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// A block's output as stored: with its grace's end when it has one.
+fn output(
+    html: Arc<str>,
+    timeout: Option<std::time::Duration>,
+    grace: Option<std::time::Duration>,
+) -> Stored {
+    match grace {
+        Some(grace) => Stored::Graced {
+            html,
+            until: timeout
+                .and_then(|t| t.checked_add(grace.min(MAX_GRACE)))
+                .and_then(|t| std::time::Instant::now().checked_add(t)),
+        },
+        None => Stored::Html(html),
+    }
+}
+
+/// What a block's render counts as: stored when it is a plain output; a
+/// failure (that a kept output may answer) only when the render failed.
+struct BlockOutcome;
+
+impl crate::cache::Outcome<Result<Stored, Unstored>> for BlockOutcome {
+    type Value = Stored;
+    fn value(result: &Result<Stored, Unstored>) -> Option<&Stored> {
+        result.as_ref().ok()
+    }
+    fn wrap(value: Stored) -> Result<Stored, Unstored> {
+        Ok(value)
+    }
+    fn failed(result: &Result<Stored, Unstored>) -> bool {
+        matches!(result, Err(Unstored::Failed))
+    }
 }
 
 /// Every template block, whatever its timeout: each variant expires on its
@@ -295,7 +352,8 @@ enum Unstored {
         names: Vec<Var>,
         opaque: bool,
     },
-    Failed(Error),
+    /// The render failed (the error is kept by the caller).
+    Failed,
 }
 
 fn learned(base: &str) -> Option<Arc<Learned>> {
@@ -346,6 +404,19 @@ fn block(
     let caller: Value = kwargs.get("caller")?;
     let local: Option<bool> = kwargs.get("local")?;
     let local = local.unwrap_or(false);
+    let grace: Option<Value> = kwargs.get("stale_if_error")?;
+    let grace = match grace {
+        None => None,
+        Some(g) if g.is_none() => None,
+        Some(g) => Some(std::time::Duration::from_secs(
+            u64::try_from(g.clone()).map_err(|_| {
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("ultracache: stale_if_error must be whole seconds or none, not {g}"),
+                )
+            })?,
+        )),
+    };
     let declared: Vec<String> = caller
         .get_attr("arguments")
         .ok()
@@ -358,7 +429,7 @@ fn block(
         .unwrap_or_default();
     let mut own: Vec<Var> = Vec::new();
     for name in kwargs.args() {
-        if name != "caller" && name != "local" {
+        if name != "caller" && name != "local" && name != "stale_if_error" {
             own.push(Var {
                 name: name.to_owned(),
                 default: kwargs.peek::<Value>(name)?,
@@ -446,7 +517,15 @@ fn block(
             }
             return Ok(Value::from_safe_string(html?));
         }
-        let computed = BLOCKS.try_get_or_compute_for(variant.clone(), timeout, || {
+        let blocks = if grace.is_some() {
+            &GRACED_BLOCKS
+        } else {
+            &BLOCKS
+        };
+        // A failed render's error, kept here: the cache may answer the
+        // failure with an output kept past its timeout.
+        let mut failure = None;
+        let computed = blocks.compute_for_with::<_, BlockOutcome>(variant.clone(), timeout, || {
             if let Some(now) = learned(&base) {
                 if !Arc::ptr_eq(&now, &record) {
                     return Err(Unstored::Retry);
@@ -457,7 +536,8 @@ fn block(
                 Ok(html) => Arc::from(html),
                 Err(e) => {
                     crate::recorder::track_reads(reads);
-                    return Err(Unstored::Failed(e));
+                    failure = Some(e);
+                    return Err(Unstored::Failed);
                 }
             };
             let mut names = record.names.clone();
@@ -472,12 +552,26 @@ fn block(
                 });
             }
             crate::recorder::track_reads(reads);
-            Ok(Stored::Html(html))
+            Ok(output(html, timeout, grace))
         });
         match computed {
             Ok(Stored::Html(html)) => return Ok(Value::from_safe_string(html.to_string())),
+            Ok(Stored::Graced { html, until }) => {
+                // In place of this render's failure: only within the block's
+                // own grace.
+                if let Some(e) = failure {
+                    if until.is_some_and(|until| std::time::Instant::now() > until) {
+                        return Err(e);
+                    }
+                }
+                return Ok(Value::from_safe_string(html.to_string()));
+            }
             Ok(Stored::Learned(_)) | Err(Unstored::Retry) => continue,
-            Err(Unstored::Failed(e)) => return Err(e),
+            Err(Unstored::Failed) => {
+                return Err(failure.unwrap_or_else(|| {
+                    Error::new(ErrorKind::InvalidOperation, "ultracache: the block failed")
+                }))
+            }
             Err(Unstored::Learned {
                 html,
                 reads,
@@ -491,9 +585,9 @@ fn block(
                     let mut variant = base.clone();
                     let _ = write!(variant, "\u{1e}{}\u{1e}", record.generation);
                     var_parts(&mut variant, state, &record.names);
-                    BLOCKS.insert_recorded_for(
+                    blocks.insert_recorded_for(
                         variant,
-                        Stored::Html(Arc::clone(&html)),
+                        output(Arc::clone(&html), timeout, grace),
                         &crate::recorder::Recorded(reads.clone()),
                         timeout,
                     );

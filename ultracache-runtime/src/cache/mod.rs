@@ -336,6 +336,22 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         }
     }
 
+    /// [`try_get_or_compute_for`](Self::try_get_or_compute_for) under the
+    /// outcome `O`'s rules: what is stored, and what counts as a failure a
+    /// value kept past its timeout may answer.
+    #[cfg(feature = "minijinja")]
+    pub(crate) fn compute_for_with<R, O: Outcome<R, Value = V>>(
+        &self,
+        key: K,
+        timeout: Option<Duration>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        match self.core() {
+            Some(core) => core.resolve_for::<R, O>(key, None, timeout, f),
+            None => f(),
+        }
+    }
+
     /// The async form of [`get_or_compute`](Self::get_or_compute): callers that
     /// miss while another computes wait without blocking their thread.
     pub async fn get_or_compute_async(&self, key: K, fut: impl Future<Output = V>) -> V {
