@@ -1,7 +1,11 @@
-//! Single flight across nodes when the node computing dies: another process
-//! takes a key's lease and is killed (`SIGKILL`) while computing; this node,
-//! missing the same key, waits for the lease only as long as the lease lasts
-//! (5 s) and then computes the value itself — it neither hangs nor fails.
+//! Single flight across nodes when things go wrong:
+//! - the node computing dies: another process takes a key's lease and is
+//!   killed (`SIGKILL`) while computing; this node, missing the same key,
+//!   waits for the lease only as long as the lease lasts (5 s) and then
+//!   computes the value itself — it neither hangs nor fails;
+//! - a caller waiting for another node's lease is cancelled (its future
+//!   dropped by a timeout): nothing is left behind, and the holder's value
+//!   reaches the next caller.
 //!
 //! Uses the Redis the shared-tier tests use; without it the test says so
 //! loudly and passes; with `CI=true` it fails.
@@ -17,6 +21,58 @@ use common::shared_tier::{setup, CHILD};
 use ultracache::Cache;
 
 static PAGES: Cache<u32, String> = Cache::new("lease-killed-pages").forever().shared();
+
+// Two nodes' L1s in one process: caches of one name, each its own.
+static HOLDER: Cache<u32, String> = Cache::new("lease-cancel-pages").forever().shared();
+static WAITER: Cache<u32, String> = Cache::new("lease-cancel-pages").forever().shared();
+
+#[test]
+fn a_caller_cancelled_while_waiting_for_a_lease_leaves_nothing_behind() {
+    let Some(_) = setup() else { return };
+    let (computing_tx, computing) = std::sync::mpsc::channel();
+    let (finish, finish_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        HOLDER.get_or_compute(3, || {
+            computing_tx.send(()).expect("the test listens");
+            finish_rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("told to finish");
+            "page 3 from the holder".to_owned()
+        })
+    });
+    computing
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the holder computes under the lease");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let waits_before = ultracache::redis::tier_stats().lease_waits;
+    let cancelled = runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_millis(200),
+            WAITER.get_or_compute_async(3, async { "page 3 from the waiter".to_owned() }),
+        )
+        .await
+    });
+    assert!(
+        cancelled.is_err(),
+        "the waiter was still waiting: {cancelled:?}"
+    );
+    assert!(ultracache::redis::tier_stats().lease_waits > waits_before);
+    finish.send(()).expect("the holder listens");
+    assert_eq!(holder.join().expect("the holder"), "page 3 from the holder");
+    // The next caller on the waiting node gets the holder's value from Redis.
+    let page = runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            WAITER.get_or_compute_async(3, async { "page 3 from the waiter".to_owned() }),
+        )
+        .await
+    });
+    assert_eq!(page.expect("not stuck").as_str(), "page 3 from the holder");
+    assert_eq!(WAITER.stats().shared_hits, 1);
+}
 
 #[test]
 fn a_lease_whose_holder_died_is_taken_over_when_it_lapses() {
