@@ -181,7 +181,7 @@ fuzz_target!(|input: Input| {
     }
     SEEN.with(|seen| {
         let mut seen = seen.borrow_mut();
-        if seen.len() > 100_000 {
+        if seen.len() > 20_000 {
             seen.clear();
         }
         for (key, view) in [a, b].into_iter().flatten() {
