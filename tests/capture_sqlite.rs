@@ -689,3 +689,57 @@ async fn a_returning_write_is_seen_at_once_in_a_transaction_and_within_a_poll_in
     }
     assert_eq!(page::<ReturningPost>(&PAGE, &pool, 1).await, "autocommit");
 }
+
+#[derive(Clone, Debug, Trackable)]
+#[trackable(kind = "capture.code")]
+struct Code {
+    #[trackable(id)]
+    code: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_key_made_of_digits_refreshes_its_row() {
+    static NAME: Cache<String, String> = Cache::new("capture.code");
+    let (pool, _) = database().await;
+    sqlx::query("CREATE TABLE codes (code TEXT PRIMARY KEY, name TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO codes (code, name) VALUES ('007', 'bond'), ('7', 'seven')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let capture = Capture::start(&pool, vec![Table::of::<Code>("codes", "code")])
+        .await
+        .unwrap();
+    let name = |code: &'static str| {
+        let pool = pool.clone();
+        NAME.get_or_compute_async(code.to_owned(), async move {
+            let (n,): (String,) = sqlx::query_as("SELECT name FROM codes WHERE code = ?")
+                .bind(code)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            track_id::<Code>(code.to_owned());
+            n
+        })
+    };
+    assert_eq!(name("007").await, "bond");
+    assert_eq!(name("7").await, "seven");
+    sqlx::query("UPDATE codes SET name = 'james' WHERE code = '007'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    capture.sync().await.unwrap();
+    assert_eq!(
+        name("007").await,
+        "james",
+        "the row keyed '007' was written"
+    );
+    sqlx::query("UPDATE codes SET name = 'sept' WHERE code = '7'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    capture.sync().await.unwrap();
+    assert_eq!(name("7").await, "sept", "the row keyed '7' was written");
+}

@@ -235,20 +235,60 @@ impl Table {
 
     /// What a change whose logged value is `key` drops.
     pub(crate) fn deps(&self, key: &str, out: &mut Vec<Dep>) {
-        out.push(row_dep(self.kind, key));
+        row_deps(self.kind, key, out);
         if self.rows_are_objects {
             out.push(Dep::kind(self.kind));
         }
     }
 }
 
-/// The dependency of a row whose key column holds `key` (as text): an
-/// integer key is the integer id, anything else the text.
+/// The dependencies of a row whose key column holds `key` (as text): the
+/// text as a string id, and, when it reads as an integer, that integer id
+/// too. The log does not say which the model's id is: a text key made of
+/// digits (`"007"`, a postcode) is a string id, an integer column logs its
+/// digits; dropping both costs at most one needless drop.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn row_dep(kind: Kind, key: &str) -> Dep {
+pub(crate) fn row_deps(kind: Kind, key: &str, out: &mut Vec<Dep>) {
     match (key.parse::<u64>(), key.parse::<i64>()) {
-        (Ok(n), _) => Dep::object_key(kind, n),
-        (_, Ok(n)) => Dep::object(kind, &n),
-        _ => Dep::object(kind, key),
+        (Ok(n), _) => out.push(Dep::object_key(kind, n)),
+        (_, Ok(n)) => out.push(Dep::object(kind, &n)),
+        _ => {}
+    }
+    out.push(Dep::object(kind, key));
+}
+
+#[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
+mod tests {
+    use super::*;
+
+    const KIND: Kind = Kind::new("db.row");
+
+    fn deps(key: &str) -> Vec<Dep> {
+        let mut out = Vec::new();
+        row_deps(KIND, key, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_logged_key_reaches_the_object_whatever_the_type_of_its_id() {
+        // Integer ids, as their columns log them.
+        for n in [0i64, 7, -7, i64::MAX, i64::MIN] {
+            assert!(deps(&n.to_string()).contains(&Dep::object(KIND, &n)), "{n}");
+        }
+        assert!(deps(&u64::MAX.to_string()).contains(&Dep::object(KIND, &u64::MAX)));
+        // String ids, also those made of digits or signs.
+        for s in [
+            "hello",
+            "007",
+            "7",
+            "+5",
+            "-0",
+            "",
+            " 7",
+            "1e3",
+            "18446744073709551616",
+        ] {
+            assert!(deps(s).contains(&Dep::object(KIND, s)), "{s:?}");
+        }
     }
 }
