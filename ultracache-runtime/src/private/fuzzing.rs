@@ -65,3 +65,12 @@ pub fn purge_encode(request: &crate::purge::PurgeRequest) -> String {
 pub fn purge_decode(message: &str) -> Option<crate::purge::PurgeRequest> {
     crate::purge::broadcast::decode(message)
 }
+
+/// The dependencies change capture drops for a logged row of `kind` whose
+/// key column holds `key` (as text).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub fn capture_row_deps(kind: crate::dep::Kind, key: &str) -> Vec<crate::dep::Dep> {
+    let mut out = Vec::new();
+    crate::db::row_deps(kind, key, &mut out);
+    out
+}
