@@ -627,22 +627,31 @@ impl Tier {
     /// that no node reads the old entries from Redis after this returns.
     /// Redis's tick for the invalidation, when Redis took it.
     pub(crate) fn invalidate(&self, deps: &[Dep], kinds: &[crate::dep::Kind]) -> Option<u64> {
-        let (objects, kinds) = self.to_invalidate(deps, kinds)?;
-        let (reply, answer) = promise();
-        let sent = self.send(Op::Invalidate {
-            objects: objects.clone(),
-            kinds: kinds.clone(),
+        let sent = self.send_invalidation(deps, kinds, |objects, kinds, reply| Op::Invalidate {
+            objects,
+            kinds,
             reply,
-        });
-        let tick = if sent {
-            answer.take_timeout(self.timeout).flatten()
-        } else {
-            None
+        })?;
+        let tick = sent.answer(|a| a.take_timeout(self.timeout));
+        sent.settle(self, tick)
+    }
+
+    /// The async form of [`invalidate`](Self::invalidate).
+    pub(crate) async fn invalidate_async(
+        &self,
+        deps: &[Dep],
+        kinds: &[crate::dep::Kind],
+    ) -> Option<u64> {
+        let sent = self.send_invalidation(deps, kinds, |objects, kinds, reply| Op::Invalidate {
+            objects,
+            kinds,
+            reply,
+        })?;
+        let tick = match &sent.answer {
+            Some(a) => a.take_async_timeout(self.timeout).await.flatten(),
+            None => None,
         };
-        if tick.is_none() {
-            self.keep(objects, kinds);
-        }
-        tick
+        sent.settle(self, tick)
     }
 
     /// [`invalidate`](Self::invalidate), then waits (at most `wait`) until
@@ -654,23 +663,16 @@ impl Tier {
         kinds: &[crate::dep::Kind],
         wait: Duration,
     ) -> Option<Acks> {
-        let (objects, kinds) = self.to_invalidate(deps, kinds)?;
-        let (reply, answer) = promise();
-        let sent = self.send(Op::InvalidateAcknowledged {
-            objects: objects.clone(),
-            kinds: kinds.clone(),
-            wait,
-            reply,
-        });
-        let acks = if sent {
-            answer.take_timeout(self.timeout * 2 + wait).flatten()
-        } else {
-            None
-        };
-        if acks.is_none() {
-            self.keep(objects, kinds);
-        }
-        acks
+        let sent = self.send_invalidation(deps, kinds, |objects, kinds, reply| {
+            Op::InvalidateAcknowledged {
+                objects,
+                kinds,
+                wait,
+                reply,
+            }
+        })?;
+        let acks = sent.answer(|a| a.take_timeout(self.timeout * 2 + wait));
+        sent.settle(self, acks)
     }
 
     /// The async form of [`invalidate_acknowledged`](Self::invalidate_acknowledged).
@@ -680,50 +682,41 @@ impl Tier {
         kinds: &[crate::dep::Kind],
         wait: Duration,
     ) -> Option<Acks> {
-        let (objects, kinds) = self.to_invalidate(deps, kinds)?;
-        let (reply, answer) = promise();
-        let sent = self.send(Op::InvalidateAcknowledged {
-            objects: objects.clone(),
-            kinds: kinds.clone(),
-            wait,
-            reply,
-        });
-        let acks = if sent {
-            answer
+        let sent = self.send_invalidation(deps, kinds, |objects, kinds, reply| {
+            Op::InvalidateAcknowledged {
+                objects,
+                kinds,
+                wait,
+                reply,
+            }
+        })?;
+        let acks = match &sent.answer {
+            Some(a) => a
                 .take_async_timeout(self.timeout * 2 + wait)
                 .await
-                .flatten()
-        } else {
-            None
+                .flatten(),
+            None => None,
         };
-        if acks.is_none() {
-            self.keep(objects, kinds);
-        }
-        acks
+        sent.settle(self, acks)
     }
 
-    /// The async form of [`invalidate`](Self::invalidate).
-    pub(crate) async fn invalidate_async(
+    /// Sends the invalidation `op` builds (from the names and its reply).
+    /// `None` when there is nothing to invalidate or Redis is down (then it
+    /// is kept, for when Redis is back).
+    fn send_invalidation<T: Send + 'static>(
         &self,
         deps: &[Dep],
         kinds: &[crate::dep::Kind],
-    ) -> Option<u64> {
+        op: impl FnOnce(Vec<String>, Vec<String>, Box<dyn FnOnce(Option<T>) + Send>) -> Op,
+    ) -> Option<SentInvalidation<T>> {
         let (objects, kinds) = self.to_invalidate(deps, kinds)?;
         let (reply, answer) = promise();
-        let sent = self.send(Op::Invalidate {
-            objects: objects.clone(),
-            kinds: kinds.clone(),
-            reply,
-        });
-        let tick = if sent {
-            answer.take_async_timeout(self.timeout).await.flatten()
-        } else {
-            None
-        };
-        if tick.is_none() {
-            self.keep(objects, kinds);
-        }
-        tick
+        let sent = self.send(op(objects.clone(), kinds.clone(), reply));
+        Some(SentInvalidation {
+            answer: sent.then_some(answer),
+            objects,
+            kinds,
+        })
     }
 
     /// The names to invalidate; `None` when there are none, or when Redis is
@@ -817,6 +810,31 @@ impl Drop for Landing {
 
 /// A reply for the worker to call, and the promise the caller waits on.
 #[allow(clippy::type_complexity)]
+/// An invalidation handed to the tier's worker: Redis's answer to wait for
+/// (`None` when it could not be sent), and the names, kept for replay unless
+/// Redis answers.
+struct SentInvalidation<T> {
+    answer: Option<Arc<Promise<Option<T>>>>,
+    objects: Vec<String>,
+    kinds: Vec<String>,
+}
+
+impl<T> SentInvalidation<T> {
+    /// Waits for the answer with `wait` (blocking).
+    fn answer(&self, wait: impl FnOnce(&Promise<Option<T>>) -> Option<Option<T>>) -> Option<T> {
+        self.answer.as_deref().and_then(wait).flatten()
+    }
+
+    /// `got`, after keeping the invalidation for replay when Redis did not
+    /// answer.
+    fn settle(self, tier: &Tier, got: Option<T>) -> Option<T> {
+        if got.is_none() {
+            tier.keep(self.objects, self.kinds);
+        }
+        got
+    }
+}
+
 fn promise<T: Send + 'static>() -> (Box<dyn FnOnce(T) + Send>, Arc<Promise<T>>) {
     let answer = Arc::new(Promise::new());
     let set = Arc::clone(&answer);
