@@ -808,8 +808,6 @@ impl Drop for Landing {
     }
 }
 
-/// A reply for the worker to call, and the promise the caller waits on.
-#[allow(clippy::type_complexity)]
 /// An invalidation handed to the tier's worker: Redis's answer to wait for
 /// (`None` when it could not be sent), and the names, kept for replay unless
 /// Redis answers.
@@ -835,6 +833,8 @@ impl<T> SentInvalidation<T> {
     }
 }
 
+/// A reply for the worker to call, and the promise the caller waits on.
+#[allow(clippy::type_complexity)]
 fn promise<T: Send + 'static>() -> (Box<dyn FnOnce(T) + Send>, Arc<Promise<T>>) {
     let answer = Arc::new(Promise::new());
     let set = Arc::clone(&answer);
