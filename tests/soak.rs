@@ -1,0 +1,362 @@
+//! A soak of the flagship blog: readers, a writer editing titles and adding
+//! comments, and the admin API polled, all at once for a while, then a flood
+//! of distinct URLs. What must hold:
+//! - no request fails;
+//! - no page is stale: after each write returns, the pages that show what it
+//!   changed show it; and a reader that reads a post's title from the
+//!   database, then its page, then the title again, and finds the title
+//!   unchanged, finds that title on the page;
+//! - the store stays within its byte bound through the flood;
+//! - in the long form, resident memory after warm-up stays within 10 %.
+//!
+//! Short form (CI): `cargo test --test soak` (15 s, 5,000 flood URLs).
+//! Long form, before a release:
+//! `SOAK_SECONDS=600 SOAK_FLOOD=1000000 cargo test --release --test soak -- --nocapture`
+//! It prints its figures (RELIABILITY.md holds the last long run's).
+
+#[path = "../examples/blog/app.rs"]
+mod app;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ultracache::{run_pending_tasks, stats, Config, StoreConfig};
+
+/// The default store's byte bound (the blog's pages live there).
+const BOUND: u64 = 16 << 20;
+/// Posts the writer edits and the readers check against the database.
+const HOT_POSTS: u64 = 20;
+const TOKEN: &str = "soak-token";
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Resident memory of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A small xorshift: the soak needs variety, not quality.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    requests: AtomicU64,
+    failed: AtomicU64,
+    checks: AtomicU64,
+    writes: AtomicU64,
+    stale: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn stale(&self, what: String) {
+        let mut stale = self.stale.lock().unwrap();
+        if stale.len() < 20 {
+            stale.push(what);
+        }
+    }
+}
+
+struct Site {
+    base: String,
+    client: reqwest::Client,
+    db: app::Db,
+    tally: Tally,
+}
+
+impl Site {
+    /// GETs `path`: its body, or `None` (counted as failed) when the request
+    /// did not succeed.
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+        self.tally.requests.fetch_add(1, Relaxed);
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let body = match request.send().await {
+            Ok(r) if r.status().is_success() => r.text().await.ok(),
+            _ => None,
+        };
+        if body.is_none() {
+            self.tally.failed.fetch_add(1, Relaxed);
+        }
+        body
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> bool {
+        self.tally.requests.fetch_add(1, Relaxed);
+        let ok = matches!(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .form(form)
+                .send()
+                .await,
+            Ok(r) if r.status().as_u16() == 303
+        );
+        if !ok {
+            self.tally.failed.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+
+    async fn title(&self, post: u64) -> String {
+        app::post_by_slug(&self.db, &format!("post-{post}"))
+            .await
+            .expect("the database answers")
+            .expect("the post exists")
+            .title
+    }
+}
+
+async fn reader(site: Arc<Site>, seed: u64, until: Instant) {
+    let mut rng = Rng(seed | 1);
+    while Instant::now() < until {
+        match rng.below(10) {
+            // A hot post, checked against the database around the read.
+            0..=5 => {
+                let post = rng.below(HOT_POSTS) + 1;
+                let before = site.title(post).await;
+                let Some(page) = site.get(&format!("/posts/post-{post}"), &[]).await else {
+                    continue;
+                };
+                let after = site.title(post).await;
+                if before == after {
+                    site.tally.checks.fetch_add(1, Relaxed);
+                    if !page.contains(&before) {
+                        site.tally
+                            .stale(format!("/posts/post-{post} without {before:?}"));
+                    }
+                }
+            }
+            6 => {
+                site.get("/", &[]).await;
+            }
+            7 => {
+                site.get(&format!("/authors/{}", rng.below(4) + 1), &[])
+                    .await;
+            }
+            _ => {
+                site.get(&format!("/posts/post-{}", rng.below(200) + 1), &[])
+                    .await;
+            }
+        }
+    }
+}
+
+/// Edits titles and adds comments; after each write returns, the pages that
+/// show what it changed must show it.
+async fn writer(site: Arc<Site>, until: Instant) {
+    let mut rng = Rng(0x5eed);
+    let mut revision = 0u64;
+    while Instant::now() < until {
+        revision += 1;
+        let post = rng.below(HOT_POSTS) + 1;
+        let path = format!("/posts/post-{post}");
+        let author = format!("/authors/{}", post % 4 + 1);
+        if revision.is_multiple_of(2) {
+            let title = format!("Soak title {post} rev {revision}");
+            if !site
+                .post(&format!("{path}/edit"), &[("title", title.as_str())])
+                .await
+            {
+                continue;
+            }
+            site.tally.writes.fetch_add(1, Relaxed);
+            assert_eq!(site.title(post).await, title, "the edit committed");
+            for page in [&path, &author] {
+                if let Some(body) = site.get(page, &[]).await {
+                    site.tally.checks.fetch_add(1, Relaxed);
+                    if !body.contains(&title) {
+                        site.tally
+                            .stale(format!("{page} without {title:?} after the edit returned"));
+                    }
+                }
+            }
+        } else {
+            let text = format!("soak comment {revision}");
+            if !site
+                .post(&path, &[("name", "Soak"), ("body", text.as_str())])
+                .await
+            {
+                continue;
+            }
+            site.tally.writes.fetch_add(1, Relaxed);
+            if let Some(body) = site.get(&path, &[]).await {
+                site.tally.checks.fetch_add(1, Relaxed);
+                if !body.contains(&text) {
+                    site.tally.stale(format!(
+                        "{path} without {text:?} after the comment returned"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+async fn admin(site: Arc<Site>, until: Instant) {
+    let auth = format!("Bearer {TOKEN}");
+    while Instant::now() < until {
+        site.get("/_cache/api/stats", &[("authorization", auth.as_str())])
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn store_bytes() -> u64 {
+    run_pending_tasks();
+    let s = stats();
+    let store = s
+        .cache("pages")
+        .map(|c| c.store.clone())
+        .unwrap_or_default();
+    s.caches
+        .iter()
+        .filter(|c| c.store == store)
+        .map(|c| c.bytes)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blog_under_mixed_load_fails_no_request_serves_no_stale_page_and_stays_bounded() {
+    let seconds = env_u64("SOAK_SECONDS", 15);
+    let flood = env_u64("SOAK_FLOOD", 5_000);
+    Config::new()
+        .default_store(StoreConfig::new().max_bytes(BOUND))
+        .install()
+        .expect("configured once");
+    let db_path = std::env::temp_dir().join(format!("ultracache-soak-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&db_path);
+    let db = app::open(db_path.to_str().unwrap()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = app::router_with_admin(db.clone(), Some(TOKEN.into()));
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let site = Arc::new(Site {
+        base,
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        db,
+        tally: Tally::default(),
+    });
+
+    // Mixed load, with resident memory sampled all along.
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for seed in 0..6 {
+        tasks.push(tokio::spawn(reader(
+            Arc::clone(&site),
+            seed * 7919 + 1,
+            until,
+        )));
+    }
+    tasks.push(tokio::spawn(writer(Arc::clone(&site), until)));
+    tasks.push(tokio::spawn(admin(Arc::clone(&site), until)));
+    let every = Duration::from_secs((seconds / 60).clamp(1, 5));
+    let mut samples = Vec::new();
+    while Instant::now() < until {
+        tokio::time::sleep(every).await;
+        samples.push(rss_kib());
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the load ends in time")
+            .expect("no load task panicked");
+    }
+    let mixed_requests = site.tally.requests.load(Relaxed);
+    // The mixed phase's figures now: a long flood must not hide them.
+    println!(
+        "soak, mixed phase: {seconds} s, {mixed_requests} requests ({} writes, {} freshness \
+         checks); failed {}; stale {}; RSS samples (KiB) {samples:?}",
+        site.tally.writes.load(Relaxed),
+        site.tally.checks.load(Relaxed),
+        site.tally.failed.load(Relaxed),
+        site.tally.stale.lock().unwrap().len(),
+    );
+
+    // A flood of distinct URLs: each a page of its own.
+    let before_flood = rss_kib();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut flooders = Vec::new();
+    for _ in 0..8 {
+        let (site, next) = (Arc::clone(&site), Arc::clone(&next));
+        flooders.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Relaxed);
+                if n >= flood {
+                    return;
+                }
+                site.get(&format!("/?flood={n}"), &[]).await;
+            }
+        }));
+    }
+    for f in flooders {
+        tokio::time::timeout(Duration::from_secs(3600), f)
+            .await
+            .expect("the flood ends in time")
+            .expect("no flood task panicked");
+    }
+    let bytes = store_bytes();
+    let after_flood = rss_kib();
+
+    let tally = &site.tally;
+    let warm = &samples[samples.len() / 4..];
+    let (low, high) = (
+        warm.iter().copied().min().unwrap_or(0),
+        warm.iter().copied().max().unwrap_or(0),
+    );
+    println!(
+        "soak: {seconds} s mixed, {mixed_requests} requests ({} writes, {} freshness checks), \
+         then {flood} flood URLs; failed {}; stale {}; RSS after warm-up {low}–{high} KiB \
+         ({:+.1} %), {before_flood} KiB before the flood, {after_flood} KiB after; \
+         store {bytes} bytes of a {BOUND}-byte bound",
+        tally.writes.load(Relaxed),
+        tally.checks.load(Relaxed),
+        tally.failed.load(Relaxed),
+        tally.stale.lock().unwrap().len(),
+        if low == 0 {
+            0.0
+        } else {
+            (high as f64 / low as f64 - 1.0) * 100.0
+        },
+    );
+    assert_eq!(tally.failed.load(Relaxed), 0, "requests failed");
+    let stale = tally.stale.lock().unwrap();
+    assert!(stale.is_empty(), "stale pages: {stale:#?}");
+    assert!(tally.writes.load(Relaxed) > 0 && tally.checks.load(Relaxed) > 0);
+    assert!(
+        bytes <= BOUND + BOUND / 10,
+        "the store holds {bytes} bytes, past its {BOUND}-byte bound"
+    );
+    if seconds >= 300 {
+        assert!(
+            high * 10 <= low * 11,
+            "resident memory grew after warm-up: {low} → {high} KiB ({samples:?})"
+        );
+    }
+    let _ = std::fs::remove_file(&db_path);
+}
