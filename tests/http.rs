@@ -962,7 +962,7 @@ async fn ignored_paths_and_key_prefixes_that_say_no_are_not_cached() {
         .into_iter()
         .map(|u| u.key)
         .collect();
-    // The prefix, then the host the request was for, then the URL.
+    // The prefix, then the host the request was for, a line break, the URL.
     let host = base.trim_start_matches("http://");
-    assert_eq!(keys, [format!("v1:{host}/ignore/public")]);
+    assert_eq!(keys, [format!("v1:{host}\n/ignore/public")]);
 }
