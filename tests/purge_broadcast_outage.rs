@@ -192,12 +192,24 @@ async fn a_purge_made_while_the_broker_restarts_is_held_and_lands_when_it_is_bac
     )
     .expect("installed once");
 
-    // The subscription is up once this node receives its own purge.
-    invalidate(&load(99));
-    until("this node hears its own purge", 30, || {
-        purge::stats().received >= 1
-    })
-    .await;
+    // The subscription is up once this node receives its own purge (a
+    // purge published before its queue is bound reaches nobody: probe
+    // again until one is heard).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'probe: while purge::stats().received < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "this node never heard its own purge"
+        );
+        invalidate(&load(99));
+        let heard = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < heard {
+            if purge::stats().received >= 1 {
+                break 'probe;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     let client = reqwest::Client::builder()
         .no_proxy()
