@@ -165,11 +165,17 @@ fn no_node_reads_data_older_than_an_acknowledged_invalidation() {
         .env(CHILD, "1")
         .env("ULTRACACHE_REDIS_CLUSTER", cluster.url(other_node))
         .env("ULTRACACHE_REDIS_PREFIX", &prefix)
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .expect("the second node starts");
     wait_for_nodes(&cluster, &prefix, 2);
     run_node(u64::from(std::process::id()));
+    // The second node stays up (and acknowledging) until this one is done:
+    // a node that exits counts as live for 3 s, and a write meanwhile would
+    // wait for it.
+    let mut to_child = child.stdin.take().expect("stdin");
+    writeln!(to_child, "exit").expect("the second node listens");
     let (done_tx, done) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = done_tx.send(child.wait());
@@ -306,4 +312,7 @@ fn second_node() {
     // Live once this node has subscribed and heartbeated.
     let _ = oracle_page(0);
     run_node(u64::from(std::process::id()) ^ 0xabcd);
+    // Up until the other node is done too.
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
 }
