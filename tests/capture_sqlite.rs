@@ -311,21 +311,20 @@ async fn a_comment_refreshes_only_its_own_posts_pages_and_a_moved_one_refreshes_
 async fn a_log_of_the_earlier_layout_is_replaced_and_writes_keep_working() {
     static PAGE: Cache<i64, String> = Cache::new("capture.upgrade");
     let (pool, _) = database().await;
-    // The layout before logs named their column, with its trigger.
-    sqlx::query(
+    // The layout before logs named their column, with its trigger (in
+    // place of the log the hooked connections created; in one transaction,
+    // so that a connection the pool opens meanwhile finds the old log).
+    let mut tx = pool.begin().await.unwrap();
+    for sql in [
+        "DROP TABLE _ultracache_changes",
         "CREATE TABLE _ultracache_changes (\
          seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, key TEXT NOT NULL)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query(
         "CREATE TRIGGER _ultracache_posts_update AFTER UPDATE ON posts BEGIN \
          INSERT INTO _ultracache_changes (tbl, key) VALUES ('posts', NEW.id); END",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
     let capture = start::<UpgradedPost>(&pool).await;
     assert_eq!(page::<UpgradedPost>(&PAGE, &pool, 1).await, "old");
     set_title(&pool, 1, "upgraded").await;

@@ -133,6 +133,72 @@ pub(crate) fn apply_committed_blocking(deps: &[Dep], kinds: &[Kind]) -> usize {
     invalidate_local(deps, kinds)
 }
 
+/// A commit's changes held from before the commit is visible to other
+/// connections until they are applied after it is: SQLite's commit hook
+/// then its WAL hook, or [`db::Transaction::commit`](crate::db::Transaction::commit)
+/// around the database's commit.
+///
+/// Without it a reader could read the new rows in between and still be
+/// served a copy computed from the old ones, which the commit's
+/// invalidation is about to drop. [`begin`](Self::begin) holds the changes
+/// (see [`Versions::hold`](crate::versions::Versions::hold)) and drops this
+/// process's copies: until [`end`](Self::end), a computation that read them
+/// — before the commit or after, it cannot tell — is served to its caller
+/// but never stored, and a copy in the shared tier is a miss here. Other
+/// nodes hear of the commit when it is applied (eventual, unless the
+/// invalidation is acknowledged).
+#[cfg(feature = "sqlx")]
+#[derive(Debug)]
+pub(crate) struct HeldCommit {
+    hold: crate::versions::Hold,
+    deps: Vec<Dep>,
+    kinds: Vec<Kind>,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(feature = "sqlx")]
+impl HeldCommit {
+    /// Holds `deps` and whole `kinds`, then drops this process's entries
+    /// for them.
+    pub(crate) fn begin(deps: Vec<Dep>, kinds: Vec<Kind>) -> std::sync::Arc<Self> {
+        let hold = crate::versions::versions().hold(&deps, &kinds);
+        invalidate_local(&deps, &kinds);
+        std::sync::Arc::new(HeldCommit {
+            hold,
+            deps,
+            kinds,
+            ended: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the hold ended.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Ends the hold (once). `applied` says the changes were invalidated
+    /// since the commit became visible (or it rolled back); if not, they
+    /// are invalidated in this process first, so that a computation that
+    /// read the old rows is refused once the hold is gone.
+    pub(crate) fn end(&self, applied: bool) {
+        if self.ended.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if !applied {
+            invalidate_local(&self.deps, &self.kinds);
+        }
+        crate::versions::versions().release(&self.hold);
+    }
+}
+
+#[cfg(feature = "sqlx")]
+impl Drop for HeldCommit {
+    fn drop(&mut self) {
+        self.end(false);
+    }
+}
+
 /// [`invalidate_deps`], with the shared tier's tick for it (when Redis took
 /// it: a value written after it is stored there unless a later write came)
 /// and this process's (a value written against it is stored here unless a

@@ -38,6 +38,17 @@
 //!    marked *doomed* while the registry shard's lock is held; then they are
 //!    removed from their stores and caches.
 //!
+//! # Holding (a commit seen before it is visible)
+//!
+//! A database commit becomes visible to other connections before the
+//! writer's connection can invalidate what it changed. So the writer holds
+//! the dependencies first (a hold makes `fresh` fail for any basis), drops
+//! the entries, lets the commit become visible, invalidates again, and only
+//! then releases the hold. A reader that sees the new rows finds no entry of
+//! the old rows live: those entries were dropped before, and anything
+//! computed meanwhile — from the old rows or the new — failed its check
+//! while the hold stood, or started after the second invalidation.
+//!
 //! # Why it holds
 //!
 //! Every step above is sequentially consistent. A publisher registers before

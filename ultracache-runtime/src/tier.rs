@@ -295,6 +295,12 @@ impl<K, V> Shared<K, V> {
             };
         };
         match (self.codec.decode)(self.fingerprint, key_bytes, &bytes) {
+            // Held by a commit about to be applied (SQLite's commit hook):
+            // this copy may be what the commit replaces.
+            Some((_, deps)) if crate::versions::versions().held(&deps) => Found::Miss {
+                since: fetched.since,
+                lease,
+            },
             Some((value, deps)) => Found::Hit(value, deps),
             None => {
                 // Garbage, a truncated write or another type: a miss, removed.

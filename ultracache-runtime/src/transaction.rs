@@ -3,8 +3,13 @@
 //! discarded if it rolls back. Invalidating before the commit would be
 //! undone by any reader in between, which still reads (and caches) the old,
 //! committed rows; invalidating after it refuses and drops everything
-//! computed from them. A computation that runs inside the transaction may
-//! read its uncommitted writes, so it is not stored.
+//! computed from them — but leaves a moment when the new rows are visible
+//! and the old copies not yet dropped. So the queued invalidations are also
+//! *held* from just before the commit until they are applied
+//! (`invalidation::HeldCommit`): this process's copies go first, and what
+//! is computed from the rows in between is served but not stored. A
+//! computation that runs inside the transaction may read its uncommitted
+//! writes, so it is not stored.
 //!
 //! The queue is carried like a recording frame: [`Queue::scope`] installs it
 //! for each poll of a future, [`Queue::scope_blocking`] for a closure; every

@@ -16,6 +16,13 @@
 //! (with 65,536 slots and 65,536 exact versions at 10,000 writes per second,
 //! that needs a computation running for more than 6 seconds). Memory stays
 //! fixed.
+//!
+//! A dependency can also be **held** (a [`Hold`]): while it is, every
+//! computation that read it counts as changed, whatever its basis. A commit
+//! seen before it becomes visible to other connections (SQLite's commit
+//! hook) holds what it changes until it is applied after (its WAL hook): a
+//! computation that reads the rows in between — old or new, it cannot tell
+//! — is served to its caller but never stored.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::SeqCst;
@@ -45,6 +52,18 @@ pub(crate) struct Versions {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
     folded: Box<[AtomicU64]>,
+    /// How many holds are on (a publish looks at `held` only then).
+    holding: AtomicU64,
+    /// Held version keys, with how many holds hold each.
+    held: Mutex<HashMap<u64, u32, Hasher>>,
+}
+
+/// Dependencies held until [`Versions::release`]: see the module docs.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+pub(crate) struct Hold {
+    keys: Vec<u64>,
+    released: std::sync::atomic::AtomicBool,
 }
 
 static VERSIONS: LazyLock<Versions> = LazyLock::new(|| Versions::new(64, 1024, 1 << 16));
@@ -69,6 +88,8 @@ impl Versions {
             shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: per_shard.max(1),
             folded: (0..folded).map(|_| AtomicU64::new(0)).collect(),
+            holding: AtomicU64::new(0),
+            held: Mutex::new(HashMap::default()),
         }
     }
 
@@ -139,9 +160,68 @@ impl Versions {
         exact.unwrap_or(0).max(self.folded(key).load(SeqCst))
     }
 
-    /// Whether anything that `deps` name was invalidated after `basis`: the
-    /// dependency itself, its kind as a whole, or everything.
+    /// Holds `deps` (each as given) and whole `kinds` until the hold is
+    /// released: meanwhile every computation that read one of them counts
+    /// as changed. Hold first, then drop the entries, as an invalidation
+    /// versions first (see [`protocol`](crate::protocol)).
+    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+    pub(crate) fn hold(&self, deps: &[Dep], kinds: &[Kind]) -> Hold {
+        let keys: Vec<u64> = deps
+            .iter()
+            .map(Dep::hash64)
+            .chain(kinds.iter().map(|k| wildcard(*k)))
+            .collect();
+        self.holding.fetch_add(1, SeqCst);
+        let mut held = lock(&self.held);
+        for key in &keys {
+            *held.entry(*key).or_insert(0) += 1;
+        }
+        Hold {
+            keys,
+            released: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Ends `hold` (once; later calls do nothing). Release a hold only once
+    /// what it held was invalidated after the change became visible, so
+    /// that a computation that read the old data before is refused by its
+    /// version.
+    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+    pub(crate) fn release(&self, hold: &Hold) {
+        if hold.released.swap(true, SeqCst) {
+            return;
+        }
+        {
+            let mut held = lock(&self.held);
+            for key in &hold.keys {
+                if let Some(n) = held.get_mut(key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        held.remove(key);
+                    }
+                }
+            }
+        }
+        self.holding.fetch_sub(1, SeqCst);
+    }
+
+    /// Whether one of `deps`, or its kind as a whole, is held.
+    pub(crate) fn held(&self, deps: &[Dep]) -> bool {
+        if self.holding.load(SeqCst) == 0 {
+            return false;
+        }
+        let held = lock(&self.held);
+        deps.iter().any(|dep| {
+            held.contains_key(&dep.hash64()) || held.contains_key(&wildcard(dep.model_kind()))
+        })
+    }
+
+    /// Whether anything that `deps` name was invalidated after `basis` (the
+    /// dependency itself, its kind as a whole, or everything), or is held.
     pub(crate) fn changed(&self, deps: &[Dep], basis: u64) -> bool {
+        if self.held(deps) {
+            return true;
+        }
         if self.now() <= basis {
             // No invalidation at all since `basis`.
             return false;
@@ -211,6 +291,28 @@ mod tests {
         let basis = v.now();
         v.stamp_all();
         assert!(v.changed(&[Dep::object(Kind::new("other"), &1u32)], basis));
+    }
+
+    #[test]
+    fn a_held_dependency_is_changed_for_any_basis_until_released() {
+        let v = Versions::new(4, 16, 64);
+        let (dep, other) = (Dep::object(KIND, &1u32), Dep::object(KIND, &2u32));
+        let a = v.hold(&[dep], &[]);
+        let b = v.hold(&[dep], &[]);
+        assert!(v.changed(&[dep], v.now()), "a computation that starts now");
+        assert!(!v.changed(&[other], v.now()), "another object is not held");
+        v.release(&a);
+        v.release(&a);
+        assert!(v.changed(&[dep], v.now()), "the second hold stands");
+        v.release(&b);
+        assert!(!v.changed(&[dep], v.now()));
+        let kind = v.hold(&[], &[KIND]);
+        assert!(
+            v.changed(&[other], v.now()),
+            "a kind hold covers its objects"
+        );
+        v.release(&kind);
+        assert!(!v.changed(&[other], v.now()));
     }
 
     #[test]

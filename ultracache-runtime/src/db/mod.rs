@@ -110,11 +110,32 @@ impl<'c, DB: sqlx::Database> Transaction<'c, DB> {
     /// Commits, then applies the queued invalidations (the shared tier and
     /// every node first, then this process). When it returns, no read
     /// returns a value computed from the rows this transaction replaced.
+    ///
+    /// Meanwhile too, in this process: the queued invalidations are held
+    /// from just before the commit, so a reader that already reads the new
+    /// rows is never served a copy computed from the old ones (this
+    /// process's copies are dropped first, and what is computed from the
+    /// rows until the invalidations are applied is served but not stored).
+    /// A failed or cancelled commit ends the hold after invalidating here.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         let Transaction { inner, queue } = self;
-        inner.commit().await?;
         let (deps, kinds) = queue.take();
+        // Held from before the commit is visible until it is applied: a
+        // reader that reads the new rows meanwhile is not served a copy
+        // computed from the old ones, and what it computes is not stored.
+        let held = (!deps.is_empty() || !kinds.is_empty())
+            .then(|| crate::invalidation::HeldCommit::begin(deps.clone(), kinds.clone()));
+        if let Err(e) = inner.commit().await {
+            if let Some(held) = held {
+                // Whether it committed is unknown: invalidated, then ended.
+                held.end(false);
+            }
+            return Err(e);
+        }
         crate::invalidation::apply_committed(&deps, &kinds).await;
+        if let Some(held) = held {
+            held.end(true);
+        }
         Ok(())
     }
 

@@ -55,6 +55,7 @@ use sqlx::postgres::{PgListener, PgPool};
 
 pub use super::Table;
 use super::Transaction;
+use crate::dep::{Dep, Kind};
 
 /// How often the log is read when no notification arrives.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -278,36 +279,12 @@ impl Capture {
         .bind(seen.watermark)
         .fetch_all(&self.pool)
         .await?;
-        let mut deps = Vec::new();
-        let mut kinds = Vec::new();
         let mut applied = 0;
-        for (seq, tbl, col, key) in &rows {
-            if !seen.applied.insert(*seq) {
-                continue;
-            }
+        let new = rows.iter().filter(|(seq, ..)| seen.applied.insert(*seq));
+        let (deps, kinds) = self.invalidations(new.map(|(_, t, c, k)| {
             applied += 1;
-            if col == "*" {
-                // The table was truncated: every object its rows were, or
-                // belonged to, may have changed.
-                for t in self.tables.iter().filter(|t| &t.name == tbl) {
-                    kinds.push(t.kind);
-                }
-                continue;
-            }
-            // A NULL column (a comment of no post) belongs to nothing.
-            let Some(key) = key else { continue };
-            for t in self
-                .tables
-                .iter()
-                .filter(|t| &t.name == tbl && &t.key == col)
-            {
-                t.deps(key, &mut deps);
-            }
-        }
-        deps.sort_unstable();
-        deps.dedup();
-        kinds.sort_unstable_by_key(|k| k.name());
-        kinds.dedup();
+            (t.as_str(), c.as_str(), k.as_deref())
+        }));
         crate::invalidation::apply_committed(&deps, &kinds).await;
         if xmin > seen.watermark {
             // Entries below the new watermark are never read again.
@@ -325,9 +302,54 @@ impl Capture {
         Ok(applied)
     }
 
+    /// What log rows `(table, column, value)` drop: objects, and whole kinds
+    /// for a truncated table (column `*`).
+    fn invalidations<'r>(
+        &self,
+        rows: impl Iterator<Item = (&'r str, &'r str, Option<&'r str>)>,
+    ) -> (Vec<Dep>, Vec<Kind>) {
+        let mut deps = Vec::new();
+        let mut kinds = Vec::new();
+        for (tbl, col, key) in rows {
+            if col == "*" {
+                // The table was truncated: every object its rows were, or
+                // belonged to, may have changed.
+                for t in self.tables.iter().filter(|t| t.name == tbl) {
+                    kinds.push(t.kind);
+                }
+                continue;
+            }
+            // A NULL column (a comment of no post) belongs to nothing.
+            let Some(key) = key else { continue };
+            for t in self.tables.iter().filter(|t| t.name == tbl && t.key == col) {
+                t.deps(key, &mut deps);
+            }
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        kinds.sort_unstable_by_key(|k| k.name());
+        kinds.dedup();
+        (deps, kinds)
+    }
+
     /// Commits `tx` and applies its changes (and any other committed since)
-    /// before returning: the writer's next read sees its write.
+    /// before returning: the writer's next read sees its write, and no
+    /// reader that reads the new rows is served a copy computed from the
+    /// old ones (what the transaction logged is held from before the commit
+    /// until it is applied: see [`db::Transaction::commit`](super::Transaction::commit)).
     pub async fn commit(&self, tx: Transaction<'_, sqlx::Postgres>) -> Result<(), sqlx::Error> {
+        let mut tx = tx;
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT tbl, col, key FROM _ultracache_changes \
+             WHERE tx = pg_current_xact_id_if_assigned()::text::bigint",
+        )
+        .fetch_all(&mut **tx)
+        .await?;
+        let (deps, kinds) = self.invalidations(
+            rows.iter()
+                .map(|(t, c, k)| (t.as_str(), c.as_str(), k.as_deref())),
+        );
+        tx.queue.push(&deps, &kinds);
         tx.commit().await?;
         self.sync().await?;
         Ok(())

@@ -127,6 +127,10 @@ pub struct Capture {
     /// Log rows a hooked connection applied after their commit, which the
     /// background reader skips (dropping them once it has passed them).
     hooked: std::sync::Mutex<std::collections::BTreeSet<i64>>,
+    /// Commits a hooked connection holds (see `hooks`), by their last log
+    /// row: the background reader ends a hold once it applied that row (the
+    /// WAL hook does it first, but SQLite calls none for some commits).
+    holds: std::sync::Mutex<Vec<(i64, Arc<crate::invalidation::HeldCommit>)>>,
 }
 
 /// An SQL identifier, quoted.
@@ -172,13 +176,7 @@ impl Capture {
                 .execute(pool)
                 .await?;
         }
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS _ultracache_changes (\
-             seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, col TEXT NOT NULL, \
-             key TEXT)",
-        )
-        .execute(pool)
-        .await?;
+        sqlx::query(hooks::LOG_TABLE).execute(pool).await?;
         for t in &tables {
             // The table and its key column must exist: a typo is an error
             // now, not a silent miss later.
@@ -235,6 +233,7 @@ impl Capture {
             tables,
             seen: tokio::sync::Mutex::new(last),
             hooked: Default::default(),
+            holds: Default::default(),
         });
         {
             let mut conn = pool.acquire().await?;
@@ -323,6 +322,7 @@ impl Capture {
                 found
             };
             crate::invalidation::apply_committed(&deps, &kinds).await;
+            self.applied_until(last);
             applied += rows.len();
             *seen = last;
             // Keep the log short (other processes reading it have long
@@ -340,6 +340,42 @@ impl Capture {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend(seqs);
+    }
+
+    /// A hooked connection holds `held` until log row `last` is applied.
+    fn holds_until(&self, last: i64, held: &Arc<crate::invalidation::HeldCommit>) {
+        let mut holds = self
+            .holds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        holds.retain(|(_, h)| !h.ended());
+        holds.push((last, Arc::clone(held)));
+    }
+
+    /// Log rows up to `last` are applied: the holds of their commits end.
+    fn applied_until(&self, last: i64) {
+        let ended: Vec<_> = {
+            let mut holds = self
+                .holds
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (ended, kept) = std::mem::take(&mut *holds)
+                .into_iter()
+                .partition(|(l, _)| *l <= last);
+            *holds = kept;
+            ended
+        };
+        for (_, held) in ended {
+            held.end(true);
+        }
+    }
+
+    /// The kind of every captured table.
+    fn kinds(&self) -> Vec<Kind> {
+        let mut kinds: Vec<Kind> = self.tables.iter().map(|t| t.kind).collect();
+        kinds.sort_unstable_by_key(|k| k.name());
+        kinds.dedup_by_key(|k| k.name());
+        kinds
     }
 
     /// What log rows `(table, column, value)` drop, and whole `tables`.

@@ -303,3 +303,46 @@ fn a_key_invalidation_refuses_the_computation_in_flight() {
         },
     );
 }
+
+/// A commit seen before it is visible (SQLite's commit hook): the writer
+/// holds the object and drops its entries, makes the new data visible, then
+/// invalidates again and ends the hold. A reader that sees the new data
+/// finds no entry of the old live, whenever it looks, and a value computed
+/// from the old data meanwhile is never published.
+#[test]
+fn a_held_commit_leaves_no_old_entry_once_the_new_data_is_visible() {
+    model(
+        "a_held_commit_leaves_no_old_entry_once_the_new_data_is_visible",
+        || {
+            let world = World::new();
+            let _cached = world.cached_old();
+            let writer = {
+                let world = Arc::clone(&world);
+                thread::spawn(move || {
+                    let hold = world.versions.hold(&[dep()], &[]);
+                    let _ = invalidate(&world.versions, &world.registry, &[dep()], &[], |_, _| {});
+                    // The commit becomes visible.
+                    world
+                        .data
+                        .store(OLD + 1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = invalidate(&world.versions, &world.registry, &[dep()], &[], |_, _| {});
+                    world.versions.release(&hold);
+                    world.assert_fresh("after the hold ended");
+                })
+            };
+            let mut reads = Reads {
+                deps: Vec::new(),
+                hits: Vec::new(),
+                basis: world.versions.now(),
+            };
+            let v = world.data.load(std::sync::atomic::Ordering::SeqCst);
+            reads.deps.push(dep());
+            world.publish(2, v, &reads, None);
+            if world.data.load(std::sync::atomic::Ordering::SeqCst) != OLD {
+                world.assert_fresh("once the new data is visible");
+            }
+            writer.join().unwrap();
+            world.assert_fresh("at the end");
+        },
+    );
+}

@@ -12,6 +12,21 @@
 //! writer's next read — on any connection, in any task — sees its write,
 //! whether it was a raw `sqlx::query` in autocommit or a transaction.
 //!
+//! The WAL hook runs once the commit is visible to other connections, so a
+//! reader could read the new rows and still be served a copy computed from
+//! the old ones in the microseconds before the hook drops it. So each
+//! commit is also seen *before* it becomes visible, from SQLite's commit
+//! hook, which may not run SQL: a temporary trigger on the change log (one
+//! per connection, `_ultracache_note`) hands each log row to the connection
+//! as it is written, through a function only that connection has (other
+//! processes writing the file never call it). The commit hook holds what
+//! those rows change and drops this process's copies
+//! ([`HeldCommit`](crate::invalidation::HeldCommit)); until the WAL hook
+//! has applied the commit, a computation that read them is served to its
+//! caller but not stored. A connection without the trigger (the log table
+//! was replaced after it was hooked) holds every captured table whole for
+//! the commit instead.
+//!
 //! SQLite calls the WAL hook when the statement that commits runs to its end,
 //! which is how sqlx runs `execute`, `fetch_all` and every transaction's
 //! `commit`. A single-row fetch (`fetch_one`, `fetch_optional`) of a write
@@ -42,6 +57,7 @@ use sqlx::sqlite::{SqliteOperation, UpdateHookResult};
 use sqlx::SqliteConnection;
 
 use super::Capture;
+use crate::invalidation::HeldCommit;
 
 /// Log rows of one commit applied one by one; past it, their tables are
 /// dropped whole.
@@ -103,8 +119,16 @@ struct Hooked {
 struct State {
     /// The first and last log row the open transaction appended.
     logged: Option<(i64, i64)>,
+    /// How many log rows it appended (SQLite's update hook)…
+    logged_rows: usize,
+    /// …and those of them the note trigger handed over (all of them, on a
+    /// connection that has the trigger).
+    noted: Changes,
+    noted_rows: usize,
     /// Those of a transaction whose commit began, for the WAL hook.
     committing: Option<(i64, i64)>,
+    /// What that commit holds until the WAL hook applied it.
+    held: Option<Arc<HeldCommit>>,
 }
 
 impl Hooked {
@@ -118,7 +142,10 @@ impl Hooked {
         let seq = row.rowid;
         let mut state = lock(&self.state);
         // A commit the WAL hook never saw (see the module docs) is the
-        // background reader's.
+        // background reader's; it is visible by now, so its hold can end.
+        if let Some(held) = state.held.take() {
+            held.end(false);
+        }
         if state.committing.take().is_some() {
             static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
             if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -134,15 +161,69 @@ impl Hooked {
             Some((first, last)) => (first.min(seq), last.max(seq)),
             None => (seq, seq),
         });
+        state.logged_rows += 1;
     }
 
+    /// The note trigger hands over a log row as it is written.
+    fn noted(&self, seq: i64, table: String, column: String, key: Option<String>) {
+        let mut state = lock(&self.state);
+        state.noted_rows += 1;
+        if state.noted.rows.len() < LIMIT {
+            state.noted.rows.push((seq, table, column, key));
+        } else {
+            state.noted.tables.insert(table);
+        }
+    }
+
+    /// The open transaction is about to commit, not yet visible to other
+    /// connections: what it changed is held (see the module docs).
     fn commit_begins(&self) {
         let mut state = lock(&self.state);
+        if let Some(held) = state.held.take() {
+            // An earlier commit the WAL hook never saw: visible by now.
+            held.end(false);
+        }
         state.committing = state.logged.take();
+        let noted = std::mem::take(&mut state.noted);
+        let complete = state.noted_rows == state.logged_rows;
+        (state.logged_rows, state.noted_rows) = (0, 0);
+        let Some((_, last)) = state.committing else {
+            return;
+        };
+        drop(state);
+        let captures = captures(&self.file);
+        let (mut deps, mut kinds) = (Vec::new(), Vec::new());
+        for capture in &captures {
+            let (d, k) = if complete {
+                capture.invalidations(
+                    noted
+                        .rows
+                        .iter()
+                        .map(|(_, t, c, k)| (t.as_str(), c.as_str(), k.as_deref())),
+                    &noted.tables,
+                )
+            } else {
+                (Vec::new(), capture.kinds())
+            };
+            deps.extend(d);
+            kinds.extend(k);
+        }
+        if deps.is_empty() && kinds.is_empty() {
+            return;
+        }
+        let held = HeldCommit::begin(deps, kinds);
+        for capture in &captures {
+            capture.holds_until(last, &held);
+        }
+        lock(&self.state).held = Some(held);
     }
 
     fn rolled_back(&self) {
-        *lock(&self.state) = State::default();
+        let held = std::mem::take(&mut *lock(&self.state)).held;
+        if let Some(held) = held {
+            // Nothing changed.
+            held.end(true);
+        }
     }
 
     /// The open transaction committed: its log rows (one writer at a time,
@@ -151,7 +232,11 @@ impl Hooked {
     /// # Safety
     /// `db` is this connection, inside its WAL hook.
     unsafe fn committed(&self, db: *mut ffi::sqlite3) {
-        let Some((first, last)) = lock(&self.state).committing.take() else {
+        let (committing, held) = {
+            let mut state = lock(&self.state);
+            (state.committing.take(), state.held.take())
+        };
+        let Some((first, last)) = committing else {
             return;
         };
         // SAFETY: as this function's.
@@ -162,6 +247,9 @@ impl Hooked {
                     "ultracache: reading this commit's changes failed (SQLite code {code}); \
                      the background reader applies them"
                 );
+                if let Some(held) = held {
+                    held.end(false);
+                }
                 return;
             }
         };
@@ -177,6 +265,19 @@ impl Hooked {
             // Rows read here were committed when read, and are applied
             // now: the background reader need not apply them again.
             capture.applied_by_hook(changes.rows.iter().map(|(seq, ..)| *seq));
+        }
+        if let Some(held) = held {
+            held.end(true);
+        }
+    }
+}
+
+impl Drop for Hooked {
+    fn drop(&mut self) {
+        // A connection closed between a commit and its WAL hook.
+        let held = lock(&self.state).held.take();
+        if let Some(held) = held {
+            held.end(false);
         }
     }
 }
@@ -263,6 +364,18 @@ pub(super) async fn install(conn: &mut SqliteConnection) -> Result<bool, sqlx::E
             _ => return Ok(false),
         }
     }
+    // The change log, for the note trigger (the capture creates it too, in
+    // the same layout; a database that refuses writes now is only hooked).
+    // A log of an earlier layout (until the capture replaces it) gets no
+    // trigger: one naming a column the log lacks would fail every write.
+    let _ = sqlx::query(LOG_TABLE).execute(&mut *conn).await;
+    let logged = sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM pragma_table_info('_ultracache_changes') \
+         WHERE name IN ('seq', 'tbl', 'col', 'key')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .is_ok_and(|n| n == 4);
     let hooked = Arc::new(Hooked {
         file,
         state: Mutex::new(State::default()),
@@ -289,6 +402,11 @@ pub(super) async fn install(conn: &mut SqliteConnection) -> Result<bool, sqlx::E
             h.rolled_back();
         }
     });
+    // The note function holds a reference of its own, which SQLite releases
+    // with the function (or at once, when registering it fails).
+    let note_data = Arc::into_raw(Arc::clone(&hooked))
+        .cast_mut()
+        .cast::<c_void>();
     let data = Arc::into_raw(hooked).cast_mut().cast::<c_void>();
     let db = handle.as_raw_handle().as_ptr();
     // SAFETY: `db` is open and no other thread uses it while `handle` is
@@ -307,7 +425,83 @@ pub(super) async fn install(conn: &mut SqliteConnection) -> Result<bool, sqlx::E
         }
         ffi::sqlite3_wal_hook(db, Some(wal_hook), data);
     }
+    // SAFETY: as above; `note` reads `note_data` only while the function is
+    // registered, and `release` frees it once.
+    let noting = unsafe {
+        ffi::sqlite3_create_function_v2(
+            db,
+            NOTE.as_ptr(),
+            4,
+            ffi::SQLITE_UTF8,
+            note_data,
+            Some(note),
+            None,
+            None,
+            Some(release),
+        ) == ffi::SQLITE_OK
+    };
+    drop(handle);
+    if logged && noting {
+        // Without it each commit holds every captured table whole (see the
+        // module docs): slower, not wrong.
+        let _ = sqlx::query(
+            "CREATE TEMP TRIGGER IF NOT EXISTS _ultracache_note AFTER INSERT ON \
+             main._ultracache_changes BEGIN \
+             SELECT _ultracache_note(NEW.seq, NEW.tbl, NEW.col, NEW.key); END",
+        )
+        .execute(&mut *conn)
+        .await;
+    }
     Ok(true)
+}
+
+/// The function the note trigger calls.
+const NOTE: &CStr = c"_ultracache_note";
+
+/// The change log's layout.
+pub(super) const LOG_TABLE: &str = "CREATE TABLE IF NOT EXISTS _ultracache_changes (\
+     seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, col TEXT NOT NULL, key TEXT)";
+
+/// `_ultracache_note(seq, table, column, key)`: hands a log row to the
+/// connection's state as the row is written.
+unsafe extern "C" fn note(
+    ctx: *mut ffi::sqlite3_context,
+    argc: c_int,
+    argv: *mut *mut ffi::sqlite3_value,
+) {
+    // SAFETY: SQLite passes `argc` values, valid during this call, and the
+    // function's user data, which `install` made a `Hooked` reference that
+    // lives as long as the function.
+    unsafe {
+        let hooked = &*ffi::sqlite3_user_data(ctx).cast_const().cast::<Hooked>();
+        if argc == 4 {
+            let args = std::slice::from_raw_parts(argv, 4);
+            let seq = ffi::sqlite3_value_int64(args[0]);
+            let (table, column, key) = (value(args[1]), value(args[2]), value(args[3]));
+            if let (Some(table), Some(column)) = (table, column) {
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    hooked.noted(seq, table, column, key);
+                }));
+            }
+        }
+        ffi::sqlite3_result_null(ctx);
+    }
+}
+
+/// A function argument as text, `None` for NULL.
+///
+/// # Safety
+/// `v` is a value SQLite passed to the function being called.
+unsafe fn value(v: *mut ffi::sqlite3_value) -> Option<String> {
+    // SAFETY: the contract; the text is copied before the call returns.
+    unsafe {
+        let text = ffi::sqlite3_value_text(v);
+        if text.is_null() {
+            return None;
+        }
+        let len = usize::try_from(ffi::sqlite3_value_bytes(v)).unwrap_or(0);
+        Some(String::from_utf8_lossy(std::slice::from_raw_parts(text, len)).into_owned())
+    }
 }
 
 /// Whether `conn` carries the hooks.
