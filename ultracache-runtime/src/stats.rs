@@ -106,6 +106,12 @@ pub struct CacheStats {
     /// Calls answered with a value past its timeout, within its grace,
     /// because computing it again failed ([`Cache::stale_if_error`](crate::Cache::stale_if_error)).
     pub served_stale: u64,
+    /// Values past their timeout kept for their grace period (not in
+    /// `entries`), and what they weigh (not in `bytes`). In a store bounded
+    /// in bytes they weigh at most a quarter of its bound.
+    pub kept: u64,
+    /// See `kept`.
+    pub kept_bytes: u64,
 }
 
 impl CacheStats {

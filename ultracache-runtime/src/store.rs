@@ -25,6 +25,8 @@ pub(crate) struct Store {
     pub(crate) name: String,
     entries: Entries,
     pub(crate) default_timeout: Option<Duration>,
+    /// Its byte bound, when it has one.
+    pub(crate) max_bytes: Option<u64>,
     /// The tick of the last `clear_store` of this store.
     pub(crate) cleared: crate::sync::AtomicU64,
 }
@@ -93,6 +95,7 @@ impl Store {
                 Evictions,
             ),
             default_timeout: config.default_timeout,
+            max_bytes: config.max_bytes,
             cleared: crate::sync::AtomicU64::new(0),
         }
     }

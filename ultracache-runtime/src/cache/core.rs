@@ -287,6 +287,10 @@ impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
             let guard = self.front.guard();
             self.front.values(&guard).map(|s| u64::from(s.weight)).sum()
         };
+        let (kept, kept_bytes) = self.grace.as_ref().map_or((0, 0), |g| {
+            let (n, bytes) = g.kept();
+            (n as u64, bytes)
+        });
         CacheStats {
             name: self.name,
             module: self.module,
@@ -303,6 +307,8 @@ impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
             coalesced: c.coalesced.get(),
             shared_hits: c.shared_hits.get(),
             served_stale: c.served_stale.get(),
+            kept,
+            kept_bytes,
         }
     }
 

@@ -25,25 +25,83 @@ use crate::versions::versions;
 /// ended are dropped, and if none has, a new one is not kept.
 const MAX_KEPT: usize = 10_000;
 
+/// In a store bounded in bytes, the kept values of one cache weigh at most
+/// this share of the bound (`bound / KEPT_SHARE`): past it, those whose grace
+/// ends first make room, and a value heavier than the share is not kept.
+pub(super) const KEPT_SHARE: u64 = 4;
+
 /// A value past its timeout, kept for its grace period.
 struct Kept<V> {
     value: V,
     deps: Box<[Dep]>,
     basis: u64,
     until: Nanos,
+    /// Its entry's weight (bytes, as the store counts them).
+    weight: u64,
 }
 
 /// One cache's expired values, by key.
 pub(super) struct Grace<K, V> {
     period: Duration,
-    kept: Mutex<HashMap<K, Kept<V>, Hasher>>,
+    /// The bytes its kept values may weigh, in a store bounded in bytes.
+    budget: Option<u64>,
+    kept: Mutex<KeptValues<K, V>>,
+}
+
+struct KeptValues<K, V> {
+    by_key: HashMap<K, Kept<V>, Hasher>,
+    /// What they weigh together.
+    bytes: u64,
+}
+
+impl<K: CacheKey, V> KeptValues<K, V> {
+    fn remove(&mut self, key: &K) {
+        if let Some(k) = self.by_key.remove(key) {
+            self.bytes -= k.weight;
+        }
+    }
+
+    /// Drops those whose grace ended.
+    fn sweep(&mut self, now: Nanos) {
+        let mut freed = 0;
+        self.by_key.retain(|_, k| {
+            let keep = k.until > now;
+            if !keep {
+                freed += k.weight;
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+
+    /// Drops the one whose grace ends first.
+    fn drop_soonest(&mut self) -> bool {
+        let soonest = self
+            .by_key
+            .iter()
+            .min_by_key(|(_, k)| k.until)
+            .map(|(key, _)| key.clone());
+        match soonest {
+            Some(key) => {
+                self.remove(&key);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl<K: CacheKey, V: CacheValue> Grace<K, V> {
-    pub(super) fn new(period: Duration) -> Self {
+    /// Keeps values for `period` past their timeout; `store_bytes` is the
+    /// byte bound of the cache's store, if it has one.
+    pub(super) fn new(period: Duration, store_bytes: Option<u64>) -> Self {
         Grace {
             period,
-            kept: Mutex::new(HashMap::with_hasher(Hasher::default())),
+            budget: store_bytes.map(|b| (b / KEPT_SHARE).max(1)),
+            kept: Mutex::new(KeptValues {
+                by_key: HashMap::with_hasher(Hasher::default()),
+                bytes: 0,
+            }),
         }
     }
 
@@ -56,29 +114,52 @@ impl<K: CacheKey, V: CacheValue> Grace<K, V> {
         if until <= now {
             return;
         }
+        let weight = u64::from(slot.weight);
+        if self.budget.is_some_and(|budget| weight > budget) {
+            return;
+        }
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        if kept.len() >= MAX_KEPT && !kept.contains_key(&slot.key) {
-            kept.retain(|_, k| k.until > now);
-            if kept.len() >= MAX_KEPT {
+        kept.remove(&slot.key);
+        if kept.by_key.len() >= MAX_KEPT {
+            kept.sweep(now);
+            if kept.by_key.len() >= MAX_KEPT {
                 return;
             }
         }
-        kept.insert(
+        if let Some(budget) = self.budget {
+            if kept.bytes + weight > budget {
+                kept.sweep(now);
+            }
+            while kept.bytes + weight > budget {
+                if !kept.drop_soonest() {
+                    break;
+                }
+            }
+        }
+        kept.bytes += weight;
+        kept.by_key.insert(
             slot.key.clone(),
             Kept {
                 value: slot.value.clone(),
                 deps: slot.deps.as_slice().into(),
                 basis: slot.basis,
                 until,
+                weight,
             },
         );
     }
 
     pub(super) fn forget(&self, key: &K) {
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        if !kept.is_empty() {
+        if !kept.by_key.is_empty() {
             kept.remove(key);
         }
+    }
+
+    /// How many values are kept, and what they weigh.
+    pub(super) fn kept(&self) -> (usize, u64) {
+        let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        (kept.by_key.len(), kept.bytes)
     }
 }
 
@@ -89,7 +170,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     pub(super) fn serve_kept(&self, key: &K) -> Option<V> {
         let grace = self.grace.as_ref()?;
         let mut kept = grace.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        let k = kept.get(key)?;
+        let k = kept.by_key.get(key)?;
         let v = versions();
         let good = clock::now() < k.until
             && !v.changed(&k.deps, k.basis)

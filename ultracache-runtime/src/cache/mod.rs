@@ -113,6 +113,11 @@ impl<K, V> Cache<K, V> {
     /// since is never served this way: an invalidated value is known to be
     /// wrong. Counted in [`CacheStats::served_stale`](crate::CacheStats::served_stale).
     ///
+    /// Kept values stay inside the memory bound: in a store bounded in
+    /// bytes, this cache's weigh at most a quarter of the bound (those whose
+    /// grace ends first make room; a heavier value is not kept); otherwise at
+    /// most 10,000 are kept ([`CacheStats::kept`](crate::CacheStats::kept)).
+    ///
     /// ```
     /// use std::time::Duration;
     /// use ultracache::Cache;
@@ -260,7 +265,9 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         {
             core.shared = shared;
         }
-        core.grace = self.grace.map(grace::Grace::new);
+        core.grace = self
+            .grace
+            .map(|period| grace::Grace::new(period, core.store.max_bytes));
         let core = Arc::new(core);
         let handle: Arc<dyn CacheHandle> = Arc::clone(&core) as Arc<dyn CacheHandle>;
         rt.register_cache(Arc::downgrade(&handle));
