@@ -122,3 +122,50 @@ async fn the_site_serves_through_a_database_outage_but_never_a_written_page() {
     );
     assert_eq!(get_page(&c, &one).await.1, "HIT");
 }
+
+/// A handler that hangs behind a timeout layer: the timeout's answer (408
+/// by `tower_http`'s default, or 504) is a failure, answered with the last
+/// good page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_times_out_is_answered_with_the_last_good_page() {
+    use std::sync::atomic::AtomicBool;
+    use tower_http::timeout::TimeoutLayer;
+
+    static HANGS: AtomicBool = AtomicBool::new(false);
+    async fn slow(Path(id): Path<i64>) -> String {
+        if HANGS.load(SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        format!("slow {}", load(id + 100).id)
+    }
+    let mut bases = Vec::new();
+    for status in [StatusCode::REQUEST_TIMEOUT, StatusCode::GATEWAY_TIMEOUT] {
+        let app = Router::new()
+            .route("/slow/{id}", get(slow))
+            .layer(TimeoutLayer::with_status_code(
+                status,
+                Duration::from_millis(100),
+            ))
+            .layer(CacheLayer::new(TIMEOUT).stale_if_error(Duration::from_secs(3600)));
+        bases.push((status, serve(app).await));
+    }
+    let c = client();
+    for (_, base) in &bases {
+        assert_eq!(get_page(&c, &format!("{base}/slow/1")).await.1, "MISS");
+    }
+    HANGS.store(true, SeqCst);
+    tokio::time::sleep(PAST).await;
+    for (status, base) in &bases {
+        assert_eq!(
+            get_page(&c, &format!("{base}/slow/1")).await,
+            (200, "STALE".into(), "slow 101".into()),
+            "a {status} from the timeout layer"
+        );
+        // A page never cached has nothing to fall back on.
+        assert_eq!(
+            get_page(&c, &format!("{base}/slow/2")).await.0,
+            status.as_u16()
+        );
+    }
+    HANGS.store(false, SeqCst);
+}

@@ -307,7 +307,9 @@ impl CacheLayer {
 
     /// Serves stale on error, never stale on change: after the timeout, a
     /// page is kept for `grace` more and served (`X-Cache: STALE`) when the
-    /// handler answers its URL with a server error (5xx) or fails — so that
+    /// handler answers its URL with a server error (5xx), times out (a 408
+    /// or 504 from a timeout layer inside this one, such as
+    /// `tower_http::timeout::TimeoutLayer`) or fails — so that
     /// a database outage does not turn a cached site into an error page (as
     /// Varnish's grace mode and RFC 5861's `stale-if-error`). A page
     /// something it read was written since is never served this way.

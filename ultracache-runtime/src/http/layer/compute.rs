@@ -40,11 +40,15 @@ impl<E> Outcome<Computed<E>> for StoreOutcome {
             serve: None,
         }
     }
-    /// A server error or a handler's error: what `stale_if_error` answers.
+    /// A server error, a timeout or a handler's error: what
+    /// `stale_if_error` answers. (A 408 is a timeout layer's answer for a
+    /// handler that took too long, `tower_http::timeout`'s default.)
     fn failed(result: &Computed<E>) -> bool {
         match &result.serve {
             Some(Reply::Error(_)) => true,
-            Some(Reply::Response(r)) => r.status().is_server_error(),
+            Some(Reply::Response(r)) => {
+                r.status().is_server_error() || r.status() == http::StatusCode::REQUEST_TIMEOUT
+            }
             _ => false,
         }
     }
