@@ -37,8 +37,55 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Resident memory of this process, in KiB.
+/// Counts the bytes the process's Rust code holds (SQLite's own heap
+/// aside): resident memory also holds what the allocator keeps after frees.
+struct Live;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged; the
+// counter only adds and subtracts the sizes of those calls.
+unsafe impl std::alloc::GlobalAlloc for Live {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new) };
+        if !p.is_null() {
+            LIVE.fetch_add(new, Relaxed);
+            LIVE.fetch_sub(layout.size(), Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Live = Live;
+
+/// The bytes Rust code holds now, in KiB.
+fn live_kib() -> u64 {
+    (LIVE.load(Relaxed) / 1024) as u64
+}
+
+/// Resident memory of this process, in KiB, after the allocator returned
+/// what it can to the system (glibc keeps freed memory otherwise).
 fn rss_kib() -> u64 {
+    #[cfg(target_env = "gnu")]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's malloc_trim only releases free memory.
+        unsafe { malloc_trim(0) };
+    }
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
@@ -331,9 +378,15 @@ async fn the_blog_under_mixed_load_fails_no_request_serves_no_stale_page_and_sta
     tasks.push(tokio::spawn(admin(Arc::clone(&site), until)));
     let every = Duration::from_secs((seconds / 60).clamp(1, 5));
     let mut samples = Vec::new();
+    let mut live = Vec::new();
+    let mut held = Vec::new();
     while Instant::now() < until {
         tokio::time::sleep(every).await;
         samples.push(rss_kib());
+        live.push(live_kib());
+        let s = stats();
+        let bytes: u64 = s.caches.iter().map(|c| c.bytes + c.kept_bytes).sum();
+        held.push((s.entries, s.dependency_links, bytes / 1024));
     }
     for task in tasks {
         tokio::time::timeout(Duration::from_secs(60), task)
@@ -345,7 +398,8 @@ async fn the_blog_under_mixed_load_fails_no_request_serves_no_stale_page_and_sta
     // The mixed phase's figures now: a long flood must not hide them.
     println!(
         "soak, mixed phase: {seconds} s, {mixed_requests} requests ({} writes, {} freshness \
-         checks); failed {}; stale {}; RSS samples (KiB) {samples:?}",
+         checks); failed {}; stale {}; RSS samples (KiB) {samples:?}; Rust heap samples \
+         (KiB) {live:?}; (entries, dependency links, cached KiB) samples {held:?}",
         site.tally.writes.load(Relaxed),
         site.tally.checks.load(Relaxed),
         site.tally.failed.load(Relaxed),
@@ -378,16 +432,20 @@ async fn the_blog_under_mixed_load_fails_no_request_serves_no_stale_page_and_sta
     let after_flood = rss_kib();
 
     let tally = &site.tally;
-    let warm = &samples[samples.len() / 4..];
-    let (low, high) = (
-        warm.iter().copied().min().unwrap_or(0),
-        warm.iter().copied().max().unwrap_or(0),
-    );
+    let range = |samples: &[u64]| {
+        let warm = &samples[samples.len() / 4..];
+        (
+            warm.iter().copied().min().unwrap_or(0),
+            warm.iter().copied().max().unwrap_or(0),
+        )
+    };
+    let (low, high) = range(&samples);
+    let (live_low, live_high) = range(&live);
     println!(
         "soak: {seconds} s mixed, {mixed_requests} requests ({} writes, {} freshness checks), \
          then {flood} flood URLs; failed {}; stale {}; RSS after warm-up {low}–{high} KiB \
-         ({:+.1} %), {before_flood} KiB before the flood, {after_flood} KiB after; \
-         store {bytes} bytes of a {BOUND}-byte bound",
+         ({:+.1} %), Rust heap {live_low}–{live_high} KiB; {before_flood} KiB before the \
+         flood, {after_flood} KiB after; store {bytes} bytes of a {BOUND}-byte bound",
         tally.writes.load(Relaxed),
         tally.checks.load(Relaxed),
         tally.failed.load(Relaxed),
@@ -411,6 +469,12 @@ async fn the_blog_under_mixed_load_fails_no_request_serves_no_stale_page_and_sta
             high * 10 <= low * 11,
             "resident memory grew after warm-up: {low} → {high} KiB ({samples:?})"
         );
+        assert!(
+            live_high * 10 <= live_low * 11,
+            "the Rust heap grew after warm-up: {live_low} → {live_high} KiB ({live:?})"
+        );
     }
-    let _ = std::fs::remove_file(&db_path);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
+    }
 }
