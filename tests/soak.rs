@@ -150,7 +150,7 @@ impl Site {
                 return None;
             }
             Err(e) => {
-                self.failure(format!("GET {path}: {e}"));
+                self.failure(format!("GET {path}: {e:?}"));
                 return None;
             }
         };
@@ -175,7 +175,7 @@ impl Site {
                 false
             }
             Err(e) => {
-                self.failure(format!("POST {path}: {e}"));
+                self.failure(format!("POST {path}: {e:?}"));
                 false
             }
         }

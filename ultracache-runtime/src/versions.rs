@@ -85,7 +85,17 @@ impl Versions {
         Versions {
             tick: AtomicU64::new(1),
             cleared: AtomicU64::new(0),
-            shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
+            // The order of each shard holds at most `per_shard + 1` pairs:
+            // allocated once, so that the versions' memory does not creep up
+            // as each shard fills (1 MiB for the process's versions).
+            shards: (0..shards)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        versions: HashMap::default(),
+                        order: VecDeque::with_capacity(per_shard.max(1) + 1),
+                    })
+                })
+                .collect(),
             per_shard: per_shard.max(1),
             folded: (0..folded).map(|_| AtomicU64::new(0)).collect(),
             holding: AtomicU64::new(0),
@@ -313,6 +323,21 @@ mod tests {
         );
         v.release(&kind);
         assert!(!v.changed(&[other], v.now()));
+    }
+
+    #[test]
+    fn the_ring_of_recent_versions_is_allocated_once_and_never_grows() {
+        let v = Versions::new(4, 64, 64);
+        let capacity = |v: &Versions| -> Vec<usize> {
+            v.shards.iter().map(|s| lock(s).order.capacity()).collect()
+        };
+        let before = capacity(&v);
+        assert!(before.iter().all(|&c| c > 64), "{before:?}");
+        for i in 0..100_000u32 {
+            v.stamp(&[Dep::object(KIND, &(i % 5_000))]);
+        }
+        assert_eq!(capacity(&v), before, "a shard's ring grew");
+        assert!(v.exact() <= 4 * 65);
     }
 
     #[test]
