@@ -10,13 +10,13 @@
 
 mod common;
 
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::{Arc, OnceLock};
 
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use common::redis_server::{free_port, start_redis};
+use common::redis_server::{free_port, signal, start_redis};
 use common::sqlite::{database, set_title};
 use sqlx::SqlitePool;
 use ultracache::db::sqlite::{Capture, Table};
@@ -48,14 +48,6 @@ async fn page(pool: &SqlitePool, id: i64) -> String {
         title(pool, id).await
     })
     .await
-}
-
-fn signal(redis: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &redis.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig}");
 }
 
 /// The paused-and-resumed Redis of this binary's tests, which take it one

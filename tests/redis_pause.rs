@@ -6,22 +6,13 @@
 
 mod common;
 
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::redis_server::{free_port, start_redis, wait_until};
+use common::redis_server::{free_port, signal, start_redis, wait_until};
 use common::Runs;
 use serde::{Deserialize, Serialize};
 use ultracache::redis::tier_stats;
 use ultracache::{cached, invalidate, tracks, Config, Trackable};
-
-fn signal(redis: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &redis.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig}");
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize, Trackable)]
 #[trackable(kind = "pause.post")]

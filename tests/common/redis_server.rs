@@ -39,6 +39,15 @@ pub fn start_redis(port: u16) -> Option<Child> {
     Some(child)
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`…) to the redis-server `redis`.
+pub fn signal(redis: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &redis.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig}");
+}
+
 /// Says loudly that the test cannot run without redis-server; in CI
 /// (`CI=true`) that fails the test.
 pub fn skip(test: &str) {
