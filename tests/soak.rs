@@ -43,6 +43,60 @@ struct Live;
 
 static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Live allocations by size class (16-byte steps up to 4 KiB, then powers
+/// of two): where the heap grew, when it did.
+static CLASSES: [std::sync::atomic::AtomicI64; CLASS_COUNT] =
+    [const { std::sync::atomic::AtomicI64::new(0) }; CLASS_COUNT];
+const CLASS_COUNT: usize = 257 + 64;
+
+fn class(size: usize) -> usize {
+    if size <= 4096 {
+        size.div_ceil(16)
+    } else {
+        257 + (usize::BITS - (size - 1).leading_zeros()) as usize
+    }
+}
+
+fn class_name(class: usize) -> String {
+    if class <= 256 {
+        format!("{}..={} B", (class * 16).saturating_sub(15), class * 16)
+    } else {
+        format!("..={} B", 1u64 << (class - 257))
+    }
+}
+
+fn count(size: usize, by: i64) {
+    CLASSES[class(size)].fetch_add(by, Relaxed);
+}
+
+/// Live allocations per size class now.
+fn classes() -> Vec<i64> {
+    CLASSES.iter().map(|c| c.load(Relaxed)).collect()
+}
+
+/// The size classes whose live allocations grew most between two samples.
+fn grown(before: &[i64], after: &[i64]) -> String {
+    let mut grown: Vec<(i64, usize, i64)> = (0..CLASS_COUNT)
+        .map(|c| {
+            let n = after[c] - before[c];
+            let size = if c <= 256 {
+                c as i64 * 16
+            } else {
+                1i64 << (c - 257).min(62)
+            };
+            (n * size, c, n)
+        })
+        .filter(|(bytes, ..)| *bytes > 0)
+        .collect();
+    grown.sort_by_key(|(bytes, ..)| std::cmp::Reverse(*bytes));
+    grown
+        .iter()
+        .take(8)
+        .map(|(bytes, c, n)| format!("{} {n:+} (~{} KiB)", class_name(*c), bytes / 1024))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 // SAFETY: every call is passed on to the system allocator unchanged; the
 // counter only adds and subtracts the sizes of those calls.
 unsafe impl std::alloc::GlobalAlloc for Live {
@@ -50,18 +104,22 @@ unsafe impl std::alloc::GlobalAlloc for Live {
         let p = unsafe { std::alloc::System.alloc(layout) };
         if !p.is_null() {
             LIVE.fetch_add(layout.size(), Relaxed);
+            count(layout.size(), 1);
         }
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         unsafe { std::alloc::System.dealloc(ptr, layout) };
         LIVE.fetch_sub(layout.size(), Relaxed);
+        count(layout.size(), -1);
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
         let p = unsafe { std::alloc::System.realloc(ptr, layout, new) };
         if !p.is_null() {
             LIVE.fetch_add(new, Relaxed);
             LIVE.fetch_sub(layout.size(), Relaxed);
+            count(new, 1);
+            count(layout.size(), -1);
         }
         p
     }
@@ -380,10 +438,15 @@ async fn the_blog_under_mixed_load_fails_no_request_serves_no_stale_page_and_sta
     let mut samples = Vec::new();
     let mut live = Vec::new();
     let mut held = Vec::new();
+    let warm = started + Duration::from_secs(seconds / 4);
+    let mut warm_classes = None;
     while Instant::now() < until {
         tokio::time::sleep(every).await;
         samples.push(rss_kib());
         live.push(live_kib());
+        if warm_classes.is_none() && Instant::now() >= warm {
+            warm_classes = Some(classes());
+        }
         let s = stats();
         let bytes: u64 = s.caches.iter().map(|c| c.bytes + c.kept_bytes).sum();
         held.push((s.entries, s.dependency_links, bytes / 1024));
@@ -395,6 +458,12 @@ async fn the_blog_under_mixed_load_fails_no_request_serves_no_stale_page_and_sta
             .expect("no load task panicked");
     }
     let mixed_requests = site.tally.requests.load(Relaxed);
+    if let Some(warm) = &warm_classes {
+        println!(
+            "soak: live allocations grown since warm-up, by size: {}",
+            grown(warm, &classes())
+        );
+    }
     // The mixed phase's figures now: a long flood must not hide them.
     println!(
         "soak, mixed phase: {seconds} s, {mixed_requests} requests ({} writes, {} freshness \

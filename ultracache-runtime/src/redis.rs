@@ -31,6 +31,7 @@
 //! `Serialize`); a shared cache of another value type does not compile.
 
 mod connect;
+mod direct;
 mod tier;
 
 use connect::Target;

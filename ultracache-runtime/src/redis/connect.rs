@@ -211,4 +211,17 @@ impl LuaCall<'_> {
             result => result,
         }
     }
+
+    /// [`invoke`](Self::invoke) on a blocking connection of a single server.
+    pub(crate) fn invoke_blocking<T: redis::FromRedisValue>(
+        &self,
+        c: &mut redis::Connection,
+    ) -> RedisResult<T> {
+        match self.command("EVALSHA", &self.lua.hash).query(c) {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.command("EVAL", self.lua.source).query(c)
+            }
+            result => result,
+        }
+    }
 }

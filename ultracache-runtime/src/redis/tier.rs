@@ -1,6 +1,8 @@
 //! The Redis tier: one background thread per process owns the connections
 //! (a multiplexed one for commands, one for pub/sub) on a small runtime of its
-//! own, so sync and async callers on any executor use it alike.
+//! own, so sync and async callers on any executor use it alike. Sync callers'
+//! reads of a single server skip the hop: they run on the caller's thread,
+//! on a small pool of blocking connections (`direct`).
 //!
 //! Fail open: every call has a timeout; a failure marks the tier down (logged
 //! once per outage) and callers compute instead. While down, the tier is
@@ -22,6 +24,7 @@ use crate::dep::Dep;
 use crate::wait::Promise;
 
 use super::connect::{Backend, Connection, Lua, Target};
+use super::direct::Direct;
 use crate::tier::codec::{dep_name, hash};
 use crate::tier::{Fetched, Lease};
 
@@ -324,6 +327,10 @@ pub(crate) struct Tier {
     /// A replay is on its way to Redis.
     replaying: AtomicBool,
     pub(crate) counts: TierCounts,
+    /// Blocking connections for sync callers' reads (a single server only).
+    direct: Option<Direct>,
+    /// The fetch-lease script, for those reads.
+    fetch_lease: Lua,
 }
 
 #[derive(Default)]
@@ -364,6 +371,11 @@ impl Tier {
             owed: AtomicBool::new(false),
             replaying: AtomicBool::new(false),
             counts: TierCounts::default(),
+            direct: match &client {
+                Backend::Single(c) => Some(Direct::new(c.clone(), timeout)),
+                Backend::Cluster { .. } => None,
+            },
+            fetch_lease: Lua::new(FETCH_LEASE),
         });
         let worker = Arc::downgrade(&tier);
         std::thread::Builder::new()
@@ -477,9 +489,36 @@ impl Tier {
         if !self.usable() {
             return None;
         }
+        if let Some(result) = self
+            .direct()
+            .and_then(|d| d.call(|c| fetch_blocking_on(c, &self.prefix, &key)))
+        {
+            return self.answered(result);
+        }
         let (reply, answer) = promise();
         self.send(Op::Fetch { key, reply });
         answer.take_timeout(self.timeout).flatten()
+    }
+
+    /// The blocking connections for a sync caller's read: while the tier is
+    /// up (a down tier is tried again through its own thread, which notices
+    /// when Redis is back).
+    fn direct(&self) -> Option<&Direct> {
+        self.direct.as_ref().filter(|_| !self.down.load(SeqCst))
+    }
+
+    /// A direct read's answer; a failure counts as one of the tier's.
+    fn answered(&self, result: redis::RedisResult<Fetched>) -> Option<Fetched> {
+        match result {
+            Ok(fetched) => Some(fetched),
+            Err(e) => {
+                if let Some(direct) = &self.direct {
+                    direct.forget();
+                }
+                self.failed("command", &e);
+                None
+            }
+        }
     }
 
     /// Fetches an entry (for async callers, on any executor).
@@ -523,6 +562,26 @@ impl Tier {
     pub(crate) fn lease_blocking(&self, key: String, wait: Option<Duration>) -> Option<Fetched> {
         if !self.usable() {
             return None;
+        }
+        if let Some(direct) = self.direct() {
+            // A hit is one plain GET (a hit needs no tick: a value found is
+            // not computed here); a miss, or anything that is not an entry,
+            // goes on to the script that takes the lease (and reads the tick
+            // the computation starts from).
+            let result = direct.call(|c| {
+                let (entry,): (redis::Value,) = redis::pipe().ignore_errors().get(&key).query(c)?;
+                if let redis::Value::BulkString(bytes) = entry {
+                    return Ok(Fetched {
+                        bytes: Some(bytes),
+                        since: 0,
+                        lease: Lease::None,
+                    });
+                }
+                fetch_lease_blocking(c, self, &key, wait)
+            });
+            if let Some(result) = result {
+                return self.answered(result);
+            }
         }
         let (reply, answer) = self.leased_reply(&key);
         self.send(Op::FetchLease { key, wait, reply });
@@ -1033,47 +1092,15 @@ async fn execute(
                     return Err(e);
                 }
             };
-            // Per command: a key holding another type, or garbage under the
-            // tick, is bad data, not an outage.
-            let result: redis::RedisResult<(redis::Value, redis::Value)> = redis::pipe()
-                .ignore_errors()
-                .get(&key)
-                .get(format!("{}tick", tier.prefix))
-                .query_async(&mut c)
-                .await;
+            let result: redis::RedisResult<(redis::Value, redis::Value)> =
+                fetch_pipeline(&tier.prefix, &key).query_async(&mut c).await;
             match result {
                 Ok((entry, tick)) => {
-                    let bytes = match entry {
-                        redis::Value::BulkString(bytes) => Some(bytes),
-                        redis::Value::Nil => None,
-                        other => {
-                            // Not an entry (another type under its key):
-                            // dropped, and read as a miss.
-                            tracing::warn!(
-                                key,
-                                "ultracache: Redis holds something other than an entry \
-                                 under an entry key ({other:?}); deleted"
-                            );
-                            let _: redis::RedisResult<()> = c.del(&key).await;
-                            None
-                        }
-                    };
-                    // A tick that does not read as a number is repaired by the
-                    // next invalidation; until then a value computed now is
-                    // offered as of tick 0, which Redis refuses if anything it
-                    // read was ever invalidated (refusing is the safe side).
-                    let since = match tick {
-                        redis::Value::BulkString(t) => std::str::from_utf8(&t)
-                            .ok()
-                            .and_then(|t| t.parse::<u64>().ok())
-                            .unwrap_or(0),
-                        _ => 0,
-                    };
-                    reply(Some(Fetched {
-                        bytes,
-                        since,
-                        lease: Lease::None,
-                    }));
+                    let (fetched, bad) = fetched(&key, entry, tick);
+                    if bad {
+                        let _: redis::RedisResult<()> = c.del(&key).await;
+                    }
+                    reply(Some(fetched));
                     Ok(())
                 }
                 Err(e) => {
@@ -1366,6 +1393,71 @@ async fn acknowledged(
 }
 
 /// The key of an entry's lease: beside it, in its slot.
+/// What a fetch read: the entry (a value of another type under its key is
+/// bad data: read as a miss, and `true` to have it deleted) and Redis's tick.
+fn fetched(key: &str, entry: redis::Value, tick: redis::Value) -> (Fetched, bool) {
+    let (bytes, bad) = match entry {
+        redis::Value::BulkString(bytes) => (Some(bytes), false),
+        redis::Value::Nil => (None, false),
+        other => {
+            tracing::warn!(
+                key,
+                "ultracache: Redis holds something other than an entry \
+                 under an entry key ({other:?}); deleted"
+            );
+            (None, true)
+        }
+    };
+    // A tick that does not read as a number is repaired by the next
+    // invalidation; until then a value computed now is offered as of tick 0,
+    // which Redis refuses if anything it read was ever invalidated (refusing
+    // is the safe side).
+    let since = match tick {
+        redis::Value::BulkString(t) => std::str::from_utf8(&t)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(0),
+        _ => 0,
+    };
+    let fetched = Fetched {
+        bytes,
+        since,
+        lease: Lease::None,
+    };
+    (fetched, bad)
+}
+
+/// The pipeline of a fetch: the entry and the tick, each read on its own (a
+/// key holding another type, or garbage under the tick, is bad data, not an
+/// outage).
+fn fetch_pipeline(prefix: &str, key: &str) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors().get(key).get(format!("{prefix}tick"));
+    pipe
+}
+
+/// One answer of the fetch-lease script: `None` while another node holds
+/// the lease.
+fn leased(tier: &Tier, entry: Vec<u8>, tick: &str, taken: i64, token: &str) -> Option<Fetched> {
+    let since = tick.parse::<u64>().unwrap_or(0);
+    let fetched = |bytes, lease| Fetched {
+        bytes,
+        since,
+        lease,
+    };
+    if !entry.is_empty() {
+        return Some(fetched(Some(entry), Lease::None));
+    }
+    if taken == 1 {
+        tier.counts.leases.fetch_add(1, SeqCst);
+        return Some(fetched(None, Lease::Acquired(token.to_owned())));
+    }
+    None
+}
+
+/// How long a node that another node's lease holds back waits between asks.
+const LEASE_POLL: Duration = Duration::from_millis(2);
+
 fn lease_key(entry_key: &str) -> String {
     entry_key.replacen("}e:", "}l:", 1)
 }
@@ -1396,30 +1488,87 @@ async fn fetch_lease(
             .arg(LEASE_TTL.as_millis() as u64)
             .invoke(c)
             .await?;
+        if let Some(fetched) = leased(tier, entry, &tick, taken, &token) {
+            return Ok(fetched);
+        }
         let since = tick.parse::<u64>().unwrap_or(0);
-        let fetched = |bytes, lease| Fetched {
-            bytes,
-            since,
-            lease,
-        };
-        if !entry.is_empty() {
-            return Ok(fetched(Some(entry), Lease::None));
-        }
-        if taken == 1 {
-            tier.counts.leases.fetch_add(1, SeqCst);
-            return Ok(fetched(None, Lease::Acquired(token)));
-        }
         match deadline {
-            None => return Ok(fetched(None, Lease::Held)),
+            None => return Ok(held(since)),
             Some(d) if tokio::time::Instant::now() >= d => {
                 // Waited long enough: computed here, without the lease.
-                return Ok(fetched(None, Lease::None));
+                return Ok(unleased(since));
             }
             Some(_) => {
                 tier.counts.lease_waits.fetch_add(1, SeqCst);
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                tokio::time::sleep(LEASE_POLL).await;
             }
         }
+    }
+}
+
+/// A fetch on the caller's thread, on a blocking connection.
+fn fetch_blocking_on(
+    c: &mut redis::Connection,
+    prefix: &str,
+    key: &str,
+) -> redis::RedisResult<Fetched> {
+    let (entry, tick): (redis::Value, redis::Value) = fetch_pipeline(prefix, key).query(c)?;
+    let (fetched, bad) = fetched(key, entry, tick);
+    if bad {
+        let _: redis::RedisResult<()> = redis::Commands::del(c, key);
+    }
+    Ok(fetched)
+}
+
+/// [`fetch_lease`] on the caller's thread, on a blocking connection.
+fn fetch_lease_blocking(
+    c: &mut redis::Connection,
+    tier: &Tier,
+    key: &str,
+    wait: Option<Duration>,
+) -> redis::RedisResult<Fetched> {
+    let deadline = wait.map(|w| std::time::Instant::now() + w);
+    let token = format!("{}{:016x}", tier.node, crate::entry::next_id());
+    loop {
+        let (entry, tick, taken): (Vec<u8>, String, i64) = tier
+            .fetch_lease
+            .call()
+            .key(key)
+            .key(lease_key(key))
+            .key(format!("{}tick", tier.prefix))
+            .arg(&token)
+            .arg(LEASE_TTL.as_millis() as u64)
+            .invoke_blocking(c)?;
+        if let Some(fetched) = leased(tier, entry, &tick, taken, &token) {
+            return Ok(fetched);
+        }
+        let since = tick.parse::<u64>().unwrap_or(0);
+        match deadline {
+            None => return Ok(held(since)),
+            Some(d) if std::time::Instant::now() >= d => return Ok(unleased(since)),
+            Some(_) => {
+                tier.counts.lease_waits.fetch_add(1, SeqCst);
+                std::thread::sleep(LEASE_POLL);
+            }
+        }
+    }
+}
+
+/// A miss while another node holds the key's lease.
+fn held(since: u64) -> Fetched {
+    Fetched {
+        bytes: None,
+        since,
+        lease: Lease::Held,
+    }
+}
+
+/// A miss to compute without the lease.
+fn unleased(since: u64) -> Fetched {
+    Fetched {
+        bytes: None,
+        since,
+        lease: Lease::None,
     }
 }
 
