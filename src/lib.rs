@@ -65,12 +65,12 @@ pub use ultracache_runtime::{
     invalidate_any_of, invalidate_async, invalidate_deps, invalidate_deps_async, invalidate_id,
     invalidate_kind, invalidate_paths, path_dep, record, record_future, registered,
     run_pending_tasks, stats, track, track_dep, track_deps, track_id, track_kind, track_value,
-    AsyncFromMiss, Cache, CacheKey, CacheModel, CacheStats, CacheValue, CachedFn, Captured, Config,
-    ConfigError, Dep, DependentPaths, Equivalent, Frame, FrameExt, FromMiss, HeapSize, IdHasher,
-    InFrame, Kind, Lookup, Mapping, Missing, ModelInfo, ModelKey, Models, OkOnly, Outcome, Plain,
-    Recorded, RecordedFuture, Recording, Reference, Registered, SaveError, Stats, StoreConfig,
-    Timeout, Trackable, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_STORE, DEFAULT_TIMEOUT,
-    PATH_KIND,
+    writing, AsyncFromMiss, Cache, CacheKey, CacheModel, CacheStats, CacheValue, CachedFn,
+    Captured, Config, ConfigError, Dep, DependentPaths, Equivalent, Frame, FrameExt, FromMiss,
+    HeapSize, IdHasher, InFrame, Kind, Lookup, Mapping, Missing, ModelInfo, ModelKey, Models,
+    OkOnly, Outcome, Plain, Recorded, RecordedFuture, Recording, Reference, Registered, SaveError,
+    Stats, StoreConfig, Timeout, Trackable, Writing, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES,
+    DEFAULT_STORE, DEFAULT_TIMEOUT, PATH_KIND,
 };
 
 #[cfg(feature = "axum")]

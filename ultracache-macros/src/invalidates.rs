@@ -1,6 +1,8 @@
 //! `#[invalidates(Model, …)]`: after the function succeeds, the objects it
 //! wrote (found in its arguments and result, or named by `id = …`) and their
-//! kinds are invalidated.
+//! kinds are invalidated. What its arguments name is held from before the
+//! body runs until then (a reader that sees the write before the
+//! invalidation is not served a copy computed from the old data).
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
@@ -58,6 +60,7 @@ pub(crate) fn expand(args: InvalidatesArgs, f: Function) -> syn::Result<TokenStr
             let mut __ultracache_paths: #p::Vec<#p::String> = #p::Vec::new();
             #(#scan_args)*
             #id
+            let __ultracache_hold = #p::hold_written(&__ultracache_deps, &__ultracache_kinds);
             let __ultracache_result: #ret = #value;
             if (&&#p::ArgProbe(&__ultracache_result)).__ultracache_succeeded() {
                 for __ultracache_kind in __ultracache_kinds {
@@ -67,6 +70,7 @@ pub(crate) fn expand(args: InvalidatesArgs, f: Function) -> syn::Result<TokenStr
                         .__ultracache_arg_paths(__ultracache_kind, &mut __ultracache_paths);
                 }
                 #p::invalidate_written(__ultracache_deps, __ultracache_paths, &__ultracache_kinds);
+                __ultracache_hold.applied();
             }
             __ultracache_result
         }

@@ -38,6 +38,65 @@ pub fn invalidate<T: Trackable + ?Sized>(obj: &T) -> usize {
     invalidate_deps(&written(obj))
 }
 
+/// Starts a write of `obj` made outside `#[invalidates]`
+/// and the database integrations (raw SQL, another client library): call it
+/// before the write, and [`Writing::done`] once the write committed.
+///
+/// A committed write is visible to other readers before the invalidation
+/// after it runs; without the hold, a reader in between — which may have
+/// read the new row itself — could be served the copy computed from the old
+/// one. From this call until `done`, this process's copies of what `obj`
+/// names are gone and a computation that read it is served to its caller
+/// but not stored (nor taken from the shared tier). `done` then invalidates
+/// as [`invalidate`] does, everywhere, and ends the hold. Dropped without
+/// `done` (the write failed, or the caller gave up), the hold ends after
+/// dropping this process's copies again.
+///
+/// ```
+/// use ultracache::{writing, Trackable};
+///
+/// #[derive(Trackable)]
+/// struct Post { id: i64 }
+///
+/// let post = Post { id: 7 };
+/// let write = writing(&post);
+/// // … UPDATE posts SET … WHERE id = 7, committed …
+/// write.done();
+/// ```
+pub fn writing<T: Trackable + ?Sized>(obj: &T) -> Writing {
+    let deps = written(obj);
+    Writing {
+        held: HeldCommit::begin(deps.clone(), Vec::new()),
+        deps,
+    }
+}
+
+/// A write in progress: see [`writing`].
+#[derive(Debug)]
+#[must_use = "a write's hold ends, without invalidating everywhere, when this is dropped: call `done`"]
+pub struct Writing {
+    held: std::sync::Arc<HeldCommit>,
+    deps: Vec<Dep>,
+}
+
+impl Writing {
+    /// The write committed: invalidates what it wrote (everywhere, as
+    /// [`invalidate`]), then ends the hold. Returns how many entries were
+    /// dropped here.
+    pub fn done(self) -> usize {
+        let n = invalidate_deps(&self.deps);
+        self.held.end(true);
+        n
+    }
+
+    /// The async form of [`done`](Self::done).
+    pub async fn done_async(self) -> usize {
+        let n = invalidate_deps_async(&self.deps).await;
+        self.held.end(true);
+        n
+    }
+}
+
 /// What writing `obj` invalidates: the object, its kind, its pages.
 pub(crate) fn written<T: Trackable + ?Sized>(obj: &T) -> Vec<Dep> {
     let mut deps = vec![obj.dep(), Dep::kind(T::KIND)];
@@ -147,7 +206,6 @@ pub(crate) fn apply_committed_blocking(deps: &[Dep], kinds: &[Kind]) -> usize {
 /// but never stored, and a copy in the shared tier is a miss here. Other
 /// nodes hear of the commit when it is applied (eventual, unless the
 /// invalidation is acknowledged).
-#[cfg(feature = "sqlx")]
 #[derive(Debug)]
 pub(crate) struct HeldCommit {
     hold: crate::versions::Hold,
@@ -156,7 +214,6 @@ pub(crate) struct HeldCommit {
     ended: std::sync::atomic::AtomicBool,
 }
 
-#[cfg(feature = "sqlx")]
 impl HeldCommit {
     /// Holds `deps` and whole `kinds`, then drops this process's entries
     /// for them.
@@ -192,7 +249,6 @@ impl HeldCommit {
     }
 }
 
-#[cfg(feature = "sqlx")]
 impl Drop for HeldCommit {
     fn drop(&mut self) {
         self.end(false);

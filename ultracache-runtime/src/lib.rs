@@ -70,7 +70,7 @@ pub use fragment::fragment;
 pub use invalidation::{
     clear, clear_store, dependents, invalidate, invalidate_any_of, invalidate_async,
     invalidate_deps, invalidate_deps_async, invalidate_id, invalidate_kind, invalidate_paths,
-    run_pending_tasks, stats,
+    run_pending_tasks, stats, writing, Writing,
 };
 pub use model::{AsyncFromMiss, CacheModel, FromMiss, Missing, ModelKey, Reference, SaveError};
 pub use paths::{path_dep, DependentPaths, PATH_KIND};

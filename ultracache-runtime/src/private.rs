@@ -223,6 +223,43 @@ pub fn invalidate_written(mut deps: Vec<Dep>, paths: Vec<String>, kinds: &[Kind]
     invalidate_deps(&deps);
 }
 
+/// Holds what a `#[invalidates]` function is about to write, before its
+/// body runs: its write becomes visible to other readers before the
+/// invalidation after it returns, and a reader in between must not be
+/// served a copy computed from the old data. Until the hold ends, a
+/// computation that read what is held is served but not stored, and this
+/// process's copies are dropped now (see `invalidation::HeldCommit`). The
+/// objects found in the arguments are held, with their kinds' lists; a kind
+/// with no object among the arguments is held whole.
+pub fn hold_written(deps: &[Dep], kinds: &[Kind]) -> WriteHold {
+    let mut held = deps.to_vec();
+    let mut whole = Vec::new();
+    for kind in kinds {
+        if deps
+            .iter()
+            .any(|d| d.model_kind() == *kind && d.id_key().is_some())
+        {
+            held.push(Dep::kind(*kind));
+        } else {
+            whole.push(*kind);
+        }
+    }
+    WriteHold(crate::invalidation::HeldCommit::begin(held, whole))
+}
+
+/// A `#[invalidates]` function's hold: [`applied`](Self::applied) once its
+/// write is invalidated; dropped without that (the function failed or
+/// panicked), it ends after dropping this process's copies again.
+#[must_use]
+pub struct WriteHold(std::sync::Arc<crate::invalidation::HeldCommit>);
+
+impl WriteHold {
+    /// The write was invalidated: the hold ends.
+    pub fn applied(self) {
+        self.0.end(true);
+    }
+}
+
 /// Whole seconds or a `Duration`, for `timeout = expr`.
 pub trait IntoTimeout {
     fn into_timeout(self) -> core::time::Duration;

@@ -80,7 +80,7 @@ use crate::dep::{Dep, Kind};
 use crate::entry::{Cause, Entry};
 use crate::recorder::Reads;
 use crate::registry::Registry;
-use crate::state::{LIVE, RETIRED};
+use crate::state::{LIVE, PENDING, RETIRED};
 use crate::sync::AtomicU64;
 use crate::versions::Versions;
 
@@ -121,6 +121,14 @@ pub(crate) fn stage(
     stage: impl FnOnce(),
 ) -> bool {
     registry.register(entry);
+    if entry.state().load() != PENDING {
+        // Taken by an invalidation (or a clear) while its links were being
+        // made: its end unlinked what was linked by then, and the links made
+        // after would outlive it — holding it, value and all, until their
+        // dependencies are written again. Its registration is complete now:
+        // unlinked again, nothing is left.
+        registry.unregister(entry.id(), entry.deps());
+    }
     stage();
     fresh(versions, reads)
 }

@@ -60,7 +60,6 @@ pub(crate) struct Versions {
 
 /// Dependencies held until [`Versions::release`]: see the module docs.
 #[derive(Debug)]
-#[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
 pub(crate) struct Hold {
     keys: Vec<u64>,
     released: std::sync::atomic::AtomicBool,
@@ -174,7 +173,6 @@ impl Versions {
     /// released: meanwhile every computation that read one of them counts
     /// as changed. Hold first, then drop the entries, as an invalidation
     /// versions first (see [`protocol`](crate::protocol)).
-    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
     pub(crate) fn hold(&self, deps: &[Dep], kinds: &[Kind]) -> Hold {
         let keys: Vec<u64> = deps
             .iter()
@@ -196,7 +194,6 @@ impl Versions {
     /// what it held was invalidated after the change became visible, so
     /// that a computation that read the old data before is refused by its
     /// version.
-    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
     pub(crate) fn release(&self, hold: &Hold) {
         if hold.released.swap(true, SeqCst) {
             return;

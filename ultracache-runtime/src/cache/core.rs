@@ -218,6 +218,9 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             self.counters.stale.add(1);
             crate::telemetry::stale(self.name);
             slot.end(Cause::Stale, true);
+            // Ended by an invalidation before it was staged, its end could
+            // not take it out of the store it was put in after.
+            self.store.remove(slot.id);
             return None;
         }
         if !slot.state.is_live() {
