@@ -232,6 +232,11 @@ pub fn invalidate_written(mut deps: Vec<Dep>, paths: Vec<String>, kinds: &[Kind]
 /// objects found in the arguments are held, with their kinds' lists; a kind
 /// with no object among the arguments is held whole.
 pub fn hold_written(deps: &[Dep], kinds: &[Kind]) -> WriteHold {
+    if crate::transaction::active() {
+        // Inside a transaction's scope: its invalidations wait for its
+        // commit, which holds them itself.
+        return WriteHold(None);
+    }
     let mut held = deps.to_vec();
     let mut whole = Vec::new();
     for kind in kinds {
@@ -244,19 +249,21 @@ pub fn hold_written(deps: &[Dep], kinds: &[Kind]) -> WriteHold {
             whole.push(*kind);
         }
     }
-    WriteHold(crate::invalidation::HeldCommit::begin(held, whole))
+    WriteHold(Some(crate::invalidation::HeldCommit::begin(held, whole)))
 }
 
 /// A `#[invalidates]` function's hold: [`applied`](Self::applied) once its
 /// write is invalidated; dropped without that (the function failed or
 /// panicked), it ends after dropping this process's copies again.
 #[must_use]
-pub struct WriteHold(std::sync::Arc<crate::invalidation::HeldCommit>);
+pub struct WriteHold(Option<std::sync::Arc<crate::invalidation::HeldCommit>>);
 
 impl WriteHold {
     /// The write was invalidated: the hold ends.
     pub fn applied(self) {
-        self.0.end(true);
+        if let Some(held) = &self.0 {
+            held.end(true);
+        }
     }
 }
 
