@@ -74,7 +74,7 @@ fn a_reader_between_the_write_and_its_invalidation_gets_the_new_data() {
     );
 }
 
-// --- a kind with no object among the arguments is held whole ------------
+// --- a kind with no object among the arguments: its lists are held -------
 
 model!(Item, "hold.item");
 static ITEMS: Table = Table::new();
@@ -118,7 +118,7 @@ fn rename_first_item(to: &str, written: &Sender<()>, seen: &Receiver<String>) ->
 }
 
 #[test]
-fn lists_and_objects_of_a_kind_written_without_an_object_at_hand_are_held() {
+fn lists_of_a_kind_written_without_an_object_at_hand_are_held() {
     ITEMS.set(1, "first");
     assert_eq!(item_count(), 1);
     assert_eq!(item_title(1), "first");
@@ -133,7 +133,7 @@ fn lists_and_objects_of_a_kind_written_without_an_object_at_hand_are_held() {
     let (written, seen) = reader(|| item_title(1));
     assert!(
         rename_first_item("renamed", &written, &seen),
-        "the object read during the write was the copy of the old one"
+        "the object read through the list during the write was the copy of the old one"
     );
     assert_eq!(item_title(1), "renamed");
 }

@@ -1,8 +1,8 @@
 //! `#[invalidates(Model, …)]`: after the function succeeds, the objects it
 //! wrote (found in its arguments and result, or named by `id = …`) and their
-//! kinds are invalidated. What its arguments name is held from before the
-//! body runs until then (a reader that sees the write before the
-//! invalidation is not served a copy computed from the old data).
+//! kinds are invalidated. What its arguments name, and the kinds' lists, are
+//! held from before the body runs until then (a reader that sees the write
+//! before the invalidation is not served a copy computed from the old data).
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};

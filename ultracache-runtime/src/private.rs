@@ -228,9 +228,11 @@ pub fn invalidate_written(mut deps: Vec<Dep>, paths: Vec<String>, kinds: &[Kind]
 /// invalidation after it returns, and a reader in between must not be
 /// served a copy computed from the old data. Until the hold ends, a
 /// computation that read what is held is served but not stored, and this
-/// process's copies are dropped now (see `invalidation::HeldCommit`). The
-/// objects found in the arguments are held, with their kinds' lists; a kind
-/// with no object among the arguments is held whole.
+/// process's copies are dropped now (see `invalidation::HeldCommit`). Held:
+/// the objects found in the arguments, and each kind's lists and lookups
+/// (what a created object changes). Not held: objects of a kind none of
+/// which is among the arguments (the function may write any of them; holding
+/// the whole kind would drop every copy that read any of it on every call).
 pub fn hold_written(deps: &[Dep], kinds: &[Kind]) -> WriteHold {
     if crate::transaction::active() {
         // Inside a transaction's scope: its invalidations wait for its
@@ -238,18 +240,11 @@ pub fn hold_written(deps: &[Dep], kinds: &[Kind]) -> WriteHold {
         return WriteHold(None);
     }
     let mut held = deps.to_vec();
-    let mut whole = Vec::new();
-    for kind in kinds {
-        if deps
-            .iter()
-            .any(|d| d.model_kind() == *kind && d.id_key().is_some())
-        {
-            held.push(Dep::kind(*kind));
-        } else {
-            whole.push(*kind);
-        }
-    }
-    WriteHold(Some(crate::invalidation::HeldCommit::begin(held, whole)))
+    held.extend(kinds.iter().map(|k| Dep::kind(*k)));
+    WriteHold(Some(crate::invalidation::HeldCommit::begin(
+        held,
+        Vec::new(),
+    )))
 }
 
 /// A `#[invalidates]` function's hold: [`applied`](Self::applied) once its
