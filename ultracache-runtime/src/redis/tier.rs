@@ -329,7 +329,7 @@ pub(crate) struct Tier {
     pub(crate) counts: TierCounts,
     /// Blocking connections for sync callers' reads (a single server only).
     direct: Option<Direct>,
-    /// The fetch-lease script, for those reads.
+    /// The fetch-lease script.
     fetch_lease: Lua,
 }
 
@@ -982,7 +982,6 @@ struct Scripts {
     clear_tick: std::rc::Rc<Lua>,
     heartbeat: std::rc::Rc<Lua>,
     live_nodes: std::rc::Rc<Lua>,
-    fetch_lease: std::rc::Rc<Lua>,
     release: std::rc::Rc<Lua>,
 }
 
@@ -1011,7 +1010,6 @@ async fn run(client: Backend, tier: std::sync::Weak<Tier>, mut ops: tmpsc::Unbou
     let invalidate = std::rc::Rc::new(Lua::new(INVALIDATE));
     let clear_tick = std::rc::Rc::new(Lua::new(CLEAR_TICK));
     let heartbeat = std::rc::Rc::new(Lua::new(HEARTBEAT));
-    let fetch_lease = std::rc::Rc::new(Lua::new(FETCH_LEASE));
     let release = std::rc::Rc::new(Lua::new(RELEASE));
     let live_nodes = std::rc::Rc::new(Lua::new(LIVE_NODES));
     tokio::task::spawn_local(listen(client.clone(), tier.clone()));
@@ -1039,7 +1037,6 @@ async fn run(client: Backend, tier: std::sync::Weak<Tier>, mut ops: tmpsc::Unbou
             clear_tick: clear_tick.clone(),
             heartbeat: heartbeat.clone(),
             live_nodes: live_nodes.clone(),
-            fetch_lease: fetch_lease.clone(),
             release: release.clone(),
         };
         tokio::task::spawn_local(async move {
@@ -1117,7 +1114,7 @@ async fn execute(
                     return Err(e);
                 }
             };
-            match fetch_lease(&mut c, tier, scripts, &key, wait).await {
+            match fetch_lease(&mut c, tier, &key, wait).await {
                 Ok(fetched) => {
                     reply(Some(fetched));
                     Ok(())
@@ -1471,37 +1468,17 @@ const LEASE_TTL: Duration = crate::tier::LEASE_WAIT;
 async fn fetch_lease(
     c: &mut Connection,
     tier: &Tier,
-    scripts: &Scripts,
     key: &str,
     wait: Option<Duration>,
 ) -> redis::RedisResult<Fetched> {
     let deadline = wait.map(|w| tokio::time::Instant::now() + w);
-    let token = format!("{}{:016x}", tier.node, crate::entry::next_id());
+    let token = lease_token(tier);
     loop {
-        let (entry, tick, taken): (Vec<u8>, String, i64) = scripts
-            .fetch_lease
-            .call()
-            .key(key)
-            .key(lease_key(key))
-            .key(format!("{}tick", tier.prefix))
-            .arg(&token)
-            .arg(LEASE_TTL.as_millis() as u64)
-            .invoke(c)
-            .await?;
-        if let Some(fetched) = leased(tier, entry, &tick, taken, &token) {
-            return Ok(fetched);
-        }
-        let since = tick.parse::<u64>().unwrap_or(0);
-        match deadline {
-            None => return Ok(held(since)),
-            Some(d) if tokio::time::Instant::now() >= d => {
-                // Waited long enough: computed here, without the lease.
-                return Ok(unleased(since));
-            }
-            Some(_) => {
-                tier.counts.lease_waits.fetch_add(1, SeqCst);
-                tokio::time::sleep(LEASE_POLL).await;
-            }
+        let answer = lease_call(tier, key, &token).invoke(c).await?;
+        let waited_out = deadline.map(|d| tokio::time::Instant::now() >= d);
+        match lease_answer(tier, answer, &token, waited_out) {
+            Some(fetched) => return Ok(fetched),
+            None => tokio::time::sleep(LEASE_POLL).await,
         }
     }
 }
@@ -1528,28 +1505,53 @@ fn fetch_lease_blocking(
     wait: Option<Duration>,
 ) -> redis::RedisResult<Fetched> {
     let deadline = wait.map(|w| std::time::Instant::now() + w);
-    let token = format!("{}{:016x}", tier.node, crate::entry::next_id());
+    let token = lease_token(tier);
     loop {
-        let (entry, tick, taken): (Vec<u8>, String, i64) = tier
-            .fetch_lease
-            .call()
-            .key(key)
-            .key(lease_key(key))
-            .key(format!("{}tick", tier.prefix))
-            .arg(&token)
-            .arg(LEASE_TTL.as_millis() as u64)
-            .invoke_blocking(c)?;
-        if let Some(fetched) = leased(tier, entry, &tick, taken, &token) {
-            return Ok(fetched);
+        let answer = lease_call(tier, key, &token).invoke_blocking(c)?;
+        let waited_out = deadline.map(|d| std::time::Instant::now() >= d);
+        match lease_answer(tier, answer, &token, waited_out) {
+            Some(fetched) => return Ok(fetched),
+            None => std::thread::sleep(LEASE_POLL),
         }
-        let since = tick.parse::<u64>().unwrap_or(0);
-        match deadline {
-            None => return Ok(held(since)),
-            Some(d) if std::time::Instant::now() >= d => return Ok(unleased(since)),
-            Some(_) => {
-                tier.counts.lease_waits.fetch_add(1, SeqCst);
-                std::thread::sleep(LEASE_POLL);
-            }
+    }
+}
+
+/// The token a lease taken by this fetch holds.
+fn lease_token(tier: &Tier) -> String {
+    format!("{}{:016x}", tier.node, crate::entry::next_id())
+}
+
+/// The fetch-lease script's call for `key`.
+fn lease_call<'a>(tier: &'a Tier, key: &str, token: &str) -> super::connect::LuaCall<'a> {
+    let mut call = tier.fetch_lease.call();
+    call.key(key)
+        .key(lease_key(key))
+        .key(format!("{}tick", tier.prefix))
+        .arg(token)
+        .arg(LEASE_TTL.as_millis() as u64);
+    call
+}
+
+/// What one answer of the fetch-lease script decides: the fetch's result,
+/// or `None` to ask again after [`LEASE_POLL`]. `waited_out` is `None` for
+/// a fetch that does not wait, else whether its wait is over.
+fn lease_answer(
+    tier: &Tier,
+    (entry, tick, taken): (Vec<u8>, String, i64),
+    token: &str,
+    waited_out: Option<bool>,
+) -> Option<Fetched> {
+    if let Some(fetched) = leased(tier, entry, &tick, taken, token) {
+        return Some(fetched);
+    }
+    let since = tick.parse::<u64>().unwrap_or(0);
+    match waited_out {
+        None => Some(held(since)),
+        // Waited long enough: computed here, without the lease.
+        Some(true) => Some(unleased(since)),
+        Some(false) => {
+            tier.counts.lease_waits.fetch_add(1, SeqCst);
+            None
         }
     }
 }
