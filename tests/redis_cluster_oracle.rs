@@ -243,6 +243,35 @@ fn no_node_reads_data_older_than_an_acknowledged_invalidation() {
     read(100);
 }
 
+/// The same oracle on the sharded layout (entries, registries and
+/// generations spread over the primaries): the test above, run in a process
+/// of its own with `ULTRACACHE_REDIS_SHARDED=1` (its second and racing
+/// nodes inherit it).
+#[test]
+fn no_node_reads_data_older_than_an_acknowledged_invalidation_sharded() {
+    if std::env::var(CHILD).is_ok() || std::env::var("ULTRACACHE_REDIS_SHARDED").is_ok() {
+        return;
+    }
+    let mut run = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "no_node_reads_data_older_than_an_acknowledged_invalidation",
+            "--nocapture",
+        ])
+        .env("ULTRACACHE_REDIS_SHARDED", "1")
+        .spawn()
+        .expect("the sharded oracle starts");
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(run.wait());
+    });
+    let status = done
+        .recv_timeout(Duration::from_secs(300))
+        .expect("the sharded oracle finished in time")
+        .expect("the sharded oracle ran");
+    assert!(status.success(), "the oracle failed on the sharded layout");
+}
+
 /// The node of the race above: computes post 100's page and, once it has
 /// read, waits for the other node's write before it finishes.
 #[test]

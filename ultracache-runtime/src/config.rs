@@ -102,6 +102,8 @@ pub struct Config {
     #[cfg(feature = "redis")]
     pub(crate) redis_cluster: Option<Vec<String>>,
     #[cfg(feature = "redis")]
+    pub(crate) redis_sharded: Option<bool>,
+    #[cfg(feature = "redis")]
     pub(crate) redis_prefix: Option<String>,
     #[cfg(feature = "redis")]
     pub(crate) redis_timeout: Option<Duration>,
@@ -161,6 +163,33 @@ impl Config {
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_cluster<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
         self.redis_cluster = Some(nodes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Spreads the shared tier's keys over the slots of a Redis Cluster (or
+    /// Valkey cluster), so that its entries, dependency registries and
+    /// generations — and their load — grow with the number of primaries.
+    /// Without it (or `ULTRACACHE_REDIS_SHARDED=1`), every key of a prefix
+    /// shares one hash tag and lives on one primary.
+    ///
+    /// The freshness promise is the same in both layouts: once an
+    /// invalidation returned, no node reads from Redis a value computed
+    /// from the data before it. A hit is one `GET` either way; a store and an
+    /// invalidation take a few round trips more (one per step, each step's
+    /// commands sent together). The layouts keep their keys apart: switching
+    /// starts from an empty shared tier.
+    ///
+    /// ```no_run
+    /// ultracache::Config::new()
+    ///     .redis_cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    ///     .redis_sharded(true)
+    ///     .install()
+    ///     .unwrap();
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_sharded(mut self, sharded: bool) -> Self {
+        self.redis_sharded = Some(sharded);
         self
     }
 

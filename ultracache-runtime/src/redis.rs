@@ -23,15 +23,19 @@
 //! - Redis Cluster and Valkey clusters: [`Config::redis_cluster`](crate::Config::redis_cluster)
 //!   (or `ULTRACACHE_REDIS_CLUSTER`) connects through seed nodes and follows
 //!   redirects and topology changes (slot migration, failover).
-//! - Keys: every key starts with `{prefix}` — one hash tag, so each script's keys
-//!   share a slot on Redis Cluster and Valkey (atomicity holds per prefix; the
-//!   prefix's keys live on one shard: separate prefixes spread over shards).
+//! - Keys: by default every key starts with `{prefix}` — one hash tag, so each
+//!   script's keys share a slot on Redis Cluster and Valkey (atomicity holds
+//!   per prefix; the prefix's keys live on one shard: separate prefixes spread
+//!   over shards). [`Config::redis_sharded`](crate::Config::redis_sharded)
+//!   spreads entries, registries and generations over slots instead, with a
+//!   protocol of single-slot steps that keeps the same promise.
 //!
 //! Values that go to Redis need `serde::Serialize` and `Deserialize` (and keys
 //! `Serialize`); a shared cache of another value type does not compile.
 
 mod connect;
 mod direct;
+mod sharded;
 mod tier;
 
 use connect::Target;
@@ -168,7 +172,10 @@ fn start(config: &Config) -> Option<Arc<dyn SharedTier>> {
         .or_else(|| std::env::var("ULTRACACHE_REDIS_PREFIX").ok())
         .unwrap_or_else(|| "ultracache".into());
     let timeout = config.redis_timeout.unwrap_or(DEFAULT_TIMEOUT);
-    match Tier::start(&target, &prefix, timeout) {
+    let sharded = config.redis_sharded.unwrap_or_else(|| {
+        std::env::var("ULTRACACHE_REDIS_SHARDED").is_ok_and(|v| matches!(v.as_str(), "1" | "true"))
+    });
+    match Tier::start(&target, &prefix, timeout, sharded) {
         Ok(tier) => Some(tier),
         Err(e) => {
             tracing::error!("ultracache: no shared tier: {e}");

@@ -116,6 +116,76 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Every key matching `pattern`, on every primary (of one server: all
+    /// its keys).
+    pub(crate) async fn scan_primaries(&mut self, pattern: &str) -> RedisResult<Vec<String>> {
+        // One slot per primary routes a SCAN to it (`None`: the one server).
+        let slots: Vec<Option<u16>> = match self {
+            Connection::Single(_) => vec![None],
+            Connection::Cluster(c) => {
+                let mut cmd = redis::cmd("CLUSTER");
+                cmd.arg("SLOTS");
+                let reply = c
+                    .route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
+                    .await?;
+                let ranges: Vec<Vec<Value>> = redis::from_redis_value(reply)?;
+                let mut primaries: Vec<(String, i64)> = Vec::new();
+                let mut slots = Vec::new();
+                for range in ranges {
+                    let [start, _end, primary, ..] = range.as_slice() else {
+                        continue;
+                    };
+                    let start: u16 = redis::from_redis_value(start.clone())?;
+                    let primary: Vec<Value> = redis::from_redis_value(primary.clone())?;
+                    let [host, port, ..] = primary.as_slice() else {
+                        continue;
+                    };
+                    let at: (String, i64) = (
+                        redis::from_redis_value(host.clone())?,
+                        redis::from_redis_value(port.clone())?,
+                    );
+                    if !primaries.contains(&at) {
+                        primaries.push(at);
+                        slots.push(Some(start));
+                    }
+                }
+                slots
+            }
+        };
+        let mut keys = Vec::new();
+        for slot in slots {
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let page = match (&mut *self, slot) {
+                    (Connection::Cluster(c), Some(slot)) => {
+                        let route = Route::new(slot, SlotAddr::Master);
+                        c.route_command(
+                            scan,
+                            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                        )
+                        .await?
+                    }
+                    (c, _) => scan.query_async(c).await?,
+                };
+                let (next, found): (u64, Vec<String>) = redis::from_redis_value(page)?;
+                keys.extend(found);
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

@@ -25,6 +25,7 @@ use crate::wait::Promise;
 
 use super::connect::{Backend, Connection, Lua, Target};
 use super::direct::Direct;
+use super::sharded::{self, Held};
 use crate::tier::codec::{dep_name, hash};
 use crate::tier::{Fetched, Lease};
 
@@ -126,6 +127,8 @@ if type(entry) == 'table' then
   redis.call('DEL', KEYS[1])
   entry = false
 end
+-- In the sharded layout (ARGV[3] = 't'), a tombstone is a miss.
+if entry and ARGV[3] == 't' and string.sub(entry, 1, 1) == 'T' then entry = false end
 local tick = redis.pcall('GET', KEYS[3])
 if type(tick) ~= 'string' then tick = '' end
 if entry then return {entry, tick, 0} end
@@ -140,7 +143,7 @@ return {'', tick, 0}
 ";
 
 /// Frees a lease if `token` still holds it.
-const RELEASE: &str = r"
+pub(super) const RELEASE: &str = r"
 if redis.pcall('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 ";
@@ -287,6 +290,8 @@ enum Op {
     Clear {
         reply: Box<dyn FnOnce(Option<()>) + Send>,
     },
+    /// Learns the last clear (sharded layout, once subscribed).
+    ReadCleared,
 }
 
 /// Counts of what the tier did, for statistics and tests.
@@ -331,6 +336,11 @@ pub(crate) struct Tier {
     direct: Option<Direct>,
     /// The fetch-lease script.
     fetch_lease: Lua,
+    /// The sharded layout's keys (`None`: every key under the prefix's tag).
+    sharded: Option<sharded::Keys>,
+    /// In the sharded layout, the last clear this node knows of: a value
+    /// computed from reads that began before it is a miss.
+    cleared: AtomicU64,
 }
 
 #[derive(Default)]
@@ -342,11 +352,13 @@ struct Pending {
 
 impl Tier {
     /// Starts the tier for `target`; keys are `{prefix}…` (one hash tag, so a
-    /// script's keys share a cluster slot).
+    /// script's keys share a cluster slot), or spread over slots when
+    /// `sharded` (see [`sharded`]).
     pub(crate) fn start(
         target: &Target,
         prefix: &str,
         timeout: Duration,
+        sharded: bool,
     ) -> Result<Arc<Tier>, String> {
         let client = Backend::open(target, timeout)?;
         let (tx, rx) = tmpsc::unbounded_channel();
@@ -372,10 +384,12 @@ impl Tier {
             replaying: AtomicBool::new(false),
             counts: TierCounts::default(),
             direct: match &client {
-                Backend::Single(c) => Some(Direct::new(c.clone(), timeout)),
-                Backend::Cluster { .. } => None,
+                Backend::Single(c) if !sharded => Some(Direct::new(c.clone(), timeout)),
+                _ => None,
             },
             fetch_lease: Lua::new(FETCH_LEASE),
+            sharded: sharded.then(|| sharded::Keys::new(prefix)),
+            cleared: AtomicU64::new(0),
         });
         let worker = Arc::downgrade(&tier);
         std::thread::Builder::new()
@@ -475,7 +489,20 @@ impl Tier {
     }
 
     fn key(&self, cache: &str, key_hash: u64) -> String {
-        format!("{}e:{cache}:{key_hash:016x}", self.prefix)
+        match &self.sharded {
+            Some(keys) => keys.entry(cache, key_hash),
+            None => format!("{}e:{cache}:{key_hash:016x}", self.prefix),
+        }
+    }
+
+    /// The last clear this node knows of (sharded layout).
+    fn cleared(&self) -> u64 {
+        self.cleared.load(SeqCst)
+    }
+
+    /// Learns of a clear at `tick`.
+    fn saw_clear(&self, tick: u64) {
+        self.cleared.fetch_max(tick, SeqCst);
     }
 
     /// The entry key of `cache`'s entry with these key bytes.
@@ -983,6 +1010,7 @@ struct Scripts {
     heartbeat: std::rc::Rc<Lua>,
     live_nodes: std::rc::Rc<Lua>,
     release: std::rc::Rc<Lua>,
+    sharded: std::rc::Rc<sharded::Scripts>,
 }
 
 type Conn = std::rc::Rc<std::cell::RefCell<Option<Connection>>>;
@@ -1012,6 +1040,7 @@ async fn run(client: Backend, tier: std::sync::Weak<Tier>, mut ops: tmpsc::Unbou
     let heartbeat = std::rc::Rc::new(Lua::new(HEARTBEAT));
     let release = std::rc::Rc::new(Lua::new(RELEASE));
     let live_nodes = std::rc::Rc::new(Lua::new(LIVE_NODES));
+    let sharded_scripts = std::rc::Rc::new(sharded::Scripts::new());
     tokio::task::spawn_local(listen(client.clone(), tier.clone()));
     // What is owed to Redis is sent every RETRY until it lands, whether or
     // not this node calls again.
@@ -1038,6 +1067,7 @@ async fn run(client: Backend, tier: std::sync::Weak<Tier>, mut ops: tmpsc::Unbou
             heartbeat: heartbeat.clone(),
             live_nodes: live_nodes.clone(),
             release: release.clone(),
+            sharded: sharded_scripts.clone(),
         };
         tokio::task::spawn_local(async move {
             let timeout = match &op {
@@ -1089,6 +1119,18 @@ async fn execute(
                     return Err(e);
                 }
             };
+            if tier.sharded.is_some() {
+                return match fetch_sharded(&mut c, tier, &key).await {
+                    Ok(fetched) => {
+                        reply(Some(fetched));
+                        Ok(())
+                    }
+                    Err(e) => {
+                        reply(None);
+                        Err(e)
+                    }
+                };
+            }
             let result: redis::RedisResult<(redis::Value, redis::Value)> =
                 fetch_pipeline(&tier.prefix, &key).query_async(&mut c).await;
             match result {
@@ -1155,6 +1197,30 @@ async fn execute(
                 }
             };
             let ttl_ms = ttl.map_or(0, |t| t.as_millis().max(1) as u64);
+            if let Some(keys) = &tier.sharded {
+                let lease_key = lease_key(&key);
+                let stored = sharded::store(
+                    &c,
+                    keys,
+                    &scripts.sharded,
+                    &key,
+                    (&lease_key, lease.as_deref().unwrap_or("")),
+                    sharded::frame(&bytes, since),
+                    ttl_ms,
+                    since,
+                    &deps,
+                )
+                .await;
+                match &stored {
+                    Ok(true) => tier.counts.stores.fetch_add(1, SeqCst),
+                    Ok(false) => tier.counts.refused.fetch_add(1, SeqCst),
+                    Err(_) => 0,
+                };
+                if let Some(reply) = reply {
+                    reply(stored.as_ref().ok().copied());
+                }
+                return stored.map(drop);
+            }
             let mut invocation = scripts.store.call();
             invocation.key(&key);
             invocation
@@ -1192,22 +1258,7 @@ async fn execute(
                     return Err(e);
                 }
             };
-            // Keyed by the tick (unused by the script), so that a cluster
-            // runs it on the primary holding the prefix's slot.
-            let mut invocation = scripts.invalidate.call();
-            invocation.key(format!("{}tick", tier.prefix));
-            invocation
-                .arg(&tier.prefix)
-                .arg(message(&objects, &kinds, None))
-                .arg(GENERATION_TTL_SECS)
-                .arg(objects.len());
-            for o in &objects {
-                invocation.arg(o);
-            }
-            for k in &kinds {
-                invocation.arg(k);
-            }
-            match invocation.invoke::<u64>(&mut c).await {
+            match invalidate_in_redis(&mut c, tier, scripts, &objects, &kinds, None).await {
                 Ok(n) => {
                     reply(Some(n));
                     Ok(())
@@ -1266,6 +1317,11 @@ async fn execute(
                 .await?;
             Ok(())
         }
+        Op::ReadCleared => {
+            let c = connection(client, conn, timeout).await?;
+            tier.saw_clear(sharded::cleared(&c, &tier.prefix).await?);
+            Ok(())
+        }
         Op::Delete { key } => {
             let mut c = connection(client, conn, timeout).await?;
             let _: () = c.del(&key).await?;
@@ -1279,13 +1335,33 @@ async fn execute(
                     return Err(e);
                 }
             };
-            let _tick: u64 = scripts
+            let tick: u64 = scripts
                 .clear_tick
                 .call()
                 .key(format!("{}tick", tier.prefix))
                 .key(format!("{}cleared", tier.prefix))
                 .invoke(&mut c)
                 .await?;
+            if let Some(keys) = &tier.sharded {
+                // Values from before the mark are misses here from now on
+                // (a store that raced the deletion too), and on every node
+                // that hears the message or subscribes.
+                tier.saw_clear(tick);
+                let found = c.scan_primaries(&keys.entry_pattern()).await?;
+                futures_util::future::try_join_all(found.iter().map(|key| {
+                    let mut c = c.clone();
+                    async move { c.del::<_, ()>(key).await }
+                }))
+                .await?;
+                let _: () = c
+                    .publish(
+                        format!("{}invalidations", tier.prefix),
+                        format!("clear\n{tick}"),
+                    )
+                    .await?;
+                reply(Some(()));
+                return Ok(());
+            }
             let pattern = format!("{}e:*", escape_glob(&tier.prefix));
             // SCAN on the node that holds the prefix's slot (all its keys).
             let tick_key = format!("{}tick", tier.prefix);
@@ -1318,6 +1394,100 @@ async fn execute(
     }
 }
 
+/// Invalidates in Redis (the entries, the generations) and publishes the
+/// message (with `ack`, asking every node for an acknowledgement); Redis's
+/// tick for it.
+async fn invalidate_in_redis(
+    c: &mut Connection,
+    tier: &Tier,
+    scripts: &Scripts,
+    objects: &[String],
+    kinds: &[String],
+    ack: Option<&str>,
+) -> redis::RedisResult<u64> {
+    let message = message(objects, kinds, ack);
+    if let Some(keys) = &tier.sharded {
+        return sharded::invalidate(
+            c,
+            &tier.prefix,
+            keys,
+            &scripts.sharded,
+            objects,
+            kinds,
+            GENERATION_TTL_SECS,
+            message,
+        )
+        .await;
+    }
+    // Keyed by the tick (unused by the script), so that a cluster runs it on
+    // the primary holding the prefix's slot.
+    let mut invocation = scripts.invalidate.call();
+    invocation
+        .key(format!("{}tick", tier.prefix))
+        .arg(&tier.prefix)
+        .arg(message)
+        .arg(GENERATION_TTL_SECS)
+        .arg(objects.len());
+    for o in objects {
+        invocation.arg(o);
+    }
+    for k in kinds {
+        invocation.arg(k);
+    }
+    invocation.invoke(c).await
+}
+
+/// A fetch in the sharded layout: the entry (one `GET`), and on a miss the
+/// tick a computation starts from.
+async fn fetch_sharded(c: &mut Connection, tier: &Tier, key: &str) -> redis::RedisResult<Fetched> {
+    let replies: Vec<redis::Value> = redis::pipe()
+        .ignore_errors()
+        .get(key)
+        .query_async(c)
+        .await?;
+    let entry = replies.into_iter().next().unwrap_or(redis::Value::Nil);
+    if let Some(bytes) = sharded_value(c, tier, key, entry).await {
+        return Ok(Fetched {
+            bytes: Some(bytes),
+            since: 0,
+            lease: Lease::None,
+        });
+    }
+    let since = sharded::tick(c, &tier.prefix).await?;
+    Ok(unleased(since))
+}
+
+/// The bytes of a current value read in the sharded layout. A tombstone is
+/// none; bad data, or a value computed before a clear, is deleted.
+async fn sharded_value(
+    c: &mut Connection,
+    tier: &Tier,
+    key: &str,
+    entry: redis::Value,
+) -> Option<Vec<u8>> {
+    let raw = match entry {
+        redis::Value::BulkString(raw) => raw,
+        redis::Value::Nil => return None,
+        other => {
+            tracing::warn!(
+                key,
+                "ultracache: Redis holds something other than an entry \
+                 under an entry key ({other:?}); deleted"
+            );
+            let _: redis::RedisResult<()> = c.del(key).await;
+            return None;
+        }
+    };
+    match sharded::unframe(raw) {
+        Held::Value(bytes, since) if since >= tier.cleared() => Some(bytes),
+        Held::Nothing => None,
+        Held::Value(..) | Held::Bad => {
+            let _: redis::RedisResult<()> = c.del(key).await;
+            None
+        }
+    }
+}
+
 /// Invalidates with an acknowledgement token, then waits (until `wait` has
 /// passed) for the other nodes that were live before it to acknowledge.
 async fn acknowledged(
@@ -1341,20 +1511,7 @@ async fn acknowledged(
         .await?;
     let others: Vec<String> = nodes.into_iter().filter(|n| *n != tier.node).collect();
     let token = format!("{}{:016x}", tier.node, crate::entry::next_id());
-    let mut invocation = scripts.invalidate.call();
-    invocation
-        .key(format!("{}tick", tier.prefix))
-        .arg(&tier.prefix)
-        .arg(message(objects, kinds, Some(&token)))
-        .arg(GENERATION_TTL_SECS)
-        .arg(objects.len());
-    for o in objects {
-        invocation.arg(o);
-    }
-    for k in kinds {
-        invocation.arg(k);
-    }
-    let _tick: u64 = invocation.invoke(c).await?;
+    let _tick = invalidate_in_redis(c, tier, scripts, objects, kinds, Some(&token)).await?;
     let set = format!("{}ack:{token}", tier.prefix);
     let started = tokio::time::Instant::now();
     loop {
@@ -1474,7 +1631,19 @@ async fn fetch_lease(
     let deadline = wait.map(|w| tokio::time::Instant::now() + w);
     let token = lease_token(tier);
     loop {
-        let answer = lease_call(tier, key, &token).invoke(c).await?;
+        let mut answer: (Vec<u8>, String, i64) = lease_call(tier, key, &token).invoke(c).await?;
+        if tier.sharded.is_some() {
+            if answer.0.is_empty() {
+                answer.1 = sharded::tick(c, &tier.prefix).await?.to_string();
+            } else {
+                let entry = redis::Value::BulkString(std::mem::take(&mut answer.0));
+                match sharded_value(c, tier, key, entry).await {
+                    Some(bytes) => answer.0 = bytes,
+                    // Bad, or from before a clear: deleted; asked again.
+                    None => continue,
+                }
+            }
+        }
         let waited_out = deadline.map(|d| tokio::time::Instant::now() >= d);
         match lease_answer(tier, answer, &token, waited_out) {
             Some(fetched) => return Ok(fetched),
@@ -1524,11 +1693,18 @@ fn lease_token(tier: &Tier) -> String {
 /// The fetch-lease script's call for `key`.
 fn lease_call<'a>(tier: &'a Tier, key: &str, token: &str) -> super::connect::LuaCall<'a> {
     let mut call = tier.fetch_lease.call();
+    // The sharded layout reads the tick apart (it is in another slot): the
+    // script reads an empty key beside the entry instead.
+    let (tick, layout) = match tier.sharded {
+        Some(_) => (key.replacen("}e:", "}t:", 1), "t"),
+        None => (format!("{}tick", tier.prefix), ""),
+    };
     call.key(key)
         .key(lease_key(key))
-        .key(format!("{}tick", tier.prefix))
+        .key(tick)
         .arg(token)
-        .arg(LEASE_TTL.as_millis() as u64);
+        .arg(LEASE_TTL.as_millis() as u64)
+        .arg(layout);
     call
 }
 
@@ -1575,7 +1751,7 @@ fn unleased(since: u64) -> Fetched {
 }
 
 /// Escapes glob characters in a prefix for SCAN MATCH.
-fn escape_glob(s: &str) -> String {
+pub(super) fn escape_glob(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -1616,10 +1792,21 @@ async fn listen(backend: Backend, tier: std::sync::Weak<Tier>) {
                 if let Some(t) = tier.upgrade() {
                     t.subscribed.store(true, SeqCst);
                     t.send(Op::Heartbeat);
+                    if t.sharded.is_some() {
+                        t.send(Op::ReadCleared);
+                    }
                 }
                 let mut messages = pubsub.into_on_message();
                 while let Some(msg) = messages.next().await {
                     if let Ok(payload) = msg.get_payload::<String>() {
+                        if let Some(tick) = payload
+                            .strip_prefix("clear\n")
+                            .and_then(|t| t.parse::<u64>().ok())
+                        {
+                            if let Some(t) = tier.upgrade() {
+                                t.saw_clear(tick);
+                            }
+                        }
                         if let Some(token) = apply(&payload) {
                             // Applied: this node's copies are gone.
                             if let Some(t) = tier.upgrade() {

@@ -1,0 +1,488 @@
+//! The sharded layout of the shared tier: entries, dependency registries and
+//! generations each in their own hash slot, so that a Redis Cluster spreads
+//! them (and their load) over its primaries. Only the tick (`{prefix}tick`,
+//! read on a miss and taken by an invalidation), the clear mark, the node
+//! list and the invalidation channel stay under the prefix's own tag.
+//!
+//! Keys, for prefix `P`:
+//! - an entry: `{P/e/<cache>:<hash>}e:` (its lease beside it, `…}l:`);
+//! - a dependency `D`: `{P/d/D}g` (its generation: the tick of its last
+//!   invalidation) and `{P/d/D}r` (its registry: the keys of the entries that
+//!   read it, scored by when they expire);
+//! - a kind `K`: `{P/k/K}g` and `{P/k/K}r` (the dependencies of kind `K`
+//!   that entries read).
+//!
+//! A script is atomic on one slot only, so the protocol is built from
+//! single-slot steps whose order makes it correct:
+//!
+//! - **Store** (a value computed from reads that began at tick `since`):
+//!   1. in each dependency's slot (and each kind's), atomically: refuse if
+//!      its generation is above `since`, else add the entry to its registry;
+//!   2. in the entry's slot, atomically: refuse if the key holds a tombstone
+//!      above `since`, else set the value (framed with `since`).
+//! - **Invalidate** (after the write committed):
+//!   1. take the next tick `t`;
+//!   2. in each kind's slot: raise its generation to `t`, take and delete its
+//!      registry (the dependencies of the kind);
+//!   3. in each dependency's slot (written ones and those of the kinds):
+//!      raise its generation to `t`, take and delete its registry;
+//!   4. over every entry taken: write a tombstone of `t` (unless a later one
+//!      is there), in the entry's slot; then publish, and return.
+//!
+//! Why no value computed before the write survives an invalidation that
+//! returned: a store whose step 1 in a dependency's slot ran after the
+//! invalidation's step 3 there (or, for a kind, step 2) saw the raised
+//! generation and was refused. One whose step 1 ran before it had its entry
+//! in the registry step 3 took, so a tombstone of `t` was written to its key:
+//! a step 2 that runs after the tombstone is refused (`since < t`), one that
+//! ran before is overwritten by it. A store that registered under a kind
+//! before step 2 had its dependency taken from the kind's registry, so step 3
+//! runs for that dependency. Every case ends with the key dead before the
+//! invalidation returns. A read never needs more than the one `GET` of the
+//! entry: the check happens when storing and invalidating, not when reading.
+//!
+//! A tombstone lives [`TOMBSTONE_TTL`]: a store whose two steps lie further
+//! apart than that (a connection stalled for a minute between two commands)
+//! could set a value the tombstone would have refused.
+//!
+//! `clear()` marks the key space cleared at a tick (`{P}cleared`) and
+//! deletes every entry on every primary; a value framed with a `since` below
+//! the mark is a miss on every node that knows the mark (the node that
+//! cleared, every node hearing the message, every node subscribing), which
+//! covers a store that raced the deletion.
+
+use futures_util::future::try_join_all;
+
+use super::connect::{Connection, Lua};
+
+/// How long a tombstone keeps refusing a store that registered before its
+/// invalidation.
+pub(super) const TOMBSTONE_TTL_MS: u64 = 60_000;
+
+/// Step 1 of a store, in one dependency's (or kind's) slot.
+/// KEYS: generation, registry. ARGV: since, ttl in ms (0: none), members…
+/// Returns 1 when registered, 0 when refused.
+pub(super) const REGISTER: &str = r"
+local since = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+-- A generation that is not a number (or not a string) is unknown: it may
+-- be newer than anything, so the value is refused.
+local g = redis.pcall('GET', KEYS[1])
+if type(g) == 'table' then return 0 end
+if g then
+  local n = tonumber(g)
+  if (not n) or n > since then return 0 end
+end
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local score = '+inf'
+if ttl > 0 then score = ms + ttl end
+local existed = redis.call('EXISTS', KEYS[2])
+for i = 3, #ARGV do
+  if type(redis.pcall('ZADD', KEYS[2], 'GT', score, ARGV[i])) == 'table' then
+    -- Not a sorted set (damaged): replaced by one.
+    redis.call('DEL', KEYS[2])
+    existed = 0
+    redis.call('ZADD', KEYS[2], score, ARGV[i])
+  end
+end
+-- Members whose entries have expired are pruned: a registry holds the
+-- entries that may still be alive.
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ms)
+-- A registry never expires before an entry it guards.
+if ttl == 0 then
+  redis.call('PERSIST', KEYS[2])
+elseif existed == 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+else
+  local current = redis.call('PTTL', KEYS[2])
+  if current >= 0 and current < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+return 1
+";
+
+/// Steps 2 and 3 of an invalidation, in one dependency's (or kind's) slot.
+/// KEYS: generation, registry. ARGV: tick, generation TTL in seconds.
+/// Returns the registry's members.
+pub(super) const TAKE: &str = r"
+local g = redis.pcall('GET', KEYS[1])
+local n = nil
+if type(g) == 'string' then n = tonumber(g) end
+if (not n) or n < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+end
+local members = redis.pcall('ZRANGE', KEYS[2], 0, -1)
+if type(members) == 'table' and members.err then members = {} end
+redis.call('DEL', KEYS[2])
+return members
+";
+
+/// Step 2 of a store, in the entry's slot. KEYS: entry, lease. ARGV: value,
+/// ttl in ms (0: none), since, lease token ('' for none). 1 when stored.
+pub(super) const PUT: &str = r"
+local function release()
+  if ARGV[4] ~= '' and redis.pcall('GET', KEYS[2]) == ARGV[4] then
+    redis.call('DEL', KEYS[2])
+  end
+end
+local current = redis.pcall('GET', KEYS[1])
+if type(current) == 'string' and string.sub(current, 1, 1) == 'T' then
+  local t = tonumber(string.sub(current, 2))
+  if (not t) or t > tonumber(ARGV[3]) then release() return 0 end
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+release()
+return 1
+";
+
+/// Step 4 of an invalidation, in the entry's slot. KEYS: entry. ARGV: tick,
+/// tombstone TTL in ms.
+pub(super) const TOMBSTONE: &str = r"
+local current = redis.pcall('GET', KEYS[1])
+if type(current) == 'string' and string.sub(current, 1, 1) == 'T' then
+  local t = tonumber(string.sub(current, 2))
+  if t and t >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], 'T' .. ARGV[1], 'PX', tonumber(ARGV[2]))
+return 1
+";
+
+/// Step 1 of an invalidation: the next tick. KEYS: the tick.
+pub(super) const NEXT_TICK: &str = r"
+local tick = redis.pcall('INCR', KEYS[1])
+if type(tick) == 'table' or tick == 1 then
+  local now = redis.call('TIME')
+  tick = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  redis.call('SET', KEYS[1], string.format('%.0f', tick))
+end
+return string.format('%.0f', tick)
+";
+
+/// The sharded layout's scripts.
+pub(super) struct Scripts {
+    register: Lua,
+    take: Lua,
+    put: Lua,
+    tombstone: Lua,
+    next_tick: Lua,
+    release: Lua,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Scripts {
+        Scripts {
+            register: Lua::new(REGISTER),
+            take: Lua::new(TAKE),
+            put: Lua::new(PUT),
+            tombstone: Lua::new(TOMBSTONE),
+            next_tick: Lua::new(NEXT_TICK),
+            release: Lua::new(super::tier::RELEASE),
+        }
+    }
+}
+
+/// The sharded layout's keys for a prefix.
+#[derive(Clone, Debug)]
+pub(super) struct Keys {
+    raw: String,
+}
+
+impl Keys {
+    pub(super) fn new(prefix: &str) -> Keys {
+        Keys {
+            raw: prefix.to_owned(),
+        }
+    }
+
+    pub(super) fn entry(&self, cache: &str, key_hash: u64) -> String {
+        format!("{{{}/e/{cache}:{key_hash:016x}}}e:", self.raw)
+    }
+
+    /// The SCAN pattern of every entry key (tombstones too).
+    pub(super) fn entry_pattern(&self) -> String {
+        format!("{{{}/e/*", super::tier::escape_glob(&self.raw))
+    }
+
+    fn dep(&self, dep: &str) -> (String, String) {
+        let tag = format!("{{{}/d/{dep}}}", self.raw);
+        (format!("{tag}g"), format!("{tag}r"))
+    }
+
+    fn kind(&self, kind: &str) -> (String, String) {
+        let tag = format!("{{{}/k/{kind}}}", self.raw);
+        (format!("{tag}g"), format!("{tag}r"))
+    }
+}
+
+/// The kind of a dependency as the tier names it (`kind:id` or `kind`).
+pub(super) fn kind_of(dep: &str) -> &str {
+    match dep.rsplit_once(':') {
+        Some((kind, id)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => kind,
+        _ => dep,
+    }
+}
+
+/// A stored value: `V`, the tick its computation started at, the bytes.
+pub(super) fn frame(bytes: &[u8], since: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 9);
+    out.push(b'V');
+    out.extend_from_slice(&since.to_be_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// What an entry key holds.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Held {
+    /// A value (its bytes) computed from reads that began at this tick.
+    Value(Vec<u8>, u64),
+    /// Nothing, or a tombstone.
+    Nothing,
+    /// Bytes that are neither: bad data, to delete.
+    Bad,
+}
+
+/// Reads what an entry key holds.
+pub(super) fn unframe(mut raw: Vec<u8>) -> Held {
+    match raw.first() {
+        Some(b'T') => Held::Nothing,
+        Some(b'V') if raw.len() >= 9 => {
+            let mut since = [0u8; 8];
+            since.copy_from_slice(&raw[1..9]);
+            raw.drain(..9);
+            Held::Value(raw, u64::from_be_bytes(since))
+        }
+        _ => Held::Bad,
+    }
+}
+
+/// Stores a framed value unless something it read was invalidated after
+/// `since`: `Ok(true)` when stored. The lease `(key, token)` is freed either
+/// way.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn store(
+    c: &Connection,
+    keys: &Keys,
+    scripts: &Scripts,
+    key: &str,
+    lease: (&str, &str),
+    framed: Vec<u8>,
+    ttl_ms: u64,
+    since: u64,
+    deps: &[String],
+) -> redis::RedisResult<bool> {
+    // Step 1, every slot at once: each dependency registers the entry, each
+    // kind registers its dependencies.
+    let mut kinds: Vec<(&str, Vec<&str>)> = Vec::new();
+    for d in deps {
+        let k = kind_of(d);
+        match kinds.iter_mut().find(|(kind, _)| *kind == k) {
+            Some((_, members)) => members.push(d),
+            None => kinds.push((k, vec![d])),
+        }
+    }
+    let mut steps = Vec::with_capacity(deps.len() + kinds.len());
+    for d in deps {
+        let (generation, registry) = keys.dep(d);
+        let mut call = scripts.register.call();
+        call.key(generation)
+            .key(registry)
+            .arg(since)
+            .arg(ttl_ms)
+            .arg(key);
+        steps.push(call);
+    }
+    for (kind, members) in &kinds {
+        let (generation, registry) = keys.kind(kind);
+        let mut call = scripts.register.call();
+        call.key(generation).key(registry).arg(since).arg(ttl_ms);
+        for m in members {
+            call.arg(*m);
+        }
+        steps.push(call);
+    }
+    let registered: Vec<i64> = try_join_all(steps.iter().map(|call| {
+        let mut c = c.clone();
+        async move { call.invoke::<i64>(&mut c).await }
+    }))
+    .await?;
+    let mut c = c.clone();
+    if registered.iter().any(|r| *r != 1) {
+        // Refused: only the lease to free.
+        if !lease.1.is_empty() {
+            let _: i64 = scripts
+                .release
+                .call()
+                .key(lease.0)
+                .arg(lease.1)
+                .invoke(&mut c)
+                .await?;
+        }
+        return Ok(false);
+    }
+    let mut put = scripts.put.call();
+    put.key(key)
+        .key(lease.0)
+        .arg(framed)
+        .arg(ttl_ms)
+        .arg(since)
+        .arg(lease.1);
+    let stored: i64 = put.invoke(&mut c).await?;
+    Ok(stored == 1)
+}
+
+/// Invalidates `objects` and whole `kinds`: every entry that read them is
+/// dead when this returns `Ok(tick)`; `message` is published last.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn invalidate(
+    c: &Connection,
+    prefix: &str,
+    keys: &Keys,
+    scripts: &Scripts,
+    objects: &[String],
+    kinds: &[String],
+    generation_ttl_secs: u64,
+    message: String,
+) -> redis::RedisResult<u64> {
+    let tick: u64 = {
+        let mut c = c.clone();
+        scripts
+            .next_tick
+            .call()
+            .key(format!("{prefix}tick"))
+            .invoke(&mut c)
+            .await?
+    };
+    let take = |(generation, registry): (String, String)| {
+        let mut call = scripts.take.call();
+        call.key(generation)
+            .key(registry)
+            .arg(tick)
+            .arg(generation_ttl_secs);
+        call
+    };
+    // Step 2: the kinds give the dependencies of theirs that entries read.
+    let kind_calls: Vec<_> = kinds.iter().map(|k| take(keys.kind(k))).collect();
+    let of_kinds = take_all(c, &kind_calls).await?;
+    let mut deps: Vec<&str> = objects.iter().map(String::as_str).collect();
+    for d in of_kinds.iter().flatten() {
+        if !deps.contains(&d.as_str()) {
+            deps.push(d);
+        }
+    }
+    // Step 3: the dependencies give their entries.
+    let dep_calls: Vec<_> = deps.iter().map(|d| take(keys.dep(d))).collect();
+    let taken = take_all(c, &dep_calls).await?;
+    let mut entries: Vec<&str> = taken.iter().flatten().map(String::as_str).collect();
+    entries.sort_unstable();
+    entries.dedup();
+    // Step 4: every entry dead.
+    let tombstones: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            let mut call = scripts.tombstone.call();
+            call.key(*e).arg(tick).arg(TOMBSTONE_TTL_MS);
+            call
+        })
+        .collect();
+    try_join_all(tombstones.iter().map(|call| {
+        let mut c = c.clone();
+        async move { call.invoke::<i64>(&mut c).await }
+    }))
+    .await?;
+    let mut c = c.clone();
+    let _: i64 =
+        redis::AsyncCommands::publish(&mut c, format!("{prefix}invalidations"), message).await?;
+    Ok(tick)
+}
+
+/// The tick computations start from (read on a miss).
+pub(super) async fn tick(c: &Connection, prefix: &str) -> redis::RedisResult<u64> {
+    // Garbage under the tick is repaired by the next invalidation; until
+    // then a value computed now is offered as of tick 0 (refused if anything
+    // it read was ever invalidated: the safe side).
+    number(c, format!("{prefix}tick")).await
+}
+
+/// The clear mark (`0` when never cleared, or unreadable: the next clear
+/// repairs it).
+pub(super) async fn cleared(c: &Connection, prefix: &str) -> redis::RedisResult<u64> {
+    number(c, format!("{prefix}cleared")).await
+}
+
+/// A number under `key`; `0` for none, or for anything else there (another
+/// type is bad data, not an outage).
+async fn number(c: &Connection, key: String) -> redis::RedisResult<u64> {
+    let mut c = c.clone();
+    let replies: Vec<redis::Value> = redis::pipe()
+        .ignore_errors()
+        .get(key)
+        .query_async(&mut c)
+        .await?;
+    Ok(match replies.into_iter().next() {
+        Some(redis::Value::BulkString(t)) => std::str::from_utf8(&t)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    })
+}
+
+/// Runs `TAKE` calls at once: each registry's members.
+async fn take_all(
+    c: &Connection,
+    calls: &[super::connect::LuaCall<'_>],
+) -> redis::RedisResult<Vec<Vec<String>>> {
+    try_join_all(calls.iter().map(|call| {
+        let mut c = c.clone();
+        async move { call.invoke::<Vec<String>>(&mut c).await }
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_of_dependencies() {
+        assert_eq!(kind_of("blog.post:42"), "blog.post");
+        assert_eq!(kind_of("blog.post"), "blog.post");
+        assert_eq!(kind_of("app::models::Post:7"), "app::models::Post");
+        assert_eq!(kind_of("app::models::Post"), "app::models::Post");
+        assert_eq!(kind_of("x:"), "x:");
+    }
+
+    #[test]
+    fn frames_read_back() {
+        assert_eq!(unframe(frame(b"abc", 77)), Held::Value(b"abc".to_vec(), 77));
+        assert_eq!(unframe(frame(b"", 0)), Held::Value(Vec::new(), 0));
+        assert_eq!(unframe(b"T123".to_vec()), Held::Nothing);
+        assert_eq!(unframe(b"V1234567".to_vec()), Held::Bad);
+        assert_eq!(unframe(b"garbage".to_vec()), Held::Bad);
+        assert_eq!(unframe(Vec::new()), Held::Bad);
+    }
+
+    /// The hash tag Redis Cluster hashes for a key.
+    fn tag(key: &str) -> &str {
+        let open = key.find('{').expect("a tag");
+        let close = open + key[open..].find('}').expect("a closed tag");
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn keys_of_one_dependency_share_a_slot_and_entries_do_not() {
+        let keys = Keys::new("p");
+        let (g, r) = keys.dep("blog.post:1");
+        assert_eq!(tag(&g), tag(&r));
+        let e1 = keys.entry("c", 1);
+        let e2 = keys.entry("c", 2);
+        assert_ne!(tag(&e1), tag(&e2));
+        assert!(e1.contains("}e:"), "the lease key is made from it");
+    }
+}
