@@ -9,8 +9,9 @@
 //! - a dependency `D`: `{P/d/D}g` (its generation: the tick of its last
 //!   invalidation) and `{P/d/D}r` (its registry: the keys of the entries that
 //!   read it, scored by when they expire);
-//! - a kind `K`: `{P/k/K}g` and `{P/k/K}r` (the dependencies of kind `K`
-//!   that entries read).
+//! - a kind `K`: `{P/k/K#n}g` and `{P/k/K#n}r` for `n` in 0..16 (the
+//!   dependencies of kind `K` that entries read, spread over 16 registries
+//!   by their hash so that one busy kind does not load one primary).
 //!
 //! A script is atomic on one slot only, so the protocol is built from
 //! single-slot steps whose order makes it correct:
@@ -44,6 +45,12 @@
 //! A tombstone lives [`TOMBSTONE_TTL`]: a store whose two steps lie further
 //! apart than that (a connection stalled for a minute between two commands)
 //! could set a value the tombstone would have refused.
+//!
+//! A miss starts its computation from the last tick its node heard of (each
+//! invalidation's message carries its tick), not from a read of the tick's
+//! primary: a tick heard was given after its write committed, so the
+//! computation reads data at least that new, and a tick behind Redis's only
+//! refuses more. Ticks never repeat (see [`NEXT_TICK`]).
 //!
 //! `clear()` marks the key space cleared at a tick (`{P}cleared`) and
 //! deletes every entry on every primary; a value framed with a `since` below
@@ -152,16 +159,31 @@ redis.call('SET', KEYS[1], 'T' .. ARGV[1], 'PX', tonumber(ARGV[2]))
 return 1
 ";
 
-/// Step 1 of an invalidation: the next tick. KEYS: the tick.
+/// Step 1 of an invalidation: the next tick, never below the clock in
+/// microseconds. KEYS: the tick.
+///
+/// Nodes start computations from the last tick they heard of, so a tick
+/// must never be given twice: a Redis that restarted empty, or a replica
+/// promoted without the last increments it had not received, starts again
+/// from its clock — which has passed every tick given before, since those
+/// were at most the clock when given (plus one per invalidation made within
+/// a microsecond) and a failover takes longer than the clocks of two
+/// primaries drift apart.
 pub(super) const NEXT_TICK: &str = r"
-local tick = redis.pcall('INCR', KEYS[1])
-if type(tick) == 'table' or tick == 1 then
-  local now = redis.call('TIME')
-  tick = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  redis.call('SET', KEYS[1], string.format('%.0f', tick))
-end
+local now = redis.call('TIME')
+local tick = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local stored = redis.pcall('GET', KEYS[1])
+local n = nil
+if type(stored) == 'string' then n = tonumber(stored) end
+if n and n + 1 > tick then tick = n + 1 end
+redis.call('SET', KEYS[1], string.format('%.0f', tick))
 return string.format('%.0f', tick)
 ";
+
+/// How many registries a kind's dependencies are spread over (each in a
+/// slot of its own): storing registers in one, invalidating the whole kind
+/// takes them all.
+const KIND_SHARDS: u64 = 16;
 
 /// The sharded layout's scripts.
 pub(super) struct Scripts {
@@ -213,10 +235,15 @@ impl Keys {
         (format!("{tag}g"), format!("{tag}r"))
     }
 
-    fn kind(&self, kind: &str) -> (String, String) {
-        let tag = format!("{{{}/k/{kind}}}", self.raw);
+    fn kind(&self, kind: &str, shard: u64) -> (String, String) {
+        let tag = format!("{{{}/k/{kind}#{shard}}}", self.raw);
         (format!("{tag}g"), format!("{tag}r"))
     }
+}
+
+/// The registry of its kind a dependency registers in.
+fn kind_shard(dep: &str) -> u64 {
+    crate::tier::codec::hash(dep.as_bytes()) % KIND_SHARDS
 }
 
 /// The kind of a dependency as the tier names it (`kind:id` or `kind`).
@@ -278,9 +305,9 @@ pub(super) async fn store(
 ) -> redis::RedisResult<bool> {
     // Step 1, every slot at once: each dependency registers the entry, each
     // kind registers its dependencies.
-    let mut kinds: Vec<(&str, Vec<&str>)> = Vec::new();
+    let mut kinds: Vec<((&str, u64), Vec<&str>)> = Vec::new();
     for d in deps {
-        let k = kind_of(d);
+        let k = (kind_of(d), kind_shard(d));
         match kinds.iter_mut().find(|(kind, _)| *kind == k) {
             Some((_, members)) => members.push(d),
             None => kinds.push((k, vec![d])),
@@ -297,8 +324,8 @@ pub(super) async fn store(
             .arg(key);
         steps.push(call);
     }
-    for (kind, members) in &kinds {
-        let (generation, registry) = keys.kind(kind);
+    for ((kind, shard), members) in &kinds {
+        let (generation, registry) = keys.kind(kind, *shard);
         let mut call = scripts.register.call();
         call.key(generation).key(registry).arg(since).arg(ttl_ms);
         for m in members {
@@ -367,7 +394,11 @@ pub(super) async fn invalidate(
         call
     };
     // Step 2: the kinds give the dependencies of theirs that entries read.
-    let kind_calls: Vec<_> = kinds.iter().map(|k| take(keys.kind(k))).collect();
+    let kind_calls: Vec<_> = kinds
+        .iter()
+        .flat_map(|k| (0..KIND_SHARDS).map(move |shard| (k, shard)))
+        .map(|(k, shard)| take(keys.kind(k, shard)))
+        .collect();
     let of_kinds = take_all(c, &kind_calls).await?;
     let mut deps: Vec<&str> = objects.iter().map(String::as_str).collect();
     for d in of_kinds.iter().flatten() {

@@ -194,15 +194,16 @@ redis.call('PUBLISH', prefix .. 'invalidations', ARGV[2])
 return string.format('%.0f', tick)
 ";
 
-/// Takes the next tick (as `INVALIDATE` does) and marks the key space
-/// cleared at it.
+/// Takes the next tick (never below the clock in microseconds, as the
+/// sharded layout's ticks) and marks the key space cleared at it.
 const CLEAR_TICK: &str = r"
-local tick = redis.pcall('INCR', KEYS[1])
-if type(tick) == 'table' or tick == 1 then
-  local now = redis.call('TIME')
-  tick = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  redis.call('SET', KEYS[1], string.format('%.0f', tick))
-end
+local now = redis.call('TIME')
+local tick = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local stored = redis.pcall('GET', KEYS[1])
+local n = nil
+if type(stored) == 'string' then n = tonumber(stored) end
+if n and n + 1 > tick then tick = n + 1 end
+redis.call('SET', KEYS[1], string.format('%.0f', tick))
 redis.call('SET', KEYS[2], string.format('%.0f', tick))
 return string.format('%.0f', tick)
 ";
@@ -290,8 +291,8 @@ enum Op {
     Clear {
         reply: Box<dyn FnOnce(Option<()>) + Send>,
     },
-    /// Learns the last clear (sharded layout, once subscribed).
-    ReadCleared,
+    /// Learns the tick and the last clear (sharded layout, once subscribed).
+    Learn,
 }
 
 /// Counts of what the tier did, for statistics and tests.
@@ -341,6 +342,16 @@ pub(crate) struct Tier {
     /// In the sharded layout, the last clear this node knows of: a value
     /// computed from reads that began before it is a miss.
     cleared: AtomicU64,
+    /// In the sharded layout, the latest tick this node has heard of (from
+    /// invalidation messages, its own invalidations, and a read once
+    /// subscribed): a miss starts its computation from it instead of asking
+    /// the tick's primary. It is never ahead of Redis's tick, and a message
+    /// is published after its write committed, so a computation starting
+    /// from it reads data at least that new (a tick behind only refuses
+    /// more).
+    heard: AtomicU64,
+    /// `heard` is current: subscribed, and the tick read since.
+    learned: AtomicBool,
 }
 
 #[derive(Default)]
@@ -390,6 +401,8 @@ impl Tier {
             fetch_lease: Lua::new(FETCH_LEASE),
             sharded: sharded.then(|| sharded::Keys::new(prefix)),
             cleared: AtomicU64::new(0),
+            heard: AtomicU64::new(0),
+            learned: AtomicBool::new(false),
         });
         let worker = Arc::downgrade(&tier);
         std::thread::Builder::new()
@@ -503,6 +516,18 @@ impl Tier {
     /// Learns of a clear at `tick`.
     fn saw_clear(&self, tick: u64) {
         self.cleared.fetch_max(tick, SeqCst);
+        self.heard(tick);
+    }
+
+    /// Learns of an invalidation (or a clear) at `tick`.
+    fn heard(&self, tick: u64) {
+        self.heard.fetch_max(tick, SeqCst);
+    }
+
+    /// The tick a computation starting now may start from without asking
+    /// Redis (sharded layout): `None` unless subscribed and learned.
+    fn heard_tick(&self) -> Option<u64> {
+        (self.learned.load(SeqCst) && self.subscribed.load(SeqCst)).then(|| self.heard.load(SeqCst))
     }
 
     /// The entry key of `cache`'s entry with these key bytes.
@@ -978,6 +1003,10 @@ fn apply(message: &str) -> Option<String> {
             let mut kinds = Vec::new();
             let mut ack = None;
             for line in lines {
+                if line.starts_with("!tick ") {
+                    // The invalidation's tick (read by the listener).
+                    continue;
+                }
                 if let Some(token) = line.strip_prefix("!ack ") {
                     // A token is ours only if it looks like one we make.
                     if token.len() <= 64 && token.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -1317,9 +1346,11 @@ async fn execute(
                 .await?;
             Ok(())
         }
-        Op::ReadCleared => {
+        Op::Learn => {
             let c = connection(client, conn, timeout).await?;
             tier.saw_clear(sharded::cleared(&c, &tier.prefix).await?);
+            tier.heard(sharded::tick(&c, &tier.prefix).await?);
+            tier.learned.store(true, SeqCst);
             Ok(())
         }
         Op::Delete { key } => {
@@ -1407,7 +1438,7 @@ async fn invalidate_in_redis(
 ) -> redis::RedisResult<u64> {
     let message = message(objects, kinds, ack);
     if let Some(keys) = &tier.sharded {
-        return sharded::invalidate(
+        let tick = sharded::invalidate(
             c,
             &tier.prefix,
             keys,
@@ -1417,7 +1448,9 @@ async fn invalidate_in_redis(
             GENERATION_TTL_SECS,
             message,
         )
-        .await;
+        .await?;
+        tier.heard(tick);
+        return Ok(tick);
     }
     // Keyed by the tick (unused by the script), so that a cluster runs it on
     // the primary holding the prefix's slot.
@@ -1453,8 +1486,17 @@ async fn fetch_sharded(c: &mut Connection, tier: &Tier, key: &str) -> redis::Red
             lease: Lease::None,
         });
     }
-    let since = sharded::tick(c, &tier.prefix).await?;
+    let since = since_sharded(c, tier).await?;
     Ok(unleased(since))
+}
+
+/// The tick a computation starts from in the sharded layout: the one this
+/// node heard of last, else Redis's.
+async fn since_sharded(c: &Connection, tier: &Tier) -> redis::RedisResult<u64> {
+    match tier.heard_tick() {
+        Some(tick) => Ok(tick),
+        None => sharded::tick(c, &tier.prefix).await,
+    }
 }
 
 /// The bytes of a current value read in the sharded layout. A tombstone is
@@ -1634,7 +1676,7 @@ async fn fetch_lease(
         let mut answer: (Vec<u8>, String, i64) = lease_call(tier, key, &token).invoke(c).await?;
         if tier.sharded.is_some() {
             if answer.0.is_empty() {
-                answer.1 = sharded::tick(c, &tier.prefix).await?.to_string();
+                answer.1 = since_sharded(c, tier).await?.to_string();
             } else {
                 let entry = redis::Value::BulkString(std::mem::take(&mut answer.0));
                 match sharded_value(c, tier, key, entry).await {
@@ -1793,18 +1835,22 @@ async fn listen(backend: Backend, tier: std::sync::Weak<Tier>) {
                     t.subscribed.store(true, SeqCst);
                     t.send(Op::Heartbeat);
                     if t.sharded.is_some() {
-                        t.send(Op::ReadCleared);
+                        t.send(Op::Learn);
                     }
                 }
                 let mut messages = pubsub.into_on_message();
                 while let Some(msg) = messages.next().await {
                     if let Ok(payload) = msg.get_payload::<String>() {
-                        if let Some(tick) = payload
-                            .strip_prefix("clear\n")
-                            .and_then(|t| t.parse::<u64>().ok())
-                        {
-                            if let Some(t) = tier.upgrade() {
+                        if let Some(t) = tier.upgrade() {
+                            if let Some(tick) = payload
+                                .strip_prefix("clear\n")
+                                .and_then(|t| t.parse::<u64>().ok())
+                            {
                                 t.saw_clear(tick);
+                            } else if let Some(tick) = payload.lines().find_map(|l| {
+                                l.strip_prefix("!tick ").and_then(|t| t.parse::<u64>().ok())
+                            }) {
+                                t.heard(tick);
                             }
                         }
                         if let Some(token) = apply(&payload) {
@@ -1818,6 +1864,7 @@ async fn listen(backend: Backend, tier: std::sync::Weak<Tier>) {
                 broken = true;
                 if let Some(t) = tier.upgrade() {
                     t.subscribed.store(false, SeqCst);
+                    t.learned.store(false, SeqCst);
                 }
                 // Other nodes' invalidations no longer arrive: what this node
                 // holds may already be stale. Dropped now (and again once
