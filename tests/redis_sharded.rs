@@ -166,4 +166,52 @@ fn the_sharded_layout_spreads_over_primaries_and_never_keeps_a_stale_value() {
     assert!(left.is_empty(), "values left after clear: {left:?}");
     let stats = ultracache::redis::tier_stats();
     assert_eq!(stats.errors, 0, "no call to the cluster failed: {stats:?}");
+
+    // 7. Bad data is bad entries, never an outage nor a stale read.
+    let raw = |args: &[&str]| {
+        let key = args[1];
+        let mut c = redis::Client::open(cluster.url(cluster.owner(key)))
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query::<redis::Value>(&mut c).unwrap();
+    };
+    // Garbage under the tick: the next invalidation still drops.
+    raw(&["SET", &format!("{{{prefix}}}tick"), "not a number"]);
+    let stored = ultracache::redis::tier_stats().stores;
+    assert_eq!(page(&NODE_A, 40), 5);
+    wait_until("post 40's page is stored", || {
+        ultracache::redis::tier_stats().stores > stored
+    });
+    VERSION.store(6, Ordering::SeqCst);
+    invalidate(&Post { id: 40, version: 6 });
+    assert_eq!(page(&NODE_B, 40), 6, "dropped despite the garbage tick");
+    // Garbage under a dependency's generation: a value that read it is
+    // refused (its generation is unknown), and computed meanwhile.
+    raw(&[
+        "SET",
+        &format!("{{{prefix}/d/sharded.post:41}}g"),
+        "garbage",
+    ]);
+    let refused = ultracache::redis::tier_stats().refused;
+    assert_eq!(page(&NODE_A, 41), 6);
+    wait_until("the value over a garbage generation is refused", || {
+        ultracache::redis::tier_stats().refused > refused
+    });
+    // A registry of the wrong type is replaced by one.
+    raw(&["SET", &format!("{{{prefix}/d/sharded.post:42}}r"), "x"]);
+    let stored = ultracache::redis::tier_stats().stores;
+    assert_eq!(page(&NODE_A, 42), 6);
+    wait_until("the value over a damaged registry is stored", || {
+        ultracache::redis::tier_stats().stores > stored
+    });
+    VERSION.store(7, Ordering::SeqCst);
+    invalidate(&Post { id: 42, version: 7 });
+    assert_eq!(page(&NODE_B, 42), 7, "found through the replaced registry");
+    let stats = ultracache::redis::tier_stats();
+    assert_eq!(stats.errors, 0, "bad data is not an outage: {stats:?}");
 }
