@@ -23,12 +23,19 @@
 //!      above `since`, else set the value (framed with `since`).
 //! - **Invalidate** (after the write committed):
 //!   1. take the next tick `t`;
-//!   2. in each kind's slot: raise its generation to `t`, take and delete its
-//!      registry (the dependencies of the kind);
+//!   2. in each kind's slot: raise its generation to `t`, move its registry
+//!      (the dependencies of the kind) into its taken set, and read that;
 //!   3. in each dependency's slot (written ones and those of the kinds):
-//!      raise its generation to `t`, take and delete its registry;
+//!      raise its generation to `t`, move its registry into its taken set,
+//!      and read that;
 //!   4. over every entry taken: write a tombstone of `t` (unless a later one
-//!      is there), in the entry's slot; then publish, and return.
+//!      is there), in the entry's slot; then remove what was taken from the
+//!      taken sets, publish, and return.
+//!
+//! Every step is idempotent and what one leaves undone stays in Redis: an
+//! invalidation that fails partway (a primary down, a failover) is kept by
+//! its node and sent again whole; its taken sets still hold the entries the
+//! failed tombstones missed, so the replay kills them.
 //!
 //! Why no value computed before the write survives an invalidation that
 //! returned: a store whose step 1 in a dependency's slot ran after the
@@ -109,19 +116,48 @@ return 1
 ";
 
 /// Steps 2 and 3 of an invalidation, in one dependency's (or kind's) slot.
-/// KEYS: generation, registry. ARGV: tick, generation TTL in seconds.
-/// Returns the registry's members.
+/// KEYS: generation, registry, taken. ARGV: tick, generation TTL in seconds.
+///
+/// The registry's members move to the taken set (scored by the highest
+/// tick that took them) rather than vanish: an invalidation that fails
+/// before every member is dead leaves them there, and its replay (or any
+/// later invalidation) takes them again. Returns every member of the taken
+/// set; [`UNTAKE`] removes them once dead.
 pub(super) const TAKE: &str = r"
+local t = tonumber(ARGV[1])
 local g = redis.pcall('GET', KEYS[1])
 local n = nil
 if type(g) == 'string' then n = tonumber(g) end
-if (not n) or n < tonumber(ARGV[1]) then
+if (not n) or n < t then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 end
 local members = redis.pcall('ZRANGE', KEYS[2], 0, -1)
 if type(members) == 'table' and members.err then members = {} end
+for _, m in ipairs(members) do
+  if type(redis.pcall('ZADD', KEYS[3], 'GT', t, m)) == 'table' then
+    -- Not a sorted set (damaged): replaced by one.
+    redis.call('DEL', KEYS[3])
+    redis.call('ZADD', KEYS[3], t, m)
+  end
+end
 redis.call('DEL', KEYS[2])
-return members
+local taken = redis.pcall('ZRANGE', KEYS[3], 0, -1)
+if type(taken) == 'table' and taken.err then return members end
+return taken
+";
+
+/// After step 4: members taken at a tick no later than ARGV[1] are dead
+/// and leave the taken set (one taken again by a later invalidation stays
+/// for it). KEYS: taken. ARGV: tick, members…
+pub(super) const UNTAKE: &str = r"
+local t = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local score = redis.pcall('ZSCORE', KEYS[1], ARGV[i])
+  if type(score) == 'string' and tonumber(score) <= t then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return 1
 ";
 
 /// Step 2 of a store, in the entry's slot. KEYS: entry, lease. ARGV: value,
@@ -189,6 +225,7 @@ const KIND_SHARDS: u64 = 16;
 pub(super) struct Scripts {
     register: Lua,
     take: Lua,
+    untake: Lua,
     put: Lua,
     tombstone: Lua,
     next_tick: Lua,
@@ -200,6 +237,7 @@ impl Scripts {
         Scripts {
             register: Lua::new(REGISTER),
             take: Lua::new(TAKE),
+            untake: Lua::new(UNTAKE),
             put: Lua::new(PUT),
             tombstone: Lua::new(TOMBSTONE),
             next_tick: Lua::new(NEXT_TICK),
@@ -230,14 +268,16 @@ impl Keys {
         format!("{{{}/e/*", super::tier::escape_glob(&self.raw))
     }
 
-    fn dep(&self, dep: &str) -> (String, String) {
+    /// A dependency's generation, registry and taken set.
+    fn dep(&self, dep: &str) -> [String; 3] {
         let tag = format!("{{{}/d/{dep}}}", self.raw);
-        (format!("{tag}g"), format!("{tag}r"))
+        [format!("{tag}g"), format!("{tag}r"), format!("{tag}x")]
     }
 
-    fn kind(&self, kind: &str, shard: u64) -> (String, String) {
+    /// One of a kind's generations, registries and taken sets.
+    fn kind(&self, kind: &str, shard: u64) -> [String; 3] {
         let tag = format!("{{{}/k/{kind}#{shard}}}", self.raw);
-        (format!("{tag}g"), format!("{tag}r"))
+        [format!("{tag}g"), format!("{tag}r"), format!("{tag}x")]
     }
 }
 
@@ -315,7 +355,7 @@ pub(super) async fn store(
     }
     let mut steps = Vec::with_capacity(deps.len() + kinds.len());
     for d in deps {
-        let (generation, registry) = keys.dep(d);
+        let [generation, registry, _] = keys.dep(d);
         let mut call = scripts.register.call();
         call.key(generation)
             .key(registry)
@@ -325,7 +365,7 @@ pub(super) async fn store(
         steps.push(call);
     }
     for ((kind, shard), members) in &kinds {
-        let (generation, registry) = keys.kind(kind, *shard);
+        let [generation, registry, _] = keys.kind(kind, *shard);
         let mut call = scripts.register.call();
         call.key(generation).key(registry).arg(since).arg(ttl_ms);
         for m in members {
@@ -385,20 +425,21 @@ pub(super) async fn invalidate(
             .invoke(&mut c)
             .await?
     };
-    let take = |(generation, registry): (String, String)| {
+    let take = |[generation, registry, taken]: [String; 3]| {
         let mut call = scripts.take.call();
         call.key(generation)
             .key(registry)
+            .key(taken)
             .arg(tick)
             .arg(generation_ttl_secs);
         call
     };
     // Step 2: the kinds give the dependencies of theirs that entries read.
-    let kind_calls: Vec<_> = kinds
+    let kind_sets: Vec<[String; 3]> = kinds
         .iter()
-        .flat_map(|k| (0..KIND_SHARDS).map(move |shard| (k, shard)))
-        .map(|(k, shard)| take(keys.kind(k, shard)))
+        .flat_map(|k| (0..KIND_SHARDS).map(move |shard| keys.kind(k, shard)))
         .collect();
+    let kind_calls: Vec<_> = kind_sets.iter().cloned().map(take).collect();
     let of_kinds = take_all(c, &kind_calls).await?;
     let mut deps: Vec<&str> = objects.iter().map(String::as_str).collect();
     for d in of_kinds.iter().flatten() {
@@ -407,12 +448,14 @@ pub(super) async fn invalidate(
         }
     }
     // Step 3: the dependencies give their entries.
-    let dep_calls: Vec<_> = deps.iter().map(|d| take(keys.dep(d))).collect();
+    let dep_sets: Vec<[String; 3]> = deps.iter().map(|d| keys.dep(d)).collect();
+    let dep_calls: Vec<_> = dep_sets.iter().cloned().map(take).collect();
     let taken = take_all(c, &dep_calls).await?;
     let mut entries: Vec<&str> = taken.iter().flatten().map(String::as_str).collect();
     entries.sort_unstable();
     entries.dedup();
-    // Step 4: every entry dead.
+    // Step 4: every entry dead. Until this has landed everywhere, what was
+    // taken stays in the taken sets, for the replay.
     let tombstones: Vec<_> = entries
         .iter()
         .map(|e| {
@@ -426,10 +469,46 @@ pub(super) async fn invalidate(
         async move { call.invoke::<i64>(&mut c).await }
     }))
     .await?;
+    // The dead leave the taken sets: the dependencies' entries first, then
+    // the kinds' dependencies (whose entries are dead now).
+    untake(c, scripts, tick, &dep_sets, &taken).await?;
+    untake(c, scripts, tick, &kind_sets, &of_kinds).await?;
     let mut c = c.clone();
+    // The tick rides along: nodes start their computations from it.
+    let message = format!("{message}\n!tick {tick}");
     let _: i64 =
         redis::AsyncCommands::publish(&mut c, format!("{prefix}invalidations"), message).await?;
     Ok(tick)
+}
+
+/// Removes what an invalidation at `tick` took (and killed) from each taken
+/// set, at once.
+async fn untake(
+    c: &Connection,
+    scripts: &Scripts,
+    tick: u64,
+    sets: &[[String; 3]],
+    members: &[Vec<String>],
+) -> redis::RedisResult<()> {
+    let calls: Vec<_> = sets
+        .iter()
+        .zip(members)
+        .filter(|(_, m)| !m.is_empty())
+        .map(|([_, _, taken], m)| {
+            let mut call = scripts.untake.call();
+            call.key(taken).arg(tick);
+            for member in m {
+                call.arg(member);
+            }
+            call
+        })
+        .collect();
+    try_join_all(calls.iter().map(|call| {
+        let mut c = c.clone();
+        async move { call.invoke::<i64>(&mut c).await }
+    }))
+    .await?;
+    Ok(())
 }
 
 /// The tick computations start from (read on a miss).
@@ -509,8 +588,9 @@ mod tests {
     #[test]
     fn keys_of_one_dependency_share_a_slot_and_entries_do_not() {
         let keys = Keys::new("p");
-        let (g, r) = keys.dep("blog.post:1");
+        let [g, r, x] = keys.dep("blog.post:1");
         assert_eq!(tag(&g), tag(&r));
+        assert_eq!(tag(&g), tag(&x));
         let e1 = keys.entry("c", 1);
         let e2 = keys.entry("c", 2);
         assert_ne!(tag(&e1), tag(&e2));
