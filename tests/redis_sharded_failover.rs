@@ -4,9 +4,6 @@
 //! until every step lands, and no read — during the failover or after it —
 //! returns a value older than the writes.
 //!
-//! Ignored by default: it finds stale values in about one run in six (see
-//! the attribute); run it with `--ignored`.
-//!
 //! Needs redis-server and redis-cli; without them the test says so loudly
 //! and passes; with `CI=true` it fails.
 
@@ -51,9 +48,6 @@ fn fresh_read() -> (Vec<i64>, u64) {
 }
 
 #[test]
-#[ignore = "fails about one run in six: some entries on live primaries keep their old \
-            value after the replay (their dependency's registry reads empty); open, \
-            see the sharded layout's notes in CHANGELOG.md"]
 fn invalidations_made_while_a_primary_fails_over_are_not_lost() {
     let Some(mut cluster) = Cluster::start_with(1) else {
         skip("Redis Cluster failover");

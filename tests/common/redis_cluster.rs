@@ -66,6 +66,10 @@ impl Cluster {
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
                 .args(["--cluster-node-timeout", "2000"])
                 .args(["--save", "", "--appendonly", "no"])
+                // Each node's snapshot file of its own: a primary writes one
+                // to sync a replica, and nodes share the directory (with one
+                // file name, a replica could load another primary's data).
+                .args(["--dbfilename", &format!("dump-{port}.rdb")])
                 .arg("--dir")
                 .arg(&cluster.dir)
                 .stdout(Stdio::null())
