@@ -41,6 +41,8 @@ fn sync_reads_through_a_paused_redis_answer_their_own_key_in_bounded_time() {
         common::redis_server::skip("direct reads");
         return;
     };
+    // Stopped when the test ends, passed or failed.
+    let server = Stopped(server);
     Config::new()
         .redis(format!("redis://127.0.0.1:{port}"))
         .redis_prefix("direct-reads")
@@ -91,10 +93,10 @@ fn sync_reads_through_a_paused_redis_answer_their_own_key_in_bounded_time() {
 
     // Paused past the timeout, with reads on the wire.
     let errors = tier_stats().errors;
-    signal(&server, "-STOP");
+    signal(&server.0, "-STOP");
     wait_until("the pause is noticed", || tier_stats().errors > errors);
     read_more(500);
-    signal(&server, "-CONT");
+    signal(&server.0, "-CONT");
     let hits = shared_hits();
     wait_until("Redis answers reads again", || shared_hits() > hits + 500);
 
@@ -152,6 +154,16 @@ fn sync_reads_through_a_paused_redis_answer_their_own_key_in_bounded_time() {
         most <= 48 + 1 + 2 + 16,
         "{most} clients connected: reads opened a connection each"
     );
+}
+
+/// A redis-server stopped when dropped.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Clients connected to the server now.
