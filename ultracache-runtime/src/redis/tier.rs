@@ -1355,7 +1355,11 @@ async fn execute(
         }
         Op::Delete { key } => {
             let mut c = connection(client, conn, timeout).await?;
-            let _: () = c.del(&key).await?;
+            if tier.sharded.is_some() {
+                sharded::drop_value(&c, &key).await?;
+            } else {
+                let _: () = c.del(&key).await?;
+            }
             Ok(())
         }
         Op::Clear { reply } => {
@@ -1500,7 +1504,8 @@ async fn since_sharded(c: &Connection, tier: &Tier) -> redis::RedisResult<u64> {
 }
 
 /// The bytes of a current value read in the sharded layout. A tombstone is
-/// none; bad data, or a value computed before a clear, is deleted.
+/// none; bad data, or a value computed before a clear, is dropped (unless
+/// a tombstone has replaced it since: see [`sharded::DROP_VALUE`]).
 async fn sharded_value(
     c: &mut Connection,
     tier: &Tier,
@@ -1516,7 +1521,7 @@ async fn sharded_value(
                 "ultracache: Redis holds something other than an entry \
                  under an entry key ({other:?}); deleted"
             );
-            let _: redis::RedisResult<()> = c.del(key).await;
+            let _: redis::RedisResult<()> = sharded::drop_value(c, key).await;
             return None;
         }
     };
@@ -1524,7 +1529,7 @@ async fn sharded_value(
         Held::Value(bytes, since) if since >= tier.cleared() => Some(bytes),
         Held::Nothing => None,
         Held::Value(..) | Held::Bad => {
-            let _: redis::RedisResult<()> = c.del(key).await;
+            let _: redis::RedisResult<()> = sharded::drop_value(c, key).await;
             None
         }
     }
