@@ -214,4 +214,69 @@ fn the_sharded_layout_spreads_over_primaries_and_never_keeps_a_stale_value() {
     assert_eq!(page(&NODE_B, 42), 7, "found through the replaced registry");
     let stats = ultracache::redis::tier_stats();
     assert_eq!(stats.errors, 0, "bad data is not an outage: {stats:?}");
+
+    // 8. Invalidations travel by sharded pub/sub: the nodes listen with
+    //    SSUBSCRIBE on the channel's shard, none with a classic SUBSCRIBE.
+    let channel = format!("{{{prefix}}}invalidations");
+    let on = |port: u16, args: &[&str]| -> redis::Value {
+        let mut c = redis::Client::open(cluster.url(port))
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query::<redis::Value>(&mut c).unwrap()
+    };
+    let count = |reply: redis::Value| -> i64 {
+        let (_, n): (String, i64) = redis::from_redis_value(reply).unwrap();
+        n
+    };
+    let owner = cluster.owner(&channel);
+    assert_eq!(
+        count(on(owner, &["PUBSUB", "SHARDNUMSUB", &channel])),
+        1,
+        "the node listens on the channel's shard"
+    );
+    for port in cluster.live().collect::<Vec<_>>() {
+        assert_eq!(count(on(port, &["PUBSUB", "NUMSUB", &channel])), 0);
+    }
+
+    // 9. A break in the sharded subscription drops the L1 (messages may
+    //    have been missed meanwhile), whether the connection is killed or
+    //    the channel's slot moves to another primary (its old owner
+    //    unsubscribes the node); the node subscribes again where the
+    //    channel now lives.
+    let reconnects = || ultracache::redis::tier_stats().reconnects;
+    let mut new_owner = owner;
+    for (round, break_it) in ["kill", "move"].into_iter().enumerate() {
+        let id = 60 + round as i64;
+        let before = VERSION.load(Ordering::SeqCst);
+        assert_eq!(page(&NODE_A, id), before);
+        // A write this node does not hear of: the new version, and the
+        // cluster's copy gone; only the node's L1 still holds the old page.
+        VERSION.store(before + 1, Ordering::SeqCst);
+        for key in cluster.keys(&entries) {
+            on(cluster.owner(&key), &["DEL", &key]);
+        }
+        assert_eq!(page(&NODE_A, id), before, "held in the L1");
+        let seen = reconnects();
+        if break_it == "kill" {
+            on(new_owner, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+        } else {
+            let to = cluster.not_owner(&channel);
+            cluster.move_slot_of(&channel, to);
+            new_owner = to;
+        }
+        wait_until("the node subscribed again", || reconnects() > seen);
+        assert_eq!(
+            page(&NODE_A, id),
+            before + 1,
+            "the L1 was dropped at the break ({break_it})"
+        );
+        wait_until("the node listens where the channel lives", || {
+            count(on(new_owner, &["PUBSUB", "SHARDNUMSUB", &channel])) == 1
+        });
+    }
 }

@@ -30,6 +30,10 @@ pub(crate) enum Backend {
         /// One client per seed node, for the subscription: a message
         /// published on any node of a cluster reaches subscribers on all.
         nodes: Vec<redis::Client>,
+        /// The seed nodes and the tier's timeout, for the sharded
+        /// subscription's own connection (see [`Backend::shard_subscriber`]).
+        urls: Vec<String>,
+        timeout: Duration,
     },
 }
 
@@ -63,6 +67,8 @@ impl Backend {
                 Ok(Backend::Cluster {
                     client: Box::new(client),
                     nodes,
+                    urls: urls.clone(),
+                    timeout,
                 })
             }
         }
@@ -79,6 +85,36 @@ impl Backend {
                 client.get_async_connection().await.map(Connection::Cluster)
             }
         }
+    }
+
+    /// Whether this is a cluster: there, the sharded layout publishes its
+    /// invalidations with `SPUBLISH` (sharded pub/sub, Redis 7): a message
+    /// travels to the channel's shard only, not over the whole cluster bus.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Backend::Cluster { .. })
+    }
+
+    /// A RESP3 connection to the cluster whose pushes (sharded messages,
+    /// subscription changes, disconnections) go to `pushes`; `None` for one
+    /// server. The caller subscribes with `SSUBSCRIBE` on it; the library
+    /// finds the node that serves the channel's slot.
+    pub(crate) async fn shard_subscriber(
+        &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> RedisResult<Option<ClusterConnection>> {
+        let Backend::Cluster { urls, timeout, .. } = self else {
+            return Ok(None);
+        };
+        let client = ClusterClient::builder(urls.iter().map(String::as_str))
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(pushes)
+            .connection_timeout(*timeout)
+            .response_timeout(*timeout)
+            .retries(2)
+            .min_retry_wait(5)
+            .max_retry_wait(50)
+            .build()?;
+        client.get_async_connection().await.map(Some)
     }
 
     /// The client to subscribe through on the `attempt`th try (a cluster's
@@ -117,6 +153,26 @@ impl Connection {
 }
 
 impl Connection {
+    /// Publishes the sharded layout's `message` on `channel`: with
+    /// `SPUBLISH` on a cluster (to the channel's shard, where every node
+    /// subscribes with `SSUBSCRIBE`), with `PUBLISH` on one server.
+    pub(crate) async fn publish_sharded(
+        &mut self,
+        channel: &str,
+        message: &str,
+    ) -> RedisResult<()> {
+        let verb = match self {
+            Connection::Single(_) => "PUBLISH",
+            Connection::Cluster(_) => "SPUBLISH",
+        };
+        let _: i64 = redis::cmd(verb)
+            .arg(channel)
+            .arg(message)
+            .query_async(self)
+            .await?;
+        Ok(())
+    }
+
     /// Every key matching `pattern`, on every primary (of one server: all
     /// its keys).
     pub(crate) async fn scan_primaries(&mut self, pattern: &str) -> RedisResult<Vec<String>> {

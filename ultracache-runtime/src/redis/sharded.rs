@@ -59,6 +59,13 @@
 //! computation reads data at least that new, and a tick behind Redis's only
 //! refuses more. Ticks never repeat (see [`NEXT_TICK`]).
 //!
+//! On a cluster, invalidation messages go by sharded pub/sub: published
+//! with `SPUBLISH` on `{P}invalidations` (the tick's slot), heard with
+//! `SSUBSCRIBE` on that slot's shard, so a message does not cross the whole
+//! cluster bus. A subscription that breaks (a disconnection, or the slot
+//! moving away, which unsubscribes its listeners) drops the node's L1, as
+//! with a classic subscription.
+//!
 //! `clear()` marks the key space cleared at a tick (`{P}cleared`) and
 //! deletes every entry on every primary; a value framed with a `since` below
 //! the mark is a miss on every node that knows the mark (the node that
@@ -488,8 +495,8 @@ pub(super) async fn invalidate(
     let mut c = c.clone();
     // The tick rides along: nodes start their computations from it.
     let message = format!("{message}\n!tick {tick}");
-    let _: i64 =
-        redis::AsyncCommands::publish(&mut c, format!("{prefix}invalidations"), message).await?;
+    c.publish_sharded(&format!("{prefix}invalidations"), &message)
+        .await?;
     Ok(tick)
 }
 

@@ -1388,12 +1388,11 @@ async fn execute(
                     async move { c.del::<_, ()>(key).await }
                 }))
                 .await?;
-                let _: () = c
-                    .publish(
-                        format!("{}invalidations", tier.prefix),
-                        format!("clear\n{tick}"),
-                    )
-                    .await?;
+                c.publish_sharded(
+                    &format!("{}invalidations", tier.prefix),
+                    &format!("clear\n{tick}"),
+                )
+                .await?;
                 reply(Some(()));
                 return Ok(());
             }
@@ -1809,25 +1808,81 @@ pub(super) fn escape_glob(s: &str) -> String {
     out
 }
 
+/// The invalidation messages of one subscription, as they arrive; the
+/// stream ends when the subscription breaks.
+type Messages = futures_util::stream::LocalBoxStream<'static, String>;
+
+/// Subscribes to the invalidation channel: with `SSUBSCRIBE` on a cluster
+/// in the sharded layout (its invalidations are published with `SPUBLISH`),
+/// with `SUBSCRIBE` otherwise (through the seed node of this `attempt`).
+async fn subscribe(
+    backend: &Backend,
+    channel: String,
+    sharded: bool,
+    attempt: usize,
+) -> redis::RedisResult<Messages> {
+    if sharded && backend.is_cluster() {
+        let (pushes, received) = tmpsc::unbounded_channel();
+        if let Some(mut c) = backend.shard_subscriber(pushes).await? {
+            c.ssubscribe(&channel).await?;
+            return Ok(shard_messages(received, c));
+        }
+    }
+    let mut pubsub = backend.subscriber(attempt).get_async_pubsub().await?;
+    pubsub.subscribe(&channel).await?;
+    Ok(pubsub
+        .into_on_message()
+        .filter_map(|msg| std::future::ready(msg.get_payload::<String>().ok()))
+        .boxed_local())
+}
+
+/// The sharded messages among a cluster connection's pushes. The library
+/// reconnects and subscribes again by itself after a disconnection, and a
+/// node that loses the channel's slot (a resharding) unsubscribes its
+/// clients: messages may have been missed either way, so a disconnection
+/// or an unsubscription this node did not ask for ends the stream (a
+/// break). The connection lives as long as the stream.
+fn shard_messages(
+    received: tmpsc::UnboundedReceiver<redis::PushInfo>,
+    connection: redis::cluster_async::ClusterConnection,
+) -> Messages {
+    futures_util::stream::unfold(
+        (received, connection),
+        |(mut received, connection)| async move {
+            loop {
+                let push = received.recv().await?;
+                match push.kind {
+                    redis::PushKind::SMessage => {
+                        let payload = redis::Msg::from_push_info(push)
+                            .and_then(|msg| msg.get_payload::<String>().ok());
+                        if let Some(payload) = payload {
+                            return Some((payload, (received, connection)));
+                        }
+                    }
+                    redis::PushKind::Disconnection | redis::PushKind::SUnsubscribe => return None,
+                    _ => {}
+                }
+            }
+        },
+    )
+    .boxed_local()
+}
+
 /// Listens for invalidations from every node. A break in the subscription
-/// drops this node's whole L1 once it is back.
+/// drops this node's whole L1 at once and again once it is back.
 async fn listen(backend: Backend, tier: std::sync::Weak<Tier>) {
     let mut broken = false;
     let mut attempt = 0usize;
     loop {
-        let client = backend.subscriber(attempt).clone();
-        attempt = attempt.wrapping_add(1);
         let Some(t) = tier.upgrade() else { return };
         let channel = format!("{}invalidations", t.prefix);
         let timeout = t.timeout;
+        let sharded = t.sharded.is_some();
         drop(t);
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
+        let subscribed = subscribe(&backend, channel, sharded, attempt);
+        attempt = attempt.wrapping_add(1);
         match tokio::time::timeout(timeout * 4, subscribed).await {
-            Ok(Ok(pubsub)) => {
+            Ok(Ok(mut messages)) => {
                 if broken {
                     if let Some(t) = tier.upgrade() {
                         t.counts.reconnects.fetch_add(1, SeqCst);
@@ -1843,29 +1898,27 @@ async fn listen(backend: Backend, tier: std::sync::Weak<Tier>) {
                         t.send(Op::Learn);
                     }
                 }
-                let mut messages = pubsub.into_on_message();
-                while let Some(msg) = messages.next().await {
-                    if let Ok(payload) = msg.get_payload::<String>() {
-                        if let Some(t) = tier.upgrade() {
-                            if let Some(tick) = payload
-                                .strip_prefix("clear\n")
-                                .and_then(|t| t.parse::<u64>().ok())
-                            {
-                                t.saw_clear(tick);
-                            } else if let Some(tick) = payload.lines().find_map(|l| {
-                                l.strip_prefix("!tick ").and_then(|t| t.parse::<u64>().ok())
-                            }) {
-                                t.heard(tick);
-                            }
+                while let Some(payload) = messages.next().await {
+                    if let Some(t) = tier.upgrade() {
+                        if let Some(tick) = payload
+                            .strip_prefix("clear\n")
+                            .and_then(|t| t.parse::<u64>().ok())
+                        {
+                            t.saw_clear(tick);
+                        } else if let Some(tick) = payload.lines().find_map(|l| {
+                            l.strip_prefix("!tick ").and_then(|t| t.parse::<u64>().ok())
+                        }) {
+                            t.heard(tick);
                         }
-                        if let Some(token) = apply(&payload) {
-                            // Applied: this node's copies are gone.
-                            if let Some(t) = tier.upgrade() {
-                                t.send(Op::Ack { token });
-                            }
+                    }
+                    if let Some(token) = apply(&payload) {
+                        // Applied: this node's copies are gone.
+                        if let Some(t) = tier.upgrade() {
+                            t.send(Op::Ack { token });
                         }
                     }
                 }
+                drop(messages);
                 broken = true;
                 if let Some(t) = tier.upgrade() {
                     t.subscribed.store(false, SeqCst);
