@@ -253,7 +253,11 @@ fn the_sharded_layout_spreads_over_primaries_and_never_keeps_a_stale_value() {
     for (round, break_it) in ["kill", "move"].into_iter().enumerate() {
         let id = 60 + round as i64;
         let before = VERSION.load(Ordering::SeqCst);
+        let stored = ultracache::redis::tier_stats().stores;
         assert_eq!(page(&NODE_A, id), before);
+        wait_until("the page is stored in the cluster", || {
+            ultracache::redis::tier_stats().stores > stored
+        });
         // A write this node does not hear of: the new version, and the
         // cluster's copy gone; only the node's L1 still holds the old page.
         VERSION.store(before + 1, Ordering::SeqCst);
