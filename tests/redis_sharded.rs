@@ -170,9 +170,9 @@ fn the_sharded_layout_spreads_over_primaries_and_never_keeps_a_stale_value() {
     assert_eq!(stats.errors, 0, "no call to the cluster failed: {stats:?}");
 
     // 7. Bad data is bad entries, never an outage nor a stale read.
-    let raw = |args: &[&str]| {
-        let key = args[1];
-        let mut c = redis::Client::open(cluster.url(cluster.owner(key)))
+    // A command on one node, and one on the node that holds its key.
+    let on = |port: u16, args: &[&str]| -> redis::Value {
+        let mut c = redis::Client::open(cluster.url(port))
             .unwrap()
             .get_connection_with_timeout(Duration::from_secs(2))
             .unwrap();
@@ -180,7 +180,10 @@ fn the_sharded_layout_spreads_over_primaries_and_never_keeps_a_stale_value() {
         for a in &args[1..] {
             cmd.arg(*a);
         }
-        cmd.query::<redis::Value>(&mut c).unwrap();
+        cmd.query::<redis::Value>(&mut c).unwrap()
+    };
+    let raw = |args: &[&str]| {
+        on(cluster.owner(args[1]), args);
     };
     // Garbage under the tick: the next invalidation still drops.
     raw(&["SET", &format!("{{{prefix}}}tick"), "not a number"]);
@@ -220,17 +223,6 @@ fn the_sharded_layout_spreads_over_primaries_and_never_keeps_a_stale_value() {
     // 8. Invalidations travel by sharded pub/sub: the nodes listen with
     //    SSUBSCRIBE on the channel's shard, none with a classic SUBSCRIBE.
     let channel = format!("{{{prefix}}}invalidations");
-    let on = |port: u16, args: &[&str]| -> redis::Value {
-        let mut c = redis::Client::open(cluster.url(port))
-            .unwrap()
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .unwrap();
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        cmd.query::<redis::Value>(&mut c).unwrap()
-    };
     let count = |reply: redis::Value| -> i64 {
         let (_, n): (String, i64) = redis::from_redis_value(reply).unwrap();
         n
