@@ -188,3 +188,53 @@ fn a_form_method_is_cached_on_validated_data() {
     );
     assert_eq!(FRIENDS_RUNS.get(), 6);
 }
+
+// ---- a method of a generic impl: one cache, typed by its first call ------
+
+static ECHO_RUNS: Runs = Runs::new();
+
+struct Echo<T>(std::marker::PhantomData<T>);
+
+impl<T> Echo<T>
+where
+    T: Clone + std::hash::Hash + Eq + Send + Sync + 'static,
+{
+    /// One function for every `T`: its cache takes the key and value types
+    /// of its first call.
+    #[cached(forever)]
+    fn echo(x: T) -> T {
+        ECHO_RUNS.hit();
+        x
+    }
+}
+
+#[test]
+fn a_generic_method_caches_its_first_types_and_computes_for_the_others() {
+    // The first instantiation makes the cache: cached.
+    assert_eq!(Echo::<u64>::echo(7), 7);
+    assert_eq!(Echo::<u64>::echo(7), 7);
+    assert_eq!(ECHO_RUNS.get(), 1);
+
+    // Another key and value type finds the cache typed for `u64`: computed
+    // every time, never read as the wrong type, by owned or borrowed key.
+    for _ in 0..3 {
+        assert_eq!(Echo::<String>::echo("seven".to_owned()), "seven");
+        assert_eq!(Echo::<(u64, u64)>::echo((7, 7)), (7, 7));
+        assert_eq!(Echo::<u32>::echo(7), 7);
+    }
+    assert_eq!(ECHO_RUNS.get(), 1 + 9);
+
+    // The first type still hits, concurrently with the others computing.
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            s.spawn(move || {
+                for i in 0..1_000u64 {
+                    assert_eq!(Echo::<u64>::echo(7), 7);
+                    assert_eq!(Echo::<u32>::echo(t as u32), t as u32);
+                    assert_eq!(Echo::<String>::echo(i.to_string()), i.to_string());
+                }
+            });
+        }
+    });
+    assert_eq!(ECHO_RUNS.get(), 1 + 9 + 4 * 2_000);
+}

@@ -42,7 +42,7 @@ impl Kind {
 
 impl PartialEq for Kind {
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.name == other.name
+        self.hash == other.hash && (std::ptr::eq(self.name, other.name) || self.name == other.name)
     }
 }
 impl Eq for Kind {}

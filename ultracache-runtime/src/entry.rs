@@ -3,7 +3,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::dep::Dep;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crate::dep::{Dep, Kind};
 pub(crate) use crate::state::{Cause, State};
 
 /// A cached value, seen without its types.
@@ -20,6 +23,77 @@ pub(crate) trait Entry: Send + Sync + 'static {
     fn state(&self) -> &State;
     /// The oldest tick its value's reads are valid against.
     fn basis(&self) -> u64;
+    /// Itself, to be seen as its own type again.
+    fn as_any(&self) -> &dyn std::any::Any;
+    /// The cache it belongs to, as an address: entries with the same owner
+    /// are of one type, and end together in [`invalidate_batch`](Self::invalidate_batch).
+    /// Zero when it has none to share.
+    fn owner(&self) -> usize {
+        0
+    }
+    /// Ends every entry of `batch` (entries with this one's
+    /// [`owner`](Self::owner)) for an invalidation of `taken`, whose links
+    /// the registry has dropped already: one pass over their cache, where
+    /// [`kill`](Self::kill) would make one per entry. Every entry ends even
+    /// if an `on_invalidated` hook panics; the first panic is returned.
+    fn invalidate_batch(&self, batch: &[Arc<dyn Entry>], taken: Taken<'_>) -> Option<Panic> {
+        let _ = taken;
+        let mut panic = None;
+        for entry in batch {
+            let kill = AssertUnwindSafe(|| entry.kill(Cause::Invalidated));
+            if let Err(p) = catch_unwind(kill) {
+                panic.get_or_insert(p);
+            }
+        }
+        panic
+    }
+}
+
+/// What a panic carries.
+pub(crate) type Panic = Box<dyn std::any::Any + Send>;
+
+/// What an invalidation took out of the registry before ending its
+/// entries: their links under it are gone already.
+#[derive(Clone, Copy)]
+pub(crate) enum Taken<'a> {
+    /// One dependency.
+    Dep(&'a Dep),
+    /// Every dependency of a kind.
+    Kind(Kind),
+}
+
+impl Taken<'_> {
+    /// Whether the links of `dep` were taken.
+    pub(crate) fn covers(&self, dep: &Dep) -> bool {
+        match self {
+            Taken::Dep(taken) => *taken == dep,
+            Taken::Kind(kind) => dep.model_kind() == *kind,
+        }
+    }
+}
+
+/// Ends `entries` for an invalidation of `taken`, a batch per run of
+/// entries of one cache. Every entry ends even if a hook panics; the first
+/// panic is kept in `panic`.
+pub(crate) fn invalidate_all(
+    entries: &[Arc<dyn Entry>],
+    taken: Taken<'_>,
+    panic: &mut Option<Panic>,
+) {
+    let mut rest = entries;
+    while let Some(first) = rest.first() {
+        let owner = first.owner();
+        let run = if owner == 0 {
+            1
+        } else {
+            rest.iter().take_while(|e| e.owner() == owner).count()
+        };
+        let (batch, next) = rest.split_at(run);
+        if let Some(p) = first.invalidate_batch(batch, taken) {
+            panic.get_or_insert(p);
+        }
+        rest = next;
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

@@ -77,7 +77,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
 use crate::dep::{Dep, Kind};
-use crate::entry::{Cause, Entry};
+use crate::entry::{invalidate_all, Entry, Taken};
 use crate::recorder::Reads;
 use crate::registry::Registry;
 use crate::state::{LIVE, PENDING, RETIRED};
@@ -166,15 +166,14 @@ pub(crate) fn invalidate(
 ) -> (usize, u64) {
     let mut n = 0;
     let mut tick = 0;
+    let mut panic = None;
     if !deps.is_empty() {
         tick = versions.stamp(deps);
         for dep in deps {
             let entries = registry.take(dep);
             each(Target::Dep(dep), entries.len());
             n += entries.len();
-            for entry in entries {
-                entry.kill(Cause::Invalidated);
-            }
+            invalidate_all(&entries, Taken::Dep(dep), &mut panic);
         }
     }
     for kind in kinds {
@@ -182,9 +181,12 @@ pub(crate) fn invalidate(
         let entries = registry.take_kind(*kind);
         each(Target::Kind(*kind), entries.len());
         n += entries.len();
-        for entry in entries {
-            entry.kill(Cause::Invalidated);
-        }
+        invalidate_all(&entries, Taken::Kind(*kind), &mut panic);
+    }
+    // An `on_invalidated` hook panicked: every entry is dropped already,
+    // and the panic goes on to the writer.
+    if let Some(panic) = panic {
+        std::panic::resume_unwind(panic);
     }
     (n, tick)
 }

@@ -1,7 +1,7 @@
 //! Registration: every `#[cached]` function and every model kind announces
 //! itself at link time, so tools can list them.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
@@ -24,8 +24,21 @@ pub struct CachedFn {
     /// How long an expired value is kept to serve when computing it again
     /// fails (`#[cached(stale_if_error = …)]`).
     pub stale_if_error: Option<std::time::Duration>,
-    pub(crate) cache: OnceLock<Box<dyn Any + Send + Sync>>,
+    pub(crate) cache: OnceLock<Typed>,
     pub(crate) mismatch_logged: AtomicBool,
+}
+
+/// A `#[cached]` function's cache, made on its first call, with what the
+/// hit path needs to reach its core in one step.
+pub(crate) struct Typed {
+    /// The `Cache<K, V>`.
+    pub(crate) cache: Box<dyn Any + Send + Sync>,
+    /// `TypeId::of::<Core<K, V>>()` when the cache is connected to its
+    /// store (else the `TypeId` of `()`, which no core has).
+    pub(crate) core_type: TypeId,
+    /// The address of that core, which lives as long as the program (the
+    /// cache holds it, and the cache is in a `static`).
+    pub(crate) core: usize,
 }
 
 impl std::fmt::Debug for CachedFn {

@@ -215,7 +215,7 @@ impl Registry {
     }
 
     /// Unlinks entry `id` from `deps`, dropping dependencies left with no entry.
-    pub(crate) fn unregister(&self, id: u64, deps: &[Dep]) {
+    pub(crate) fn unregister<'a>(&self, id: u64, deps: impl IntoIterator<Item = &'a Dep>) {
         for dep in deps {
             let mut shard = self.shard(dep);
             let kind = dep.model_kind();

@@ -65,14 +65,15 @@ pub(crate) fn insert(cache: &'static str, deps: usize) {
     metrics::counter!("ultracache_inserts_total", "cache" => cache).increment(1);
 }
 
-pub(crate) fn dropped(cache: &'static str, cause: Cause) {
+/// Reports `n` entries of `cache` dropped for `cause`.
+pub(crate) fn dropped(cache: &'static str, cause: Cause, n: u64) {
     let cause = match cause {
         Cause::Invalidated | Cause::Cleared => "invalidated",
         Cause::Evicted => "evicted",
         Cause::Expired => "expired",
         Cause::Replaced | Cause::Stale => return,
     };
-    tracing::trace!(target: "ultracache", cache, cause, "entry dropped");
+    tracing::trace!(target: "ultracache", cache, cause, entries = n, "entries dropped");
     #[cfg(feature = "metrics")]
     {
         // Inside an invalidation: counted, and reported once at its end
@@ -83,8 +84,8 @@ pub(crate) fn dropped(cache: &'static str, cause: Cause) {
                     .iter_mut()
                     .find(|(c, k, _)| std::ptr::eq(*c, cache) && *k == cause)
                 {
-                    Some((_, _, n)) => *n += 1,
-                    None => drops.push((cache, cause, 1)),
+                    Some((_, _, count)) => *count += n,
+                    None => drops.push((cache, cause, n)),
                 }
                 true
             }
@@ -92,7 +93,7 @@ pub(crate) fn dropped(cache: &'static str, cause: Cause) {
         });
         if !batched {
             metrics::counter!("ultracache_dropped_total", "cache" => cache, "cause" => cause)
-                .increment(1);
+                .increment(n);
         }
     }
 }

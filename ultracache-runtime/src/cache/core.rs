@@ -105,8 +105,9 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         mix(std::hash::Hasher::finish(&h))
     }
 
-    /// The hit path.
-    #[inline]
+    /// The hit path (inlined into each caller: a call and its frame cost
+    /// as much as the rest of a hit).
+    #[inline(always)]
     pub(super) fn lookup<Q>(&self, key: &Q) -> Option<V>
     where
         Q: std::hash::Hash + equivalent::Equivalent<K> + ?Sized,
@@ -117,23 +118,43 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             self.hit(slot);
             return Some(slot.value.clone());
         }
-        if slot.expired(clock::now()) {
-            let slot = Arc::clone(slot);
-            drop(guard);
-            slot.end(Cause::Expired, true);
-        }
+        Self::not_live(slot);
         None
+    }
+
+    /// A slot the hit path found but may not return: ended here if it is
+    /// past its deadline.
+    #[cold]
+    #[inline(never)]
+    fn not_live(slot: &Arc<Slot<K, V>>) {
+        if slot.expired(clock::now()) {
+            Arc::clone(slot).end(Cause::Expired, true);
+        }
     }
 
     #[inline]
     pub(super) fn hit(&self, slot: &Arc<Slot<K, V>>) {
         if recorder::recording() {
-            recorder::track_hit(Arc::clone(slot) as Arc<dyn Entry>);
+            Self::record_hit(slot);
         }
         if self.counters.hits.add(1).is_multiple_of(TOUCH_EVERY) {
-            self.store.touch(slot.id);
-            self.hit_metric.add(crate::telemetry::HIT_BATCH);
+            self.touch(slot);
         }
+    }
+
+    /// A hit inside a computation being recorded.
+    #[cold]
+    #[inline(never)]
+    fn record_hit(slot: &Arc<Slot<K, V>>) {
+        recorder::track_hit(Arc::clone(slot) as Arc<dyn Entry>);
+    }
+
+    /// One hit in [`TOUCH_EVERY`]: the store's policy and the metric hear of it.
+    #[cold]
+    #[inline(never)]
+    fn touch(&self, slot: &Slot<K, V>) {
+        self.store.touch(slot.id);
+        self.hit_metric.add(crate::telemetry::HIT_BATCH);
     }
 
     /// The value a finished flight left, if it is still good.
@@ -246,17 +267,25 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
 
     /// Bookkeeping when a slot of this cache ends.
     pub(super) fn ended(&self, cause: Cause, key: &K, value: &V) {
-        let counters = &self.counters;
         if matches!(cause, Cause::Invalidated | Cause::Cleared) {
             if let Some(hook) = self.on_invalidated {
                 hook(key, value);
             }
         }
-        crate::telemetry::dropped(self.name, cause);
+        self.ended_many(cause, 1);
+    }
+
+    /// Counts `n` slots of this cache ended for `cause`.
+    pub(super) fn ended_many(&self, cause: Cause, n: u64) {
+        if n == 0 {
+            return;
+        }
+        crate::telemetry::dropped(self.name, cause, n);
+        let counters = &self.counters;
         let _ = match cause {
-            Cause::Invalidated | Cause::Cleared => counters.invalidations.add(1),
-            Cause::Evicted => counters.evictions.add(1),
-            Cause::Expired => counters.expirations.add(1),
+            Cause::Invalidated | Cause::Cleared => counters.invalidations.add(n),
+            Cause::Evicted => counters.evictions.add(n),
+            Cause::Expired => counters.expirations.add(n),
             Cause::Stale | Cause::Replaced => 0,
         };
     }

@@ -2,9 +2,13 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use std::any::TypeId;
+use std::sync::Arc;
+
+use super::core::Core;
 use super::outcome::{CacheKey, CacheValue};
 use super::Cache;
-use crate::registration::CachedFn;
+use crate::registration::{CachedFn, Typed};
 
 impl CachedFn {
     /// The function's cache for `#[cached(shared)]`: values also go through
@@ -27,8 +31,8 @@ impl CachedFn {
     #[doc(hidden)]
     #[inline]
     pub fn cache<K: CacheKey, V: CacheValue>(&'static self) -> Option<&'static Cache<K, V>> {
-        // The hit path: made already, and of these types.
-        if let Some(cache) = self.cache.get().and_then(|c| c.downcast_ref()) {
+        // Made already, and of these types.
+        if let Some(cache) = self.cache.get().and_then(|c| c.cache.downcast_ref()) {
             return Some(cache);
         }
         self.typed(|c| c)
@@ -40,7 +44,31 @@ impl CachedFn {
     #[doc(hidden)]
     #[inline]
     pub fn existing<K: CacheKey, V: CacheValue>(&'static self) -> Option<&'static Cache<K, V>> {
-        self.cache.get().and_then(|c| c.downcast_ref())
+        self.cache.get().and_then(|c| c.cache.downcast_ref())
+    }
+
+    /// The hit path: the live value for `key` in the function's cache, if a
+    /// call made the cache already, with these key and value types, and it
+    /// is connected to its store. Never computes nor makes the cache.
+    #[doc(hidden)]
+    #[inline]
+    pub fn hit<K, V, Q>(&'static self, key: &Q) -> Option<V>
+    where
+        K: CacheKey,
+        V: CacheValue,
+        Q: std::hash::Hash + equivalent::Equivalent<K> + ?Sized,
+    {
+        let typed = self.cache.get()?;
+        if typed.core_type != TypeId::of::<Core<K, V>>() {
+            return None;
+        }
+        // SAFETY: `core` is the address of a `Core<K, V>` (its type was
+        // checked above, and `typed` pairs the two when it is made), held
+        // by an `Arc` inside the `Cache` that `typed` owns; `typed` is in
+        // a `OnceLock` of a `'static`, never taken out or dropped, so the
+        // core lives and stays in place for the rest of the program.
+        let core = unsafe { &*(typed.core as *const Core<K, V>) };
+        core.lookup(key)
     }
 
     #[cold]
@@ -58,11 +86,21 @@ impl CachedFn {
                     Some(grace) => cache.stale_if_error(grace),
                     None => cache,
                 };
-                Box::new(finish(match self.store {
+                let cache = Box::new(finish(match self.store {
                     Some(store) => cache.store(store),
                     None => cache,
-                }))
+                }));
+                let (core_type, core) = match cache.core() {
+                    Some(core) => (TypeId::of::<Core<K, V>>(), Arc::as_ptr(core) as usize),
+                    None => (TypeId::of::<()>(), 0),
+                };
+                Typed {
+                    cache,
+                    core_type,
+                    core,
+                }
             })
+            .cache
             .downcast_ref();
         if typed.is_none() && !self.mismatch_logged.swap(true, Relaxed) {
             tracing::error!(

@@ -1,14 +1,15 @@
 //! Slots: one stored value of a cache, with what it was computed from and
 //! where it is in its life (see [`protocol`](crate::protocol)).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use super::core::Core;
 use super::outcome::{CacheKey, CacheValue};
 use crate::clock::{self, Nanos, NEVER};
 use crate::dep::Dep;
-use crate::entry::{Cause, Entry};
+use crate::entry::{Cause, Entry, Panic, Taken};
 use crate::registry::registry;
 use crate::state::State;
 
@@ -83,7 +84,8 @@ impl<K: CacheKey, V: CacheValue> Slot<K, V> {
             return;
         }
         self.state.end(cause);
-        if let Some(core) = self.owner.upgrade() {
+        let core = self.owner.upgrade();
+        if let Some(core) = &core {
             core.unlink(&self.key, self.id);
             if remove_from_store {
                 core.store.remove(self.id);
@@ -93,9 +95,12 @@ impl<K: CacheKey, V: CacheValue> Slot<K, V> {
                     grace.keep(self);
                 }
             }
+        }
+        registry().unregister(self.id, self.deps.iter());
+        // Last: it runs the user's `on_invalidated` hook, which may panic.
+        if let Some(core) = &core {
             core.ended(cause, &self.key, &self.value);
         }
-        registry().unregister(self.id, &self.deps);
     }
 }
 
@@ -119,5 +124,60 @@ impl<K: CacheKey, V: CacheValue> Entry for Slot<K, V> {
     }
     fn basis(&self) -> u64 {
         self.basis
+    }
+    fn owner(&self) -> usize {
+        self.owner.as_ptr() as *const () as usize
+    }
+    fn invalidate_batch(&self, batch: &[Arc<dyn Entry>], taken: Taken<'_>) -> Option<Panic> {
+        /// Counts what the batch ended.
+        struct Tally<'a, K: CacheKey, V: CacheValue>(Option<&'a Core<K, V>>, u64);
+        impl<K: CacheKey, V: CacheValue> Drop for Tally<'_, K, V> {
+            fn drop(&mut self) {
+                if let Some(core) = self.0 {
+                    core.ended_many(Cause::Invalidated, self.1);
+                }
+            }
+        }
+        let core = self.owner.upgrade();
+        let guard = core.as_ref().map(|core| core.front.guard());
+        let mut ended = Tally(core.as_deref(), 0);
+        let mut panic = None;
+        for entry in batch {
+            let Some(slot) = entry.as_any().downcast_ref::<Slot<K, V>>() else {
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| entry.kill(Cause::Invalidated))) {
+                    panic.get_or_insert(p);
+                }
+                continue;
+            };
+            // As `end` does, entry by entry; the front map's guard, the
+            // owner and the counters once for the batch.
+            if slot.ended.swap(true, SeqCst) {
+                continue;
+            }
+            slot.state.end(Cause::Invalidated);
+            if let (Some(core), Some(guard)) = (&core, &guard) {
+                let _ = core
+                    .front
+                    .remove_if(&slot.key, |_, s| s.id == slot.id, guard);
+                core.store.remove(slot.id);
+            }
+            // Its links under what was taken are gone already.
+            if slot.deps.iter().any(|d| !taken.covers(d)) {
+                registry().unregister(slot.id, slot.deps.iter().filter(|d| !taken.covers(d)));
+            }
+            ended.1 += 1;
+            if let Some(hook) = core.as_ref().and_then(|core| core.on_invalidated) {
+                // A panicking hook does not stop the invalidation: the rest
+                // of the batch ends, and the first panic goes on after it.
+                let call = AssertUnwindSafe(|| hook(&slot.key, &slot.value));
+                if let Err(p) = catch_unwind(call) {
+                    panic.get_or_insert(p);
+                }
+            }
+        }
+        panic
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

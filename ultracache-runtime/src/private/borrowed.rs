@@ -93,8 +93,7 @@ where
     /// already.
     #[inline]
     fn __ultracache_hit(&self, f: &'static CachedFn) -> Option<R> {
-        let cache = f.existing::<K, O::Value>()?;
-        cache.get(self.0).map(O::wrap)
+        f.hit::<K, O::Value, Q>(self.0).map(O::wrap)
     }
 }
 

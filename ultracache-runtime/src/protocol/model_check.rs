@@ -56,6 +56,9 @@ impl Entry for TestEntry {
     fn basis(&self) -> u64 {
         self.basis
     }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 fn dep() -> Dep {
