@@ -75,7 +75,18 @@ fn a_paused_redis_loses_no_invalidation_and_serves_nothing_stale_after() {
     // The writer's first read after the pause computes: the copy in Redis
     // is older than its write.
     assert_eq!(page(5), 50);
-    wait_until("Redis stores page 5", || entries(&mut r) == 1);
+    wait_until("Redis stores page 5", || {
+        if entries(&mut r) == 1 {
+            return true;
+        }
+        // A store is skipped while this node still counts Redis as down
+        // or owed (the reply of the kept invalidation, or a call that timed
+        // out during the pause, may land just after Redis has the
+        // invalidation): drop the copy and compute it again.
+        invalidate(&load(5));
+        assert_eq!(page(5), 50);
+        false
+    });
     let runs = RUNS.get();
     signal(&server, "-STOP");
     invalidate(&load(5));
