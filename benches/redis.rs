@@ -1,7 +1,7 @@
 //! The shared tier against a raw client, in one run, on the local Redis
 //! (127.0.0.1:6379 or `ULTRACACHE_REDIS_URL`):
 //! - an L2 hit (the in-process L1 cold) against a raw `GET` of the same bytes
-//!   with the same client library;
+//!   with the same client library, from a sync caller and from an async one;
 //! - invalidating one object that 1,000 shared entries depend on: time, and
 //!   the Redis commands it costs.
 //!
@@ -189,6 +189,50 @@ fn main() {
     let ratio = ratios[ratios.len() / 2];
     let hits = READER.stats().shared_hits;
 
+    // The same from an async caller (`get_or_compute_async` on a
+    // multi-threaded tokio runtime, as a web handler calls it), against a
+    // raw `GET` on a multiplexed async connection of the same client
+    // library, round by round in turn.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (async_l2, async_get, async_ratios) = rt.block_on(async {
+        let mut mux = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("async connection");
+        let (mut l2s, mut gets, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let start = Instant::now();
+            for k in 0..KEYS {
+                READER.invalidate(&k);
+                let v = READER
+                    .get_or_compute_async(k, async move { unreachable_compute(k) })
+                    .await;
+                assert_eq!(v.len(), 64);
+            }
+            let l2 = start.elapsed() / KEYS as u32;
+            let start = Instant::now();
+            for key in &raw_keys {
+                let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut mux)
+                    .await
+                    .expect("get");
+                assert!(bytes.is_some());
+            }
+            let get = start.elapsed() / raw_keys.len() as u32;
+            ratios.push(l2.as_secs_f64() / get.as_secs_f64());
+            l2s.push(l2);
+            gets.push(get);
+        }
+        ratios.sort_by(f64::total_cmp);
+        (median(&mut l2s), median(&mut gets), ratios)
+    });
+    let async_ratio = async_ratios[async_ratios.len() / 2];
+
     // One object, 1,000 shared dependents.
     let post = Post { id: 1 };
     for k in 0..DEPENDENTS_N {
@@ -219,6 +263,12 @@ fn main() {
         "ratio L2 hit / raw GET: {ratio:.2} (median of {ROUNDS} rounds in turn; range {:.2}–{:.2})",
         ratios[0],
         ratios[ratios.len() - 1]
+    );
+    println!(
+        "async caller: L2 hit {async_l2:?} each, raw async GET {async_get:?} each; \
+         ratio {async_ratio:.2} (median of {ROUNDS} rounds in turn; range {:.2}–{:.2})",
+        async_ratios[0],
+        async_ratios[async_ratios.len() - 1]
     );
     println!(
         "invalidate 1 object with {DEPENDENTS_N} dependents: {took:?} ({dropped} dropped in process); \

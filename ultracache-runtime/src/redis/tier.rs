@@ -1674,6 +1674,24 @@ async fn fetch_lease(
     key: &str,
     wait: Option<Duration>,
 ) -> redis::RedisResult<Fetched> {
+    if tier.sharded.is_none() {
+        // As on a sync caller's thread: a hit is one plain GET (a value
+        // found is not computed here, so it needs no tick); a miss, or
+        // anything that is not an entry, goes on to the script that takes
+        // the lease and reads the tick the computation starts from.
+        let (entry,): (redis::Value,) = redis::pipe()
+            .ignore_errors()
+            .get(key)
+            .query_async(c)
+            .await?;
+        if let redis::Value::BulkString(bytes) = entry {
+            return Ok(Fetched {
+                bytes: Some(bytes),
+                since: 0,
+                lease: Lease::None,
+            });
+        }
+    }
     let deadline = wait.map(|w| tokio::time::Instant::now() + w);
     let token = lease_token(tier);
     loop {
