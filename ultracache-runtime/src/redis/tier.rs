@@ -24,7 +24,7 @@ use crate::dep::Dep;
 use crate::wait::Promise;
 
 use super::connect::{Backend, Connection, Lua, Target};
-use super::direct::Direct;
+use super::direct::{AsyncDirect, Direct, Unanswered};
 use super::sharded::{self, Held};
 use crate::tier::codec::{dep_name, hash};
 use crate::tier::{Fetched, Lease};
@@ -249,6 +249,9 @@ enum Op {
     FetchLease {
         key: String,
         wait: Option<Duration>,
+        /// The caller read the key already and found no entry: straight to
+        /// the script.
+        probed: bool,
         reply: Box<dyn FnOnce(Option<Fetched>) + Send>,
     },
     Release {
@@ -335,6 +338,8 @@ pub(crate) struct Tier {
     pub(crate) counts: TierCounts,
     /// Blocking connections for sync callers' reads (a single server only).
     direct: Option<Direct>,
+    /// The async callers' connections for their reads (a single server).
+    async_direct: Option<AsyncDirect>,
     /// The fetch-lease script.
     fetch_lease: Lua,
     /// The sharded layout's keys (`None`: every key under the prefix's tag).
@@ -396,6 +401,10 @@ impl Tier {
             counts: TierCounts::default(),
             direct: match &client {
                 Backend::Single(c) if !sharded => Some(Direct::new(c.clone(), timeout)),
+                _ => None,
+            },
+            async_direct: match &client {
+                Backend::Single(c) if !sharded => Some(AsyncDirect::new(c.clone(), timeout)),
                 _ => None,
             },
             fetch_lease: Lua::new(FETCH_LEASE),
@@ -636,7 +645,12 @@ impl Tier {
             }
         }
         let (reply, answer) = self.leased_reply(&key);
-        self.send(Op::FetchLease { key, wait, reply });
+        self.send(Op::FetchLease {
+            key,
+            wait,
+            probed: false,
+            reply,
+        });
         let bound = self.timeout * 2 + wait.unwrap_or_default();
         answer.take_timeout(bound).flatten()
     }
@@ -677,8 +691,38 @@ impl Tier {
         if !self.usable() {
             return None;
         }
+        let mut probed = false;
+        if let Some(direct) = self
+            .async_direct
+            .as_ref()
+            .filter(|_| !self.down.load(SeqCst))
+        {
+            // A hit is one plain GET on this runtime's connection; a miss
+            // goes on to the script that takes the lease, on the tier's
+            // thread.
+            match direct.get(&key).await {
+                Ok(redis::Value::BulkString(bytes)) => {
+                    return Some(Fetched {
+                        bytes: Some(bytes),
+                        since: 0,
+                        lease: Lease::None,
+                    })
+                }
+                Ok(_) => probed = true,
+                Err(Unanswered::TimedOut) => {
+                    self.failed("command", &"timed out");
+                    return None;
+                }
+                Err(Unanswered::NoConnection) => {}
+            }
+        }
         let (reply, answer) = self.leased_reply(&key);
-        self.send(Op::FetchLease { key, wait, reply });
+        self.send(Op::FetchLease {
+            key,
+            wait,
+            probed,
+            reply,
+        });
         let bound = self.timeout * 2 + wait.unwrap_or_default();
         answer.take_async_timeout(bound).await.flatten()
     }
@@ -1177,7 +1221,12 @@ async fn execute(
                 }
             }
         }
-        Op::FetchLease { key, wait, reply } => {
+        Op::FetchLease {
+            key,
+            wait,
+            probed,
+            reply,
+        } => {
             let mut c = match connection(client, conn, timeout).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -1185,7 +1234,7 @@ async fn execute(
                     return Err(e);
                 }
             };
-            match fetch_lease(&mut c, tier, &key, wait).await {
+            match fetch_lease(&mut c, tier, &key, wait, probed).await {
                 Ok(fetched) => {
                     reply(Some(fetched));
                     Ok(())
@@ -1673,8 +1722,9 @@ async fn fetch_lease(
     tier: &Tier,
     key: &str,
     wait: Option<Duration>,
+    probed: bool,
 ) -> redis::RedisResult<Fetched> {
-    if tier.sharded.is_none() {
+    if tier.sharded.is_none() && !probed {
         // As on a sync caller's thread: a hit is one plain GET (a value
         // found is not computed here, so it needs no tick); a miss, or
         // anything that is not an entry, goes on to the script that takes
