@@ -268,3 +268,38 @@ fn a_reader_never_gets_a_value_from_before_a_returned_invalidation() {
     }
     assert!(checks.load(SeqCst) >= 100_000, "the readers stalled");
 }
+
+// ---- a panicking hook during a clear ---------------------------------------
+
+static CLEAR_CALLS: AtomicUsize = AtomicUsize::new(0);
+static CLEARED_HOOKED: Cache<u64, u64> = Cache::new("batch.cleared-hooked")
+    .forever()
+    .on_invalidated(|k, _| {
+        CLEAR_CALLS.fetch_add(1, SeqCst);
+        if *k % 5 == 1 {
+            panic!("clear hook fails on {k}");
+        }
+    });
+static CLEARED_PLAIN: Cache<u64, u64> = Cache::new("batch.cleared-plain").forever();
+
+#[test]
+fn a_panicking_hook_during_a_clear_leaves_nothing_served() {
+    let _serial = serial();
+    for k in 0..50u64 {
+        CLEARED_HOOKED.get_or_compute(k, || k);
+        CLEARED_PLAIN.get_or_compute(k, || k);
+    }
+    let calls = CLEAR_CALLS.load(SeqCst);
+    let result = catch_unwind(AssertUnwindSafe(ultracache::clear));
+    assert!(result.is_err(), "the hook's panic reaches the caller");
+    for k in 0..50u64 {
+        assert_eq!(CLEARED_HOOKED.get(&k), None, "hooked {k} is still served");
+        assert_eq!(CLEARED_PLAIN.get(&k), None, "plain {k} is still served");
+    }
+    assert_eq!(CLEAR_CALLS.load(SeqCst) - calls, 50, "every hook ran once");
+    assert_eq!(entries("batch.cleared-hooked"), 0);
+    assert_eq!(entries("batch.cleared-plain"), 0);
+    // The caches work on.
+    assert_eq!(CLEARED_PLAIN.get_or_compute(1, || 11), 11);
+    assert_eq!(CLEARED_PLAIN.get(&1), Some(11));
+}

@@ -52,6 +52,20 @@ pub(crate) trait Entry: Send + Sync + 'static {
 /// What a panic carries.
 pub(crate) type Panic = Box<dyn std::any::Any + Send>;
 
+/// Runs `f` on every item even if some panic (a user's `on_invalidated`
+/// hook runs when an entry ends), then goes on with the first panic.
+pub(crate) fn each_then_unwind<T>(items: impl IntoIterator<Item = T>, mut f: impl FnMut(T)) {
+    let mut first = None;
+    for item in items {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(item))) {
+            first.get_or_insert(p);
+        }
+    }
+    if let Some(p) = first {
+        std::panic::resume_unwind(p);
+    }
+}
+
 /// What an invalidation took out of the registry before ending its
 /// entries: their links under it are gone already.
 #[derive(Clone, Copy)]

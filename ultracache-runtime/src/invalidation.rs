@@ -395,12 +395,18 @@ pub fn clear_store(name: &str) -> bool {
 pub(crate) fn clear_local() {
     crate::versions::versions().stamp_all();
     let rt = runtime::get();
-    for store in rt.stores() {
-        store.clear();
-    }
-    for cache in rt.caches() {
-        cache.clear();
-    }
+    // Every store and cache is cleared even if an `on_invalidated` hook
+    // panics; the first panic goes on after.
+    crate::entry::each_then_unwind(
+        rt.stores()
+            .into_iter()
+            .map(Ok)
+            .chain(rt.caches().into_iter().map(Err)),
+        |target| match target {
+            Ok(store) => store.clear(),
+            Err(cache) => cache.clear(),
+        },
+    );
 }
 
 /// Performs pending maintenance now: entries past their timeout or over

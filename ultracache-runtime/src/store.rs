@@ -71,6 +71,16 @@ impl Lifecycle<u64, Arc<dyn Entry>> for Evictions {
     }
 }
 
+/// Empties the store's map when dropped: after a clear, however its hooks
+/// ended.
+struct ClearOnDrop<'a>(&'a Entries);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
+
 impl Store {
     pub(crate) fn new(name: &str, config: &StoreConfig) -> Self {
         let entries_bound = config.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES).max(1);
@@ -115,9 +125,7 @@ impl Store {
 
     pub(crate) fn clear(&self) {
         let all: Vec<Arc<dyn Entry>> = self.entries.iter().map(|(_, entry)| entry).collect();
-        for entry in all {
-            entry.kill(Cause::Cleared);
-        }
-        self.entries.clear();
+        let _cleared = ClearOnDrop(&self.entries);
+        crate::entry::each_then_unwind(all, |entry| entry.kill(Cause::Cleared));
     }
 }

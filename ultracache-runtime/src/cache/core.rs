@@ -359,8 +359,6 @@ impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
             let _reveal = self.lock_reveal();
             crate::sync::raise_u64(&self.cleared, versions().next());
         }
-        for slot in self.slots() {
-            slot.end(Cause::Cleared, true);
-        }
+        crate::entry::each_then_unwind(self.slots(), |slot| slot.end(Cause::Cleared, true));
     }
 }

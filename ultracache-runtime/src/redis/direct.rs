@@ -191,11 +191,9 @@ impl AsyncDirect {
             self.open.fetch_sub(1, SeqCst);
             return Err(Unanswered::NoConnection);
         }
-        let made = tokio::time::timeout(
-            self.timeout,
-            self.client.get_multiplexed_async_connection(),
-        )
-        .await;
+        let made =
+            tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection())
+                .await;
         match made {
             Ok(Ok(conn)) => {
                 let held = Held {
