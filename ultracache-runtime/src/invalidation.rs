@@ -398,10 +398,7 @@ pub(crate) fn clear_local() {
     // Every store and cache is cleared even if an `on_invalidated` hook
     // panics; the first panic goes on after.
     crate::entry::each_then_unwind(
-        rt.stores()
-            .into_iter()
-            .map(Ok)
-            .chain(rt.caches().into_iter().map(Err)),
+        rt.stores().map(Ok).chain(rt.caches().into_iter().map(Err)),
         |target| match target {
             Ok(store) => store.clear(),
             Err(cache) => cache.clear(),
