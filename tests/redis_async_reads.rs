@@ -164,6 +164,24 @@ fn async_reads_answer_their_own_key_across_runtimes_and_a_pause() {
         "{most} clients connected: reads opened a connection each"
     );
 
+    // A runtime without its IO driver (timers only) cannot open a socket of
+    // its own: its reads go through the tier's thread, answered by Redis.
+    let hits = shared_hits();
+    std::thread::spawn(|| {
+        let no_io = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        no_io.block_on(async {
+            for k in 0..KEYS {
+                assert_eq!(read(k).await, value(k));
+            }
+        });
+    })
+    .join()
+    .expect("reads on a runtime without IO");
+    assert_eq!(shared_hits() - hits, KEYS, "answered by Redis");
+
     // Paused past the timeout with reads on the wire, on the four workers.
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));

@@ -11,7 +11,8 @@
 //! connection on which a call failed is dropped, never reused: a late reply
 //! must not answer the next call.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -126,6 +127,9 @@ thread_local! {
     /// connection is driven by the runtime of the threads that use it: a
     /// runtime blocked or shut down stalls no other runtime's reads.
     static MULTIPLEXED: RefCell<Option<Held>> = const { RefCell::new(None) };
+    /// This thread's runtime cannot open sockets (built without
+    /// `enable_io`): its callers go through the tier's thread.
+    static NO_IO: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Plain `GET`s for async callers on a tokio runtime, on a multiplexed
@@ -155,7 +159,7 @@ impl AsyncDirect {
     /// The value under `key` (any reply, `Nil` when there is none), read
     /// within the timeout.
     pub(super) async fn get(&self, key: &str) -> Result<redis::Value, Unanswered> {
-        if tokio::runtime::Handle::try_current().is_err() {
+        if tokio::runtime::Handle::try_current().is_err() || NO_IO.with(Cell::get) {
             return Err(Unanswered::NoConnection);
         }
         let held = MULTIPLEXED.with(|slot| {
@@ -191,9 +195,16 @@ impl AsyncDirect {
             self.open.fetch_sub(1, SeqCst);
             return Err(Unanswered::NoConnection);
         }
-        let made =
-            tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection())
-                .await;
+        // A runtime without its IO driver panics on the first socket: this
+        // thread's callers then go through the tier's thread.
+        let connect =
+            tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection());
+        let Ok(made) = futures_util::FutureExt::catch_unwind(AssertUnwindSafe(connect)).await
+        else {
+            NO_IO.with(|no| no.set(true));
+            self.open.fetch_sub(1, SeqCst);
+            return Err(Unanswered::NoConnection);
+        };
         match made {
             Ok(Ok(conn)) => {
                 let held = Held {
