@@ -21,38 +21,42 @@ type Hasher = foldhash::fast::FixedState;
 
 type HashMap<K, V> = StdHashMap<K, V, Hasher>;
 
-/// The entries linked under one dependency. Most dependencies have one
-/// dependent: that one is kept inline, without a table of its own.
-#[derive(Default)]
+/// The entries linked under one dependency: never empty (a dependency left
+/// with none is removed). Most dependencies have one dependent: that one is
+/// kept inline, without a table of its own. Two variants, so that the enum
+/// is the size of its fat pointer (16 bytes): the dependency's table holds
+/// many of them.
 enum Links {
-    #[default]
-    None,
     One(Arc<dyn Entry>),
     /// Keyed by entry ids, which the process counts out (no request chooses
-    /// them): a fixed, fast hasher. Boxed, so that the common cases above
-    /// stay small in the dependency's table.
+    /// them): a fixed, fast hasher. Boxed, so that the common case above
+    /// stays small in the dependency's table.
     #[allow(clippy::box_collection)]
     Many(Box<StdHashMap<u64, Arc<dyn Entry>, foldhash::fast::FixedState>>),
+}
+
+/// What unlinking an entry did.
+#[derive(PartialEq, Eq)]
+enum Unlinked {
+    /// It was not linked there.
+    No,
+    /// Unlinked; others remain.
+    Yes,
+    /// Unlinked, and none remain: the links are to be removed.
+    Last,
 }
 
 impl Links {
     /// Links `entry`; whether it was not linked yet.
     fn insert(&mut self, id: u64, entry: Arc<dyn Entry>) -> bool {
         match self {
-            Links::None => {
-                *self = Links::One(entry);
-                true
-            }
             Links::One(one) if one.id() == id => {
-                *self = Links::One(entry);
+                *one = entry;
                 false
             }
-            Links::One(_) => {
-                let Links::One(first) = std::mem::take(self) else {
-                    unreachable!("matched above")
-                };
+            Links::One(one) => {
                 let mut many = StdHashMap::with_capacity_and_hasher(4, Default::default());
-                many.insert(first.id(), first);
+                many.insert(one.id(), Arc::clone(one));
                 many.insert(id, entry);
                 *self = Links::Many(Box::new(many));
                 true
@@ -61,33 +65,28 @@ impl Links {
         }
     }
 
-    /// Unlinks entry `id`; whether it was linked.
-    fn remove(&mut self, id: u64) -> bool {
+    /// Unlinks entry `id`.
+    fn remove(&mut self, id: u64) -> Unlinked {
         match self {
-            Links::One(one) if one.id() == id => {
-                *self = Links::None;
-                true
-            }
-            Links::Many(many) => many.remove(&id).is_some(),
-            _ => false,
+            Links::One(one) if one.id() == id => Unlinked::Last,
+            Links::One(_) => Unlinked::No,
+            Links::Many(many) => match many.remove(&id) {
+                None => Unlinked::No,
+                Some(_) if many.is_empty() => Unlinked::Last,
+                Some(_) => Unlinked::Yes,
+            },
         }
     }
 
     fn len(&self) -> usize {
         match self {
-            Links::None => 0,
             Links::One(_) => 1,
             Links::Many(many) => many.len(),
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn values(&self) -> Box<dyn Iterator<Item = &Arc<dyn Entry>> + '_> {
         match self {
-            Links::None => Box::new(std::iter::empty()),
             Links::One(entry) => Box::new(std::iter::once(entry)),
             Links::Many(many) => Box::new(many.values()),
         }
@@ -95,7 +94,6 @@ impl Links {
 
     fn into_values(self) -> Vec<Arc<dyn Entry>> {
         match self {
-            Links::None => Vec::new(),
             Links::One(entry) => vec![entry],
             Links::Many(many) => many.into_values().collect(),
         }
@@ -106,22 +104,38 @@ impl Links {
 /// it (keyed by the object's id key, without an `Option` in every key).
 #[derive(Default)]
 struct Table {
-    whole: Links,
+    whole: Option<Links>,
     objects: HashMap<u64, Links>,
 }
 
 impl Table {
     fn get(&self, id: Option<u64>) -> Option<&Links> {
         match id {
-            None => Some(&self.whole).filter(|l| !l.is_empty()),
+            None => self.whole.as_ref(),
             Some(id) => self.objects.get(&id),
         }
     }
 
-    fn entry(&mut self, id: Option<u64>) -> &mut Links {
-        match id {
+    /// Links entry `entry_id` under `id`; whether it was not linked yet.
+    fn insert(&mut self, id: Option<u64>, entry_id: u64, entry: Arc<dyn Entry>) -> bool {
+        let slot = match id {
             None => &mut self.whole,
-            Some(id) => self.objects.entry(id).or_default(),
+            Some(id) => match self.objects.entry(id) {
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    return o.into_mut().insert(entry_id, entry);
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Links::One(entry));
+                    return true;
+                }
+            },
+        };
+        match slot {
+            Some(links) => links.insert(entry_id, entry),
+            None => {
+                *slot = Some(Links::One(entry));
+                true
+            }
         }
     }
 
@@ -129,42 +143,51 @@ impl Table {
     /// empty; whether it was linked.
     fn unlink(&mut self, id: Option<u64>, entry: u64) -> bool {
         match id {
-            None => self.whole.remove(entry),
+            None => {
+                let unlinked = self
+                    .whole
+                    .as_mut()
+                    .map_or(Unlinked::No, |l| l.remove(entry));
+                if unlinked == Unlinked::Last {
+                    self.whole = None;
+                }
+                unlinked != Unlinked::No
+            }
             Some(id) => {
                 let Some(links) = self.objects.get_mut(&id) else {
                     return false;
                 };
-                let removed = links.remove(entry);
-                if links.is_empty() {
+                let unlinked = links.remove(entry);
+                if unlinked == Unlinked::Last {
                     self.objects.remove(&id);
                 }
-                removed
+                unlinked != Unlinked::No
             }
         }
     }
 
-    fn remove(&mut self, id: Option<u64>) -> Links {
+    fn remove(&mut self, id: Option<u64>) -> Option<Links> {
         match id {
-            None => std::mem::take(&mut self.whole),
-            Some(id) => self.objects.remove(&id).unwrap_or_default(),
+            None => self.whole.take(),
+            Some(id) => self.objects.remove(&id),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.whole.is_empty() && self.objects.is_empty()
+        self.whole.is_none() && self.objects.is_empty()
     }
 
     /// Dependencies with at least one entry.
     fn len(&self) -> usize {
-        usize::from(!self.whole.is_empty()) + self.objects.len()
+        usize::from(self.whole.is_some()) + self.objects.len()
     }
 
     fn links(&self) -> impl Iterator<Item = &Links> {
-        std::iter::once(&self.whole).chain(self.objects.values())
+        self.whole.iter().chain(self.objects.values())
     }
 
     fn into_links(self) -> impl Iterator<Item = Links> {
-        std::iter::once(self.whole).chain(self.objects.into_values())
+        self.whole.into_iter().chain(self.objects.into_values())
     }
 }
 
@@ -203,12 +226,8 @@ impl Registry {
         let id = entry.id();
         for dep in entry.deps() {
             let mut shard = self.shard(dep);
-            let links = shard
-                .kinds
-                .entry(dep.model_kind())
-                .or_default()
-                .entry(dep.id_key());
-            if links.insert(id, Arc::clone(entry)) {
+            let table = shard.kinds.entry(dep.model_kind()).or_default();
+            if table.insert(dep.id_key(), id, Arc::clone(entry)) {
                 self.links.fetch_add(1, Relaxed);
             }
         }
@@ -239,7 +258,9 @@ impl Registry {
         let Some(table) = shard.kinds.get_mut(&kind) else {
             return Vec::new();
         };
-        let links = table.remove(dep.id_key());
+        let Some(links) = table.remove(dep.id_key()) else {
+            return Vec::new();
+        };
         if table.is_empty() {
             shard.kinds.remove(&kind);
         }

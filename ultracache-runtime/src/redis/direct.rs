@@ -159,15 +159,20 @@ impl AsyncDirect {
     /// The value under `key` (any reply, `Nil` when there is none), read
     /// within the timeout.
     pub(super) async fn get(&self, key: &str) -> Result<redis::Value, Unanswered> {
-        if tokio::runtime::Handle::try_current().is_err() || NO_IO.with(Cell::get) {
+        // (A thread's slots are gone while it exits: its callers, if any,
+        // go through the tier's thread.)
+        let no_io = NO_IO.try_with(Cell::get).unwrap_or(true);
+        if no_io || tokio::runtime::Handle::try_current().is_err() {
             return Err(Unanswered::NoConnection);
         }
-        let held = MULTIPLEXED.with(|slot| {
-            slot.borrow()
-                .as_ref()
-                .filter(|held| held.owner == self.id)
-                .map(|held| held.conn.clone())
-        });
+        let held = MULTIPLEXED
+            .try_with(|slot| {
+                slot.borrow()
+                    .as_ref()
+                    .filter(|held| held.owner == self.id)
+                    .map(|held| held.conn.clone())
+            })
+            .map_err(|_| Unanswered::NoConnection)?;
         let mut conn = match held {
             Some(conn) => conn,
             None => self.connect().await?,
@@ -201,7 +206,7 @@ impl AsyncDirect {
             tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection());
         let Ok(made) = futures_util::FutureExt::catch_unwind(AssertUnwindSafe(connect)).await
         else {
-            NO_IO.with(|no| no.set(true));
+            let _ = NO_IO.try_with(|no| no.set(true));
             self.open.fetch_sub(1, SeqCst);
             return Err(Unanswered::NoConnection);
         };
@@ -214,7 +219,7 @@ impl AsyncDirect {
                 };
                 // Whatever the slot held (another tier's, or one made by a
                 // concurrent first call on this thread) is dropped.
-                drop(MULTIPLEXED.with(|slot| slot.replace(Some(held))));
+                let _ = MULTIPLEXED.try_with(|slot| drop(slot.replace(Some(held))));
                 Ok(conn)
             }
             Ok(Err(_)) => {
@@ -231,7 +236,7 @@ impl AsyncDirect {
     /// Drops this thread's connection (a late reply must not answer the
     /// next call, and a broken one is made afresh).
     fn drop_held(&self) {
-        let dropped = MULTIPLEXED.with(|slot| {
+        let dropped = MULTIPLEXED.try_with(|slot| {
             let mut slot = slot.borrow_mut();
             if slot.as_ref().is_some_and(|held| held.owner == self.id) {
                 slot.take()
