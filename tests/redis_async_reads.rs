@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis_server::{free_port, signal, start_redis, wait_until};
+use common::redis_server::{clients, free_port, signal, start_redis, wait_until, Stopped};
 use ultracache::redis::tier_stats;
 use ultracache::{Cache, Config};
 
@@ -238,20 +238,4 @@ fn async_reads_answer_their_own_key_across_runtimes_and_a_pause() {
         KEYS as usize,
         "an entry was deleted as unreadable"
     );
-}
-
-/// A redis-server stopped when dropped.
-struct Stopped(std::process::Child);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Clients connected to the server now.
-fn clients(r: &mut redis::Connection) -> u64 {
-    let list: String = redis::cmd("CLIENT").arg("LIST").query(r).unwrap();
-    list.lines().count() as u64
 }

@@ -66,3 +66,19 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A redis-server stopped when dropped (the test passed or failed).
+pub struct Stopped(pub Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Clients connected to the server now.
+pub fn clients(r: &mut redis::Connection) -> u64 {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(r).unwrap();
+    list.lines().count() as u64
+}
