@@ -38,14 +38,7 @@ pub(crate) trait Entry: Send + Sync + 'static {
     /// if an `on_invalidated` hook panics; the first panic is returned.
     fn invalidate_batch(&self, batch: &[Arc<dyn Entry>], taken: Taken<'_>) -> Option<Panic> {
         let _ = taken;
-        let mut panic = None;
-        for entry in batch {
-            let kill = AssertUnwindSafe(|| entry.kill(Cause::Invalidated));
-            if let Err(p) = catch_unwind(kill) {
-                panic.get_or_insert(p);
-            }
-        }
-        panic
+        each_catching(batch, |entry| entry.kill(Cause::Invalidated))
     }
 }
 
@@ -53,15 +46,23 @@ pub(crate) trait Entry: Send + Sync + 'static {
 pub(crate) type Panic = Box<dyn std::any::Any + Send>;
 
 /// Runs `f` on every item even if some panic (a user's `on_invalidated`
-/// hook runs when an entry ends), then goes on with the first panic.
-pub(crate) fn each_then_unwind<T>(items: impl IntoIterator<Item = T>, mut f: impl FnMut(T)) {
+/// hook runs when an entry ends); the first panic is returned.
+pub(crate) fn each_catching<T>(
+    items: impl IntoIterator<Item = T>,
+    mut f: impl FnMut(T),
+) -> Option<Panic> {
     let mut first = None;
     for item in items {
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(item))) {
             first.get_or_insert(p);
         }
     }
-    if let Some(p) = first {
+    first
+}
+
+/// [`each_catching`], then goes on with the first panic.
+pub(crate) fn each_then_unwind<T>(items: impl IntoIterator<Item = T>, f: impl FnMut(T)) {
+    if let Some(p) = each_catching(items, f) {
         std::panic::resume_unwind(p);
     }
 }
