@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::dep::{Dep, Kind};
+use crate::mark::Mark;
 pub(crate) use crate::state::{Cause, State};
 
 /// A cached value, seen without its types.
@@ -21,6 +22,8 @@ pub(crate) trait Entry: Send + Sync + 'static {
     fn kill(&self, cause: Cause);
     /// Where it is in its life (see [`protocol`](crate::protocol)).
     fn state(&self) -> &State;
+    /// Its place in its store's policy.
+    fn mark(&self) -> &Mark;
     /// The oldest tick its value's reads are valid against.
     fn basis(&self) -> u64;
     /// Itself, to be seen as its own type again.

@@ -406,12 +406,17 @@ pub(crate) fn clear_local() {
     );
 }
 
-/// Performs pending maintenance now: entries past their timeout or over
-/// capacity are removed, and leave the registry. (It happens on its own as
+/// Performs pending maintenance now: entries past their timeout are
+/// removed and leave the registry, and the memory of entries that ended
+/// (invalidated, replaced, expired) returns. (It happens on its own as
 /// caches are used; call it before reading statistics.)
 pub fn run_pending_tasks() {
-    for cache in runtime::get().caches() {
+    let rt = runtime::get();
+    for cache in rt.caches() {
         cache.sweep_expired();
+    }
+    for store in rt.stores() {
+        store.sweep();
     }
 }
 

@@ -24,6 +24,7 @@ mod fragment;
 pub mod http;
 mod invalidation;
 mod listen;
+mod mark;
 #[cfg(feature = "minijinja")]
 #[cfg_attr(docsrs, doc(cfg(feature = "minijinja")))]
 pub mod minijinja;

@@ -1,84 +1,44 @@
-//! Stores: where entries live. Each named store is a quick_cache cache (the
-//! store of record: capacity in entries or bytes, and an eviction policy that
-//! keeps the entries read often), whose evictions end the entries in their
-//! caches and in the registry.
+//! Stores: where entries live. A store bounds its entries in number or in
+//! bytes, and evicts the ones read least when it is full (a clock: an entry
+//! read since the clock last passed it gets a second chance). An eviction
+//! ends the entry in its cache and in the registry.
+//!
+//! An entry that ends for another reason (invalidated, replaced, expired)
+//! stops counting against the bound at once, but its place in the store's
+//! queue is left as a tombstone: the store drops it when it next passes it,
+//! when tombstones are half of its queue, or on
+//! [`run_pending_tasks`](crate::run_pending_tasks). An invalidation so
+//! touches neither the store's lock nor its queue.
 //!
 //! Expiry is the caches' own: an entry past its time is never served, and
 //! leaves when it is next looked up, when [`run_pending_tasks`]
 //! (crate::run_pending_tasks) sweeps, or when the store evicts it for room.
 
+mod shard;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use quick_cache::sync::Cache as Quick;
-use quick_cache::{Lifecycle, Weighter};
-
+use self::shard::{Shard, Swept, Weigh};
 use crate::config::StoreConfig;
 use crate::entry::{Cause, Entry};
 
 /// Entries a store holds when its capacity is not configured.
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 
-type Entries = Quick<u64, Arc<dyn Entry>, Weigh, foldhash::fast::RandomState, Evictions>;
+/// A shard holds at least this many entries (a store smaller than two of
+/// them has one shard, and its bound is exact in the order it evicts).
+const MIN_SHARD: u64 = 64;
 
 pub(crate) struct Store {
     pub(crate) name: String,
-    entries: Entries,
+    shards: Box<[Shard]>,
+    weigh: Weigh,
     pub(crate) default_timeout: Option<Duration>,
     /// Its byte bound, when it has one.
     pub(crate) max_bytes: Option<u64>,
     /// The tick of the last `clear_store` of this store.
     pub(crate) cleared: crate::sync::AtomicU64,
-}
-
-/// An entry's weight: 1 in a store bounded in entries; its bytes (at least
-/// `floor`) in one bounded in bytes.
-#[derive(Clone)]
-struct Weigh {
-    floor: Option<u32>,
-}
-
-impl Weighter<u64, Arc<dyn Entry>> for Weigh {
-    fn weight(&self, _id: &u64, entry: &Arc<dyn Entry>) -> u64 {
-        match self.floor {
-            None => 1,
-            Some(floor) => u64::from(entry.weight().max(floor)),
-        }
-    }
-}
-
-/// Ends the entries a store evicted, once its lock is released.
-#[derive(Clone, Default)]
-struct Evictions;
-
-/// The entries one store operation evicted.
-#[derive(Default)]
-struct Evicted(Vec<Arc<dyn Entry>>);
-
-impl Drop for Evicted {
-    fn drop(&mut self) {
-        for entry in self.0.drain(..) {
-            entry.kill(Cause::Evicted);
-        }
-    }
-}
-
-impl Lifecycle<u64, Arc<dyn Entry>> for Evictions {
-    type RequestState = Evicted;
-
-    fn on_evict(&self, evicted: &mut Evicted, _id: u64, entry: Arc<dyn Entry>) {
-        evicted.0.push(entry);
-    }
-}
-
-/// Empties the store's map when dropped: after a clear, however its hooks
-/// ended.
-struct ClearOnDrop<'a>(&'a Entries);
-
-impl Drop for ClearOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.clear();
-    }
 }
 
 impl Store {
@@ -91,41 +51,77 @@ impl Store {
                 let floor = (bytes / entries_bound).max(1);
                 let floor = u32::try_from(floor).unwrap_or(u32::MAX);
                 let items = bytes / u64::from(floor);
-                (bytes.max(1), Weigh { floor: Some(floor) }, items)
+                (bytes.max(1), Weigh(Some(floor)), items)
             }
-            None => (entries_bound, Weigh { floor: None }, entries_bound),
+            None => (entries_bound, Weigh(None), entries_bound),
         };
+        let parallel = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let most = (parallel as u64 * 4).next_power_of_two().min(64);
+        let n = (items / MIN_SHARD).clamp(1, most);
+        // A power of two, so that `id & mask` picks one.
+        let n = if n.is_power_of_two() {
+            n
+        } else {
+            n.next_power_of_two() / 2
+        };
+        let shards = (0..n)
+            .map(|i| Shard::new(capacity / n + u64::from(i < capacity % n)))
+            .collect();
         Store {
             name: name.to_owned(),
-            entries: Quick::with(
-                usize::try_from(items).unwrap_or(usize::MAX).max(1),
-                capacity,
-                weigh,
-                foldhash::fast::RandomState::default(),
-                Evictions,
-            ),
+            shards,
+            weigh,
             default_timeout: config.default_timeout,
             max_bytes: config.max_bytes,
             cleared: crate::sync::AtomicU64::new(0),
         }
     }
 
+    fn shard(&self, id: u64) -> &Shard {
+        // Ids are handed out in sequence: consecutive entries go round the
+        // shards.
+        &self.shards[(id as usize) & (self.shards.len() - 1)]
+    }
+
+    /// Takes `entry` in, evicting what the bound needs; the evicted entries
+    /// end (their hooks run) once the store's lock is released.
     pub(crate) fn insert(&self, entry: Arc<dyn Entry>) {
-        self.entries.insert(entry.id(), entry);
+        self.shard(entry.id()).insert(entry, self.weigh).finish();
     }
 
-    pub(crate) fn remove(&self, id: u64) {
-        self.entries.remove(&id);
+    /// An entry that ended elsewhere no longer counts against the bound
+    /// (once, however many times it is called, and not if the store let go
+    /// of it first). Its place in the queue is swept later.
+    pub(crate) fn release(&self, entry: &dyn Entry) {
+        if entry.mark().leave() {
+            self.shard(entry.id()).left(self.weigh.of(entry));
+        }
     }
 
-    /// Lets the store's policy see a read (sampled on the hit path).
-    pub(crate) fn touch(&self, id: u64) {
-        let _ = self.entries.get(&id);
+    /// Drops the tombstones of ended entries now (their memory returns).
+    pub(crate) fn sweep(&self) {
+        let mut swept = Swept::default();
+        for shard in self.shards.iter() {
+            shard.sweep(self.weigh, &mut swept);
+        }
+        swept.finish();
     }
 
+    /// Ends every entry it holds.
     pub(crate) fn clear(&self) {
-        let all: Vec<Arc<dyn Entry>> = self.entries.iter().map(|(_, entry)| entry).collect();
-        let _cleared = ClearOnDrop(&self.entries);
-        crate::entry::each_then_unwind(all, |entry| entry.kill(Cause::Cleared));
+        let mut ending = Vec::new();
+        for shard in self.shards.iter() {
+            shard.take_all(self.weigh, &mut ending);
+        }
+        crate::entry::each_then_unwind(ending, |entry| entry.kill(Cause::Cleared));
+    }
+
+    /// The weight of the entries it holds (for tests).
+    #[cfg(test)]
+    fn weight(&self) -> i64 {
+        self.shards.iter().map(Shard::weight).sum()
     }
 }
+
+#[cfg(test)]
+mod tests;

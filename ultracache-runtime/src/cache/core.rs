@@ -14,6 +14,7 @@ use crate::clock::{self, NEVER};
 use crate::dep::mix;
 use crate::entry::{next_id, Cause, Entry};
 use crate::flight::Flight;
+use crate::mark::Mark;
 use crate::protocol::{self, Guards};
 use crate::recorder::{self, Reads};
 use crate::registry::registry;
@@ -28,10 +29,6 @@ pub(super) type Hasher = foldhash::fast::RandomState;
 
 /// The computations in progress, by key.
 type Flights<K, V> = HashMap<K, Arc<Flight<Slot<K, V>>>, Hasher>;
-
-/// One hit in this many (per cache) is reported to the store's eviction
-/// policy, so that it learns which entries are popular.
-const TOUCH_EVERY: u64 = 256;
 
 pub(crate) struct Core<K, V> {
     pub(super) name: &'static str,
@@ -128,7 +125,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     #[inline(never)]
     fn not_live(slot: &Arc<Slot<K, V>>) {
         if slot.expired(clock::now()) {
-            Arc::clone(slot).end(Cause::Expired, true);
+            Arc::clone(slot).end(Cause::Expired);
         }
     }
 
@@ -137,8 +134,14 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         if recorder::recording() {
             Self::record_hit(slot);
         }
-        if self.counters.hits.add(1).is_multiple_of(TOUCH_EVERY) {
-            self.touch(slot);
+        slot.mark.see();
+        if self
+            .counters
+            .hits
+            .add(1)
+            .is_multiple_of(crate::telemetry::HIT_BATCH)
+        {
+            self.hit_metric();
         }
     }
 
@@ -149,11 +152,11 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         recorder::track_hit(Arc::clone(slot) as Arc<dyn Entry>);
     }
 
-    /// One hit in [`TOUCH_EVERY`]: the store's policy and the metric hear of it.
+    /// One hit in [`HIT_BATCH`](crate::telemetry::HIT_BATCH): the metric
+    /// hears of them.
     #[cold]
     #[inline(never)]
-    fn touch(&self, slot: &Slot<K, V>) {
-        self.store.touch(slot.id);
+    fn hit_metric(&self) {
         self.hit_metric.add(crate::telemetry::HIT_BATCH);
     }
 
@@ -209,6 +212,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
             state: State::pending(),
             ended: AtomicBool::new(false),
+            mark: Mark::new(),
             owner: Arc::downgrade(self),
         });
         let entry: Arc<dyn Entry> = Arc::clone(&slot) as Arc<dyn Entry>;
@@ -230,7 +234,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
                         .map(Arc::clone)
                 };
                 if let Some(old) = replaced {
-                    old.end(Cause::Replaced, true);
+                    old.end(Cause::Replaced);
                 }
                 true
             }
@@ -238,10 +242,8 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         if !revealed {
             self.counters.stale.add(1);
             crate::telemetry::stale(self.name);
-            slot.end(Cause::Stale, true);
-            // Ended by an invalidation before it was staged, its end could
-            // not take it out of the store it was put in after.
-            self.store.remove(slot.id);
+            // Its place in the store, if it was put there, is a tombstone.
+            slot.end(Cause::Stale);
             return None;
         }
         if !slot.state.is_live() {
@@ -302,7 +304,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             self.front.get(key, &guard).map(Arc::clone)
         };
         if let Some(slot) = slot {
-            slot.end(Cause::Invalidated, true);
+            slot.end(Cause::Invalidated);
         }
     }
 
@@ -348,7 +350,7 @@ impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
         let now = clock::now();
         for slot in self.slots() {
             if slot.deadline != NEVER && now >= slot.deadline {
-                slot.end(Cause::Expired, true);
+                slot.end(Cause::Expired);
             }
         }
     }
@@ -359,6 +361,6 @@ impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
             let _reveal = self.lock_reveal();
             crate::sync::raise_u64(&self.cleared, versions().next());
         }
-        crate::entry::each_then_unwind(self.slots(), |slot| slot.end(Cause::Cleared, true));
+        crate::entry::each_then_unwind(self.slots(), |slot| slot.end(Cause::Cleared));
     }
 }

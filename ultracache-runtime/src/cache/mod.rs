@@ -3,9 +3,9 @@
 //!
 //! A hit is a lock-free read of the cache's front map (papaya), a liveness
 //! check (live, not expired) and a clone of the value. The entry also lives
-//! in its store (quick_cache, the store of record), which bounds memory and
-//! evicts; an evicted entry leaves the front and the registry as the store
-//! lets go of it.
+//! in its [`store`](crate::store) (the store of record), which bounds memory
+//! and evicts; an evicted entry leaves the front and the registry as the
+//! store lets go of it.
 //!
 //! - [`outcome`]: what keys and values are, and which results are stored;
 //! - [`slot`]: one stored value and its life;
@@ -611,7 +611,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         let mut out = Vec::with_capacity(slots.len());
         for slot in slots {
             if slot.expired(now) {
-                slot.end(crate::entry::Cause::Expired, true);
+                slot.end(crate::entry::Cause::Expired);
                 continue;
             }
             if !slot.state.is_live() {

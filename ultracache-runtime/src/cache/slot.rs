@@ -10,6 +10,7 @@ use super::outcome::{CacheKey, CacheValue};
 use crate::clock::{self, Nanos, NEVER};
 use crate::dep::Dep;
 use crate::entry::{Cause, Entry, Panic, Taken};
+use crate::mark::Mark;
 use crate::registry::registry;
 use crate::state::State;
 
@@ -26,6 +27,8 @@ pub(super) struct Slot<K, V> {
     pub(super) state: State,
     /// Set by the first `end`: what follows runs once.
     pub(super) ended: AtomicBool,
+    /// Its place in its store's policy.
+    pub(super) mark: Mark,
     pub(super) owner: Weak<Core<K, V>>,
 }
 
@@ -74,9 +77,9 @@ impl<K, V> Slot<K, V> {
 }
 
 impl<K: CacheKey, V: CacheValue> Slot<K, V> {
-    /// Ends its life for `cause`: out of its cache, its store (unless the
-    /// store let go of it already) and the registry.
-    pub(super) fn end(&self, cause: Cause, remove_from_store: bool) {
+    /// Ends its life for `cause`: out of its cache, its store's count
+    /// (unless the store let go of it already) and the registry.
+    pub(super) fn end(&self, cause: Cause) {
         // The first end decides how it ended: the store's listener, hearing
         // of the removal this end makes, must not turn a replaced entry into
         // an invalidated one (a hit on it would then be refused needlessly).
@@ -87,9 +90,7 @@ impl<K: CacheKey, V: CacheValue> Slot<K, V> {
         let core = self.owner.upgrade();
         if let Some(core) = &core {
             core.unlink(&self.key, self.id);
-            if remove_from_store {
-                core.store.remove(self.id);
-            }
+            core.store.release(self);
             if cause == Cause::Expired {
                 if let Some(grace) = &core.grace {
                     grace.keep(self);
@@ -115,12 +116,13 @@ impl<K: CacheKey, V: CacheValue> Entry for Slot<K, V> {
         self.weight
     }
     fn kill(&self, cause: Cause) {
-        // Evictions and expiries come from the store's listener: the store has
-        // let go of the entry already.
-        self.end(cause, !matches!(cause, Cause::Evicted | Cause::Expired));
+        self.end(cause);
     }
     fn state(&self) -> &State {
         &self.state
+    }
+    fn mark(&self) -> &Mark {
+        &self.mark
     }
     fn basis(&self) -> u64 {
         self.basis
@@ -159,7 +161,7 @@ impl<K: CacheKey, V: CacheValue> Entry for Slot<K, V> {
                 let _ = core
                     .front
                     .remove_if(&slot.key, |_, s| s.id == slot.id, guard);
-                core.store.remove(slot.id);
+                core.store.release(slot);
             }
             // Its links under what was taken are gone already.
             if slot.deps.iter().any(|d| !taken.covers(d)) {

@@ -20,6 +20,7 @@ use loom::thread;
 use super::{invalidate, reveal, stage, Guards};
 use crate::dep::{Dep, Kind};
 use crate::entry::{Cause, Entry};
+use crate::mark::Mark;
 use crate::recorder::Reads;
 use crate::registry::Registry;
 use crate::state::State;
@@ -35,6 +36,7 @@ struct TestEntry {
     basis: u64,
     value: u64,
     state: State,
+    mark: Mark,
 }
 
 impl Entry for TestEntry {
@@ -52,6 +54,9 @@ impl Entry for TestEntry {
     }
     fn state(&self) -> &State {
         &self.state
+    }
+    fn mark(&self) -> &Mark {
+        &self.mark
     }
     fn basis(&self) -> u64 {
         self.basis
@@ -95,6 +100,7 @@ impl World {
             basis: reads.oldest_basis(),
             value,
             state: State::pending(),
+            mark: Mark::new(),
         });
         let dyn_entry: Arc<dyn Entry> = Arc::clone(&entry) as Arc<dyn Entry>;
         if !stage(&self.versions, &self.registry, &dyn_entry, reads, || {}) {

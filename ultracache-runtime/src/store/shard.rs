@@ -1,0 +1,179 @@
+//! One shard of a store: a queue of entries in the order they came, walked
+//! by a clock hand when the shard is over its bound, and its counts.
+
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::entry::{Cause, Entry};
+
+/// A queue holding more slots than twice this many entries is shrunk when
+/// swept.
+const SLACK: usize = 2;
+
+/// The queue is swept when at least this many of its places are
+/// tombstones and they are half of it, or when their weight is half the
+/// shard's bound.
+const SWEEP_AT: i64 = 32;
+
+/// What an entry counts against a store's bound.
+#[derive(Clone, Copy)]
+pub(super) struct Weigh(
+    /// In a store bounded in bytes, the least an entry weighs; `None` in
+    /// one bounded in entries (each weighs 1).
+    pub(super) Option<u32>,
+);
+
+impl Weigh {
+    pub(super) fn of(self, entry: &dyn Entry) -> i64 {
+        match self.0 {
+            None => 1,
+            Some(floor) => i64::from(entry.weight().max(floor)),
+        }
+    }
+}
+
+type Queue = VecDeque<Arc<dyn Entry>>;
+
+#[repr(align(64))]
+pub(super) struct Shard {
+    queue: Mutex<Queue>,
+    /// The weight of the entries in the queue that have not left.
+    live: AtomicI64,
+    /// Places in the queue whose entry has left, and their weight (both may
+    /// dip below zero while an entry released before it was inserted is
+    /// being inserted).
+    dead: AtomicI64,
+    dead_weight: AtomicI64,
+    capacity: i64,
+}
+
+/// What a store operation took out, to end and drop once no lock is held:
+/// ending runs the user's hooks, and dropping may run their `Drop`s.
+#[derive(Default)]
+pub(super) struct Swept {
+    evicted: Vec<Arc<dyn Entry>>,
+    gone: Vec<Arc<dyn Entry>>,
+}
+
+impl Swept {
+    /// Ends the evicted entries (every one, even if a hook panics; the
+    /// first panic goes on after), then drops the rest.
+    pub(super) fn finish(self) {
+        let Swept { evicted, gone } = self;
+        drop(gone);
+        crate::entry::each_then_unwind(evicted, |entry| entry.kill(Cause::Evicted));
+    }
+}
+
+impl Shard {
+    pub(super) fn new(capacity: u64) -> Self {
+        Shard {
+            queue: Mutex::new(VecDeque::new()),
+            live: AtomicI64::new(0),
+            dead: AtomicI64::new(0),
+            dead_weight: AtomicI64::new(0),
+            capacity: i64::try_from(capacity).unwrap_or(i64::MAX),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts an entry released elsewhere out (its place is a tombstone).
+    pub(super) fn left(&self, weight: i64) {
+        self.live.fetch_sub(weight, SeqCst);
+        self.dead.fetch_add(1, SeqCst);
+        self.dead_weight.fetch_add(weight, SeqCst);
+    }
+
+    /// A tombstone leaves the queue.
+    fn buried(&self, entry: Arc<dyn Entry>, weigh: Weigh, swept: &mut Swept) {
+        self.dead.fetch_sub(1, SeqCst);
+        self.dead_weight.fetch_sub(weigh.of(&*entry), SeqCst);
+        swept.gone.push(entry);
+    }
+
+    /// Appends `entry`, then walks the clock until the shard is within its
+    /// bound: a tombstone is dropped, an entry read since the last pass
+    /// goes round again, any other is evicted.
+    pub(super) fn insert(&self, entry: Arc<dyn Entry>, weigh: Weigh) -> Swept {
+        let mut swept = Swept::default();
+        let weight = weigh.of(&*entry);
+        let mut queue = self.lock();
+        queue.push_back(entry);
+        self.live.fetch_add(weight, SeqCst);
+        let dead = self.dead.load(SeqCst);
+        if dead >= SWEEP_AT
+            && (dead as usize * 2 >= queue.len()
+                || self.dead_weight.load(SeqCst) * 2 >= self.capacity)
+        {
+            self.sweep_locked(&mut queue, weigh, &mut swept);
+        }
+        // Each pass clears what it spares: two passes at most evict, however
+        // often readers mark entries meanwhile.
+        let mut spares = queue.len();
+        while self.live.load(SeqCst) > self.capacity {
+            let Some(entry) = queue.pop_front() else {
+                break;
+            };
+            let mark = entry.mark();
+            if mark.left() {
+                self.buried(entry, weigh, &mut swept);
+            } else if spares > 0 && mark.take_seen() {
+                spares -= 1;
+                queue.push_back(entry);
+            } else if mark.leave() {
+                self.live.fetch_sub(weigh.of(&*entry), SeqCst);
+                swept.evicted.push(entry);
+            } else {
+                // Released between the two looks.
+                self.buried(entry, weigh, &mut swept);
+            }
+        }
+        swept
+    }
+
+    fn sweep_locked(&self, queue: &mut Queue, weigh: Weigh, swept: &mut Swept) {
+        queue.retain(|entry| {
+            if entry.mark().left() {
+                // The last handle is dropped once the lock is released.
+                self.buried(Arc::clone(entry), weigh, swept);
+                false
+            } else {
+                true
+            }
+        });
+        if queue.capacity() > SLACK * queue.len().max(16) {
+            queue.shrink_to(SLACK * queue.len());
+        }
+    }
+
+    /// Drops every tombstone.
+    pub(super) fn sweep(&self, weigh: Weigh, swept: &mut Swept) {
+        if self.dead.load(SeqCst) != 0 {
+            self.sweep_locked(&mut self.lock(), weigh, swept);
+        }
+    }
+
+    /// Empties the shard: the entries that had not left go to `ending`.
+    pub(super) fn take_all(&self, weigh: Weigh, ending: &mut Vec<Arc<dyn Entry>>) {
+        let all = std::mem::take(&mut *self.lock());
+        let mut swept = Swept::default();
+        for entry in all {
+            if entry.mark().leave() {
+                self.live.fetch_sub(weigh.of(&*entry), SeqCst);
+                ending.push(entry);
+            } else {
+                self.buried(entry, weigh, &mut swept);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn weight(&self) -> i64 {
+        self.live.load(SeqCst)
+    }
+}

@@ -1,0 +1,220 @@
+//! The store's bound, its clock and its tombstones, with entries of its own.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+
+use super::Store;
+use crate::config::StoreConfig;
+use crate::dep::Dep;
+use crate::entry::{next_id, Cause, Entry};
+use crate::mark::Mark;
+use crate::state::State;
+
+struct Probe {
+    id: u64,
+    weight: u32,
+    state: State,
+    mark: Mark,
+    store: Arc<Store>,
+    killed: AtomicUsize,
+}
+
+impl Entry for Probe {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn deps(&self) -> &[Dep] {
+        &[]
+    }
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn kill(&self, cause: Cause) {
+        self.killed.fetch_add(1, SeqCst);
+        self.state.end(cause);
+        self.store.release(self);
+    }
+    fn state(&self) -> &State {
+        &self.state
+    }
+    fn mark(&self) -> &Mark {
+        &self.mark
+    }
+    fn basis(&self) -> u64 {
+        0
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+fn probe(store: &Arc<Store>, weight: u32) -> Arc<Probe> {
+    let p = Arc::new(Probe {
+        id: next_id(),
+        weight,
+        state: State::pending(),
+        mark: Mark::new(),
+        store: Arc::clone(store),
+        killed: AtomicUsize::new(0),
+    });
+    store.insert(Arc::clone(&p) as Arc<dyn Entry>);
+    p
+}
+
+fn entries(n: u64) -> Arc<Store> {
+    let config = StoreConfig {
+        max_entries: Some(n),
+        max_bytes: None,
+        default_timeout: None,
+    };
+    Arc::new(Store::new("t", &config))
+}
+
+#[test]
+fn a_small_store_evicts_in_order_and_spares_what_was_read() {
+    let store = entries(4);
+    assert_eq!(store.shards.len(), 1);
+    let first: Vec<_> = (0..4).map(|_| probe(&store, 1)).collect();
+    first[0].mark.see();
+    let fifth = probe(&store, 1);
+    // The first was read: the clock spares it and takes the second.
+    assert_eq!(first[0].killed.load(SeqCst), 0);
+    assert_eq!(first[1].killed.load(SeqCst), 1);
+    assert_eq!(store.weight(), 4);
+    let _sixth = probe(&store, 1);
+    assert_eq!(first[2].killed.load(SeqCst), 1);
+    assert_eq!(fifth.killed.load(SeqCst), 0);
+}
+
+#[test]
+fn a_released_entry_frees_its_room_and_is_never_evicted() {
+    let store = entries(3);
+    let a = probe(&store, 1);
+    let b = probe(&store, 1);
+    let c = probe(&store, 1);
+    store.release(&*b);
+    store.release(&*b);
+    assert_eq!(store.weight(), 2);
+    let _d = probe(&store, 1);
+    assert_eq!(store.weight(), 3);
+    assert!([&a, &b, &c].iter().all(|p| p.killed.load(SeqCst) == 0));
+    let _e = probe(&store, 1);
+    // The tombstone of `b` is passed over, `a` then `c` by order.
+    assert_eq!(a.killed.load(SeqCst), 1);
+    assert_eq!(b.killed.load(SeqCst), 0);
+    assert_eq!(store.weight(), 3);
+}
+
+#[test]
+fn a_store_in_bytes_counts_weights_with_a_floor() {
+    let store = Arc::new(Store::new(
+        "b",
+        &StoreConfig::new().max_entries(10).max_bytes(1_000),
+    ));
+    let small = probe(&store, 1);
+    assert_eq!(store.weight(), 100);
+    let big = probe(&store, 950);
+    assert_eq!(small.killed.load(SeqCst), 1);
+    assert_eq!(store.weight(), 950);
+    // Heavier than the whole store: it evicts itself.
+    let huge = probe(&store, 5_000);
+    assert_eq!(huge.killed.load(SeqCst), 1);
+    assert_eq!(big.killed.load(SeqCst), 1);
+    assert_eq!(store.weight(), 0);
+}
+
+#[test]
+fn released_before_inserted_counts_once() {
+    let store = entries(2);
+    let p = Arc::new(Probe {
+        id: next_id(),
+        weight: 1,
+        state: State::pending(),
+        mark: Mark::new(),
+        store: Arc::clone(&store),
+        killed: AtomicUsize::new(0),
+    });
+    store.release(&*p);
+    store.insert(Arc::clone(&p) as Arc<dyn Entry>);
+    assert_eq!(store.weight(), 0);
+    store.sweep();
+    assert_eq!(Arc::strong_count(&p), 1, "the tombstone is dropped");
+}
+
+#[test]
+fn tombstones_are_swept_and_their_memory_returns() {
+    let store = entries(100_000);
+    let all: Vec<_> = (0..10_000).map(|_| probe(&store, 1)).collect();
+    for p in &all {
+        store.release(&**p);
+    }
+    assert_eq!(store.weight(), 0);
+    assert!(all.iter().all(|p| Arc::strong_count(p) == 2));
+    store.sweep();
+    assert!(all.iter().all(|p| Arc::strong_count(p) == 1));
+}
+
+#[test]
+fn inserting_sweeps_tombstones_when_they_are_half_the_queue() {
+    let store = entries(1_000_000);
+    let all: Vec<_> = (0..1_000).map(|_| probe(&store, 1)).collect();
+    for p in &all {
+        store.release(&**p);
+    }
+    // Ids are shared with the tests running beside this one: insert until
+    // every shard had one (a bounded number of times).
+    let mut inserted = 0;
+    while all.iter().any(|p| Arc::strong_count(p) > 1) {
+        assert!(inserted < 100_000, "tombstones were never swept");
+        probe(&store, 1);
+        inserted += 1;
+    }
+    assert_eq!(store.weight(), inserted);
+}
+
+#[test]
+fn clear_ends_every_entry_once_and_empties_the_store() {
+    let store = entries(1_000);
+    let all: Vec<_> = (0..500).map(|_| probe(&store, 1)).collect();
+    store.release(&*all[7]);
+    store.clear();
+    assert_eq!(store.weight(), 0);
+    for (i, p) in all.iter().enumerate() {
+        assert_eq!(p.killed.load(SeqCst), usize::from(i != 7));
+        assert_eq!(Arc::strong_count(p), 1);
+    }
+}
+
+#[test]
+fn concurrent_inserts_and_releases_keep_the_bound_and_the_count() {
+    let store = entries(256);
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..20_000u32 {
+                    let p = probe(&store, 1);
+                    if (i + t) % 3 == 0 {
+                        p.mark.see();
+                    }
+                    if i % 2 == 0 {
+                        store.release(&*p);
+                    }
+                    mine.push(p);
+                    assert!(store.weight() <= 256 + 4);
+                }
+                mine
+            })
+        })
+        .collect();
+    let all: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert!(store.weight() <= 256);
+    // Every entry left the count exactly once or is still in it.
+    let live = all.iter().filter(|p| !p.mark.left()).count() as i64;
+    assert_eq!(store.weight(), live);
+    assert!(all.iter().all(|p| p.killed.load(SeqCst) <= 1));
+}
