@@ -28,6 +28,7 @@ fn setup() {
             .store("memory", room())
             .store("policy", room())
             .store("churn", room())
+            .store("views", room())
             .install()
             .expect("first install succeeds");
     });
@@ -54,7 +55,7 @@ fn invalidated_entries_free_their_room_at_once() {
         assert!(compute(&FREED, k, k));
     }
     for row in 0..ROOM / 2 {
-        assert_eq!(invalidate(&Row { id: row }), 1);
+        assert_eq!(invalidate(&Row { id: row }), 1, "{:?}", FREED.stats());
     }
     // Half the room is free: 50 new entries evict nothing.
     for k in ROOM..ROOM + ROOM / 2 {
@@ -106,7 +107,9 @@ fn an_invalidated_value_is_dropped_by_maintenance_or_the_next_inserts() {
     let mut weak: Vec<Weak<String>> = Vec::new();
     for k in 0..ROOM {
         compute(&MEMORY, k, 102_000 + k);
-        weak.push(Arc::downgrade(&MEMORY.get(&k).expect("stored")));
+        let stored = MEMORY.get(&k);
+        assert!(stored.is_some(), "{k}: {:?}", MEMORY.stats());
+        weak.push(Arc::downgrade(&stored.unwrap()));
     }
     for k in 0..ROOM {
         invalidate(&Row { id: 102_000 + k });
@@ -133,11 +136,16 @@ fn entries_read_often_survive_a_scan_of_entries_read_once() {
         compute(&POLICY, k, 200_000);
         if k % 10 == 0 {
             for hot in 0..HOT {
-                assert!(POLICY.get(&hot).is_some(), "hot key {hot} evicted at {k}");
+                assert!(
+                    POLICY.get(&hot).is_some(),
+                    "hot key {hot} evicted at {k}: {:?}",
+                    POLICY.stats()
+                );
             }
         }
     }
-    assert!(POLICY.stats().evictions >= 2_000 - (ROOM - HOT));
+    let s = POLICY.stats();
+    assert!(s.evictions >= 2_000 - (ROOM - HOT), "{s:?}");
     assert!(POLICY.stats().entries <= ROOM);
 }
 
@@ -175,6 +183,11 @@ fn concurrent_computes_and_invalidations_leave_the_count_exact() {
         h.join().expect("no thread panics");
     }
     assert!(CHURN.stats().entries <= ROOM);
+    // The count of entries is what a listing shows, before and after
+    // maintenance.
+    assert_eq!(CHURN.stats().entries, CHURN.entries().len() as u64);
+    run_pending_tasks();
+    assert_eq!(CHURN.stats().entries, CHURN.entries().len() as u64);
     // Whatever ran, the store counts exactly what it holds: cleared, it
     // takes `ROOM` new entries without evicting, and evicts at the next.
     assert!(clear_store("churn"));
@@ -186,4 +199,44 @@ fn concurrent_computes_and_invalidations_leave_the_count_exact() {
     assert_eq!(CHURN.stats().evictions, before);
     compute(&CHURN, 5_000, 305_000);
     assert_eq!(CHURN.stats().evictions, before + 1);
+}
+
+static VIEWS: Cache<u64, Arc<String>> = Cache::new("store_room.views").store("views");
+
+#[test]
+fn an_invalidated_entry_is_gone_from_every_view_at_once() {
+    setup();
+    for k in 0..50 {
+        compute(&VIEWS, k, 400_000);
+    }
+    assert_eq!(VIEWS.stats().entries, 50);
+    assert_eq!(invalidate(&Row { id: 400_000 }), 50);
+    // No maintenance ran: counts, listing, reads and the registry agree.
+    assert_eq!(VIEWS.stats().entries, 0);
+    assert_eq!(VIEWS.stats().bytes, 0);
+    assert!(VIEWS.entries().is_empty());
+    assert_eq!(ultracache::dependents(&Row { id: 400_000 }.dep()), 0);
+    for k in 0..50 {
+        assert_eq!(VIEWS.get(&k), None);
+    }
+    // Computed again, each is counted once.
+    for k in 0..50 {
+        assert!(compute(&VIEWS, k, 400_001));
+    }
+    assert_eq!(VIEWS.stats().entries, 50);
+    assert_eq!(invalidate(&Row { id: 400_001 }), 50);
+    for k in 0..25 {
+        assert!(compute(&VIEWS, k, 400_002));
+    }
+    assert_eq!(VIEWS.stats().entries, 25);
+    // A clear takes the rest out, whatever lingered.
+    VIEWS.invalidate_all();
+    assert_eq!(VIEWS.stats().entries, 0);
+    assert!(VIEWS.entries().is_empty());
+    for k in 0..50 {
+        assert!(compute(&VIEWS, k, 400_003));
+    }
+    assert_eq!(VIEWS.stats().entries, 50);
+    assert!(clear_store("views"));
+    assert_eq!(VIEWS.stats().entries, 0);
 }

@@ -126,10 +126,13 @@ impl Dep {
         self.id
     }
 
-    /// A well-mixed hash of the dependency, stable across processes.
+    /// A well-mixed hash of the dependency, stable across processes. An
+    /// object's id is salted before it is mixed: `mix(0)` is 0, and an
+    /// unsalted id 0 would hash as its kind (every write of the kind would
+    /// then count as a write of object 0).
     pub(crate) fn hash64(&self) -> u64 {
         match self.id {
-            Some(id) => mix(self.kind.hash ^ mix(id)),
+            Some(id) => mix(self.kind.hash ^ mix(id ^ OBJECT_SALT)),
             None => mix(self.kind.hash),
         }
     }
@@ -352,6 +355,10 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// A 64-bit finalizer (splitmix64): spreads nearby keys over the whole range.
+/// Salts object ids in [`Dep::hash64`]: the one id that hashes as its kind
+/// is this one, which no counter reaches.
+const OBJECT_SALT: u64 = 0xd6e8_feb8_6659_fd93;
+
 pub(crate) const fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -375,6 +382,18 @@ mod tests {
     fn composite_ids_differ_by_order() {
         assert_ne!(id_key(&(1u32, 2u32)), id_key(&(2u32, 1u32)));
         assert_ne!(id_key("ab"), id_key("ba"));
+    }
+
+    #[test]
+    fn no_small_id_hashes_as_its_kind_or_as_another_id() {
+        const K: Kind = Kind::new("dep.test");
+        let kind = Dep::kind(K).hash64();
+        let mut seen = std::collections::HashSet::new();
+        for id in (0..10_000i64).chain([-1, i64::MIN, i64::MAX]) {
+            let h = Dep::object(K, &id).hash64();
+            assert_ne!(h, kind, "object {id} hashes as its kind");
+            assert!(seen.insert(h), "object {id} hashes as another");
+        }
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub(crate) trait Entry: Send + Sync + 'static {
     fn state(&self) -> &State;
     /// Its place in its store's policy.
     fn mark(&self) -> &Mark;
+    /// Its store dropped its tombstone: whatever of it lingers elsewhere
+    /// (its place in its cache's map) goes too.
+    fn bury(&self) {}
     /// The oldest tick its value's reads are valid against.
     fn basis(&self) -> u64;
     /// Itself, to be seen as its own type again.

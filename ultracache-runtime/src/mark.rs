@@ -9,6 +9,9 @@ use crate::sync::AtomicU8;
 const SEEN: u8 = 1;
 /// Out of the store's count: evicted, or ended elsewhere and released.
 const LEFT: u8 = 2;
+/// Ended, but still in its cache's map (never served: not live) until the
+/// store drops its tombstone, a read finds it, or maintenance runs.
+const LINGER: u8 = 4;
 
 /// An entry's place in its store's policy: whether it was read lately, and
 /// whether it has left the store's count (exactly once).
@@ -41,5 +44,15 @@ impl Mark {
     /// Whether it left the store's count already (a tombstone).
     pub(crate) fn left(&self) -> bool {
         self.0.load(Acquire) & LEFT != 0
+    }
+
+    /// Ended but left in its cache's map, to be taken out later.
+    pub(crate) fn linger(&self) {
+        self.0.fetch_or(LINGER, AcqRel);
+    }
+
+    /// Whether it lingered: true for the first caller only, who takes it out.
+    pub(crate) fn take_linger(&self) -> bool {
+        self.0.load(Acquire) & LINGER != 0 && self.0.fetch_and(!LINGER, AcqRel) & LINGER != 0
     }
 }

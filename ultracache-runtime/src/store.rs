@@ -6,9 +6,14 @@
 //! An entry that ends for another reason (invalidated, replaced, expired)
 //! stops counting against the bound at once, but its place in the store's
 //! queue is left as a tombstone: the store drops it when it next passes it,
-//! when tombstones are half of its queue, or on
-//! [`run_pending_tasks`](crate::run_pending_tasks). An invalidation so
-//! touches neither the store's lock nor its queue.
+//! when tombstones are half of a shard's queue or half its bound in weight,
+//! or on [`run_pending_tasks`](crate::run_pending_tasks). An invalidation
+//! so touches neither the store's lock nor its queue; the slots it ends stay
+//! in their cache's map (never served) until their tombstone is dropped
+//! ([`Entry::bury`](crate::entry::Entry::bury)), so that the invalidation
+//! does not pay for the map's removals either. What a tombstone holds is at
+//! most what the bound held before: tombstones over half a shard's bound
+//! are swept at its next insert.
 //!
 //! Expiry is the caches' own: an entry past its time is never served, and
 //! leaves when it is next looked up, when [`run_pending_tasks`]
@@ -110,9 +115,11 @@ impl Store {
     /// Ends every entry it holds.
     pub(crate) fn clear(&self) {
         let mut ending = Vec::new();
+        let mut swept = Swept::default();
         for shard in self.shards.iter() {
-            shard.take_all(self.weigh, &mut ending);
+            shard.take_all(self.weigh, &mut ending, &mut swept);
         }
+        swept.finish();
         crate::entry::each_then_unwind(ending, |entry| entry.kill(Cause::Cleared));
     }
 

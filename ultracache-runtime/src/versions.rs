@@ -120,21 +120,38 @@ impl Versions {
         &self.folded[key as usize & (self.folded.len() - 1)]
     }
 
-    /// Records `version` against `key` (keeping the newest).
+    /// Records `version` against `key` (keeping the newest). Each shard
+    /// keeps its `per_shard` most recently recorded keys exact: a key
+    /// recorded again keeps its one place in the order and goes to the back
+    /// when it reaches the front, so writing a few keys over and over never
+    /// pushes another key's recent version out.
     pub(crate) fn record(&self, key: u64, version: u64) {
-        let mut shard = lock(self.shard(key));
-        let v = shard.versions.entry(key).or_insert(0);
-        *v = (*v).max(version);
-        shard.order.push_back((key, version));
+        let mut guard = lock(self.shard(key));
+        let shard = &mut *guard;
+        match shard.versions.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let v = e.get_mut();
+                *v = (*v).max(version);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(version);
+                shard.order.push_back((key, version));
+            }
+        }
         while shard.order.len() > self.per_shard {
             let Some((old, at)) = shard.order.pop_front() else {
                 break;
             };
-            if shard.versions.get(&old) == Some(&at) {
-                // Folded before it leaves the exact map: a reader holding
-                // the lock after this sees one or the other.
-                raise_u64(self.folded(old), at);
-                shard.versions.remove(&old);
+            match shard.versions.get(&old).copied() {
+                // Recorded again since it was queued: still recent.
+                Some(latest) if latest > at => shard.order.push_back((old, latest)),
+                Some(_) => {
+                    // Folded before it leaves the exact map: a reader
+                    // holding the lock after this sees one or the other.
+                    raise_u64(self.folded(old), at);
+                    shard.versions.remove(&old);
+                }
+                None => {}
             }
         }
     }
@@ -335,6 +352,28 @@ mod tests {
         }
         assert_eq!(capacity(&v), before, "a shard's ring grew");
         assert!(v.exact() <= 4 * 65);
+    }
+
+    #[test]
+    fn writing_a_few_keys_over_and_over_folds_no_other_key() {
+        let v = Versions::new(1, 8, 64);
+        let quiet = Dep::object(KIND, &1_000u32);
+        let basis = v.now();
+        v.stamp(&[quiet]);
+        let later = v.now();
+        for i in 0..100_000u32 {
+            v.stamp(&[Dep::object(KIND, &(i % 4))]);
+        }
+        assert!(
+            v.folded.iter().all(|f| f.load(SeqCst) == 0),
+            "a version was folded"
+        );
+        assert_eq!(v.exact(), 5);
+        assert!(v.changed(&[quiet], basis));
+        // Another object: no version of its own, and none folded over it.
+        for other in 0..1_000u32 {
+            assert!(!v.changed(&[Dep::object(KIND, &(2_000 + other))], later));
+        }
     }
 
     #[test]

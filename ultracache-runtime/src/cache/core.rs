@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::mem::size_of;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -45,8 +46,11 @@ pub(crate) struct Core<K, V> {
     pub(super) cleared: AtomicU64,
     /// Orders revealing an entry against versioning its key or the cache.
     pub(super) reveal: Mutex<()>,
-    /// Hashes keys into version keys (`Cache::invalidate`), unique per cache.
-    pub(super) keys: foldhash::fast::FixedState,
+    /// Hashes keys into version keys (`Cache::invalidate`), after
+    /// `key_salt`, unique per cache: the keys of two caches never share
+    /// version keys but by a 64-bit collision.
+    pub(super) keys: Hasher,
+    pub(super) key_salt: u64,
     #[cfg(feature = "redis")]
     pub(super) shared: Option<crate::tier::Shared<K, V>>,
     /// Expired values kept to serve when computing them again fails.
@@ -75,7 +79,8 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             on_invalidated,
             cleared: AtomicU64::new(0),
             reveal: Mutex::new(()),
-            keys: foldhash::fast::FixedState::with_seed(next_id()),
+            keys: Hasher::default(),
+            key_salt: next_id(),
             #[cfg(feature = "redis")]
             shared: None,
             grace: None,
@@ -95,9 +100,18 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         let _ = self.front.remove_if(key, |_, s| s.id == id, &guard);
     }
 
+    /// Takes an ended `slot` out of the front map if it lingers there (a
+    /// batched invalidation leaves its slots for the store's sweep).
+    pub(super) fn unlink_slot(&self, slot: &Slot<K, V>) {
+        if slot.mark.take_linger() {
+            self.unlink(&slot.key, slot.id);
+        }
+    }
+
     /// The version key of `key` in this cache.
     pub(super) fn key_version(&self, key: &K) -> u64 {
         let mut h = self.keys.build_hasher();
+        std::hash::Hasher::write_u64(&mut h, self.key_salt);
         key.hash(&mut h);
         mix(std::hash::Hasher::finish(&h))
     }
@@ -115,17 +129,19 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             self.hit(slot);
             return Some(slot.value.clone());
         }
-        Self::not_live(slot);
+        self.not_live(slot);
         None
     }
 
     /// A slot the hit path found but may not return: ended here if it is
-    /// past its deadline.
+    /// past its deadline, taken out if it ended and lingers.
     #[cold]
     #[inline(never)]
-    fn not_live(slot: &Arc<Slot<K, V>>) {
+    fn not_live(&self, slot: &Arc<Slot<K, V>>) {
         if slot.expired(clock::now()) {
             Arc::clone(slot).end(Cause::Expired);
+        } else if slot.ended.load(SeqCst) {
+            self.unlink_slot(slot);
         }
     }
 
@@ -317,9 +333,14 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
 impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
     fn stats(&self) -> CacheStats {
         let c = &self.counters;
-        let bytes = {
+        // Live slots only: an invalidated one may linger in the map until
+        // its store sweeps it.
+        let (entries, bytes) = {
             let guard = self.front.guard();
-            self.front.values(&guard).map(|s| u64::from(s.weight)).sum()
+            self.front
+                .values(&guard)
+                .filter(|s| s.state.is_live())
+                .fold((0, 0), |(n, b), s| (n + 1, b + u64::from(s.weight)))
         };
         let (kept, kept_bytes) = self.grace.as_ref().map_or((0, 0), |g| {
             let (n, bytes) = g.kept();
@@ -329,7 +350,7 @@ impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
             name: self.name,
             module: self.module,
             store: self.store.name.clone(),
-            entries: self.front.len() as u64,
+            entries,
             bytes,
             hits: c.hits.get(),
             misses: c.misses.get(),
@@ -352,6 +373,9 @@ impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
             if slot.deadline != NEVER && now >= slot.deadline {
                 slot.end(Cause::Expired);
             }
+            if slot.ended.load(SeqCst) {
+                self.unlink_slot(&slot);
+            }
         }
     }
 
@@ -361,6 +385,10 @@ impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
             let _reveal = self.lock_reveal();
             crate::sync::raise_u64(&self.cleared, versions().next());
         }
-        crate::entry::each_then_unwind(self.slots(), |slot| slot.end(Cause::Cleared));
+        crate::entry::each_then_unwind(self.slots(), |slot| {
+            // One that lingers has ended already: only taken out.
+            self.unlink_slot(&slot);
+            slot.end(Cause::Cleared);
+        });
     }
 }

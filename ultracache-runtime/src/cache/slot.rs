@@ -124,6 +124,11 @@ impl<K: CacheKey, V: CacheValue> Entry for Slot<K, V> {
     fn mark(&self) -> &Mark {
         &self.mark
     }
+    fn bury(&self) {
+        if let Some(core) = self.owner.upgrade() {
+            core.unlink_slot(self);
+        }
+    }
     fn basis(&self) -> u64 {
         self.basis
     }
@@ -141,7 +146,6 @@ impl<K: CacheKey, V: CacheValue> Entry for Slot<K, V> {
             }
         }
         let core = self.owner.upgrade();
-        let guard = core.as_ref().map(|core| core.front.guard());
         let mut ended = Tally(core.as_deref(), 0);
         let mut panic = None;
         for entry in batch {
@@ -151,16 +155,16 @@ impl<K: CacheKey, V: CacheValue> Entry for Slot<K, V> {
                 }
                 continue;
             };
-            // As `end` does, entry by entry; the front map's guard, the
-            // owner and the counters once for the batch.
+            // As `end` does, entry by entry (the owner and the counters
+            // once for the batch), but not out of the front map.
             if slot.ended.swap(true, SeqCst) {
                 continue;
             }
             slot.state.end(Cause::Invalidated);
-            if let (Some(core), Some(guard)) = (&core, &guard) {
-                let _ = core
-                    .front
-                    .remove_if(&slot.key, |_, s| s.id == slot.id, guard);
+            if let Some(core) = &core {
+                // Left in the front map (never served: not live) until the
+                // store drops its tombstone; marked before the store can.
+                slot.mark.linger();
                 core.store.release(slot);
             }
             // Its links under what was taken are gone already.

@@ -58,11 +58,13 @@ pub(super) struct Swept {
 }
 
 impl Swept {
-    /// Ends the evicted entries (every one, even if a hook panics; the
-    /// first panic goes on after), then drops the rest.
+    /// Buries the tombstones and drops them, then ends the evicted entries
+    /// (every one, even if a hook panics; the first panic goes on after).
     pub(super) fn finish(self) {
         let Swept { evicted, gone } = self;
-        drop(gone);
+        for entry in gone {
+            entry.bury();
+        }
         crate::entry::each_then_unwind(evicted, |entry| entry.kill(Cause::Evicted));
     }
 }
@@ -96,15 +98,15 @@ impl Shard {
         swept.gone.push(entry);
     }
 
-    /// Appends `entry`, then walks the clock until the shard is within its
-    /// bound: a tombstone is dropped, an entry read since the last pass
-    /// goes round again, any other is evicted.
+    /// Walks the clock until `entry` fits within the shard's bound — a
+    /// tombstone is dropped, an entry read since the last pass goes round
+    /// again, any other is evicted — then appends it (behind the hand: the
+    /// last the clock reaches). An entry heavier than the whole shard is
+    /// evicted itself.
     pub(super) fn insert(&self, entry: Arc<dyn Entry>, weigh: Weigh) -> Swept {
         let mut swept = Swept::default();
         let weight = weigh.of(&*entry);
         let mut queue = self.lock();
-        queue.push_back(entry);
-        self.live.fetch_add(weight, SeqCst);
         let dead = self.dead.load(SeqCst);
         if dead >= SWEEP_AT
             && (dead as usize * 2 >= queue.len()
@@ -115,23 +117,32 @@ impl Shard {
         // Each pass clears what it spares: two passes at most evict, however
         // often readers mark entries meanwhile.
         let mut spares = queue.len();
-        while self.live.load(SeqCst) > self.capacity {
-            let Some(entry) = queue.pop_front() else {
+        while self.live.load(SeqCst) + weight > self.capacity {
+            let Some(old) = queue.pop_front() else {
                 break;
             };
-            let mark = entry.mark();
+            let mark = old.mark();
             if mark.left() {
-                self.buried(entry, weigh, &mut swept);
+                self.buried(old, weigh, &mut swept);
             } else if spares > 0 && mark.take_seen() {
                 spares -= 1;
-                queue.push_back(entry);
+                queue.push_back(old);
             } else if mark.leave() {
-                self.live.fetch_sub(weigh.of(&*entry), SeqCst);
-                swept.evicted.push(entry);
+                self.live.fetch_sub(weigh.of(&*old), SeqCst);
+                swept.evicted.push(old);
             } else {
                 // Released between the two looks.
-                self.buried(entry, weigh, &mut swept);
+                self.buried(old, weigh, &mut swept);
             }
+        }
+        self.live.fetch_add(weight, SeqCst);
+        if self.live.load(SeqCst) > self.capacity && queue.is_empty() && entry.mark().leave() {
+            // Heavier than the shard: it does not stay.
+            self.live.fetch_sub(weight, SeqCst);
+            swept.evicted.push(entry);
+        } else {
+            // (Released before it got here, it is a tombstone already.)
+            queue.push_back(entry);
         }
         swept
     }
@@ -159,15 +170,19 @@ impl Shard {
     }
 
     /// Empties the shard: the entries that had not left go to `ending`.
-    pub(super) fn take_all(&self, weigh: Weigh, ending: &mut Vec<Arc<dyn Entry>>) {
+    pub(super) fn take_all(
+        &self,
+        weigh: Weigh,
+        ending: &mut Vec<Arc<dyn Entry>>,
+        swept: &mut Swept,
+    ) {
         let all = std::mem::take(&mut *self.lock());
-        let mut swept = Swept::default();
         for entry in all {
             if entry.mark().leave() {
                 self.live.fetch_sub(weigh.of(&*entry), SeqCst);
                 ending.push(entry);
             } else {
-                self.buried(entry, weigh, &mut swept);
+                self.buried(entry, weigh, swept);
             }
         }
     }

@@ -218,3 +218,21 @@ fn concurrent_inserts_and_releases_keep_the_bound_and_the_count() {
     assert_eq!(store.weight(), live);
     assert!(all.iter().all(|p| p.killed.load(SeqCst) <= 1));
 }
+
+#[test]
+fn a_new_entry_is_never_its_own_victim_when_all_others_were_read() {
+    let store = entries(4);
+    let first: Vec<_> = (0..4).map(|_| probe(&store, 1)).collect();
+    for p in &first {
+        p.mark.see();
+    }
+    let fifth = probe(&store, 1);
+    assert_eq!(fifth.killed.load(SeqCst), 0);
+    // Every other had a second chance; the clock came round to the first.
+    assert_eq!(first[0].killed.load(SeqCst), 1);
+    assert_eq!(
+        first.iter().map(|p| p.killed.load(SeqCst)).sum::<usize>(),
+        1
+    );
+    assert_eq!(store.weight(), 4);
+}
