@@ -80,9 +80,9 @@ impl<K: CacheKey, V: CacheValue> Slot<K, V> {
     /// Ends its life for `cause`: out of its cache, its store's count
     /// (unless the store let go of it already) and the registry.
     pub(super) fn end(&self, cause: Cause) {
-        // The first end decides how it ended: the store's listener, hearing
-        // of the removal this end makes, must not turn a replaced entry into
-        // an invalidated one (a hit on it would then be refused needlessly).
+        // The first end decides how it ended: an eviction or a sweep racing
+        // a replacement must not turn a replaced entry into an invalidated
+        // one (a hit on it would then be refused needlessly).
         if self.ended.swap(true, SeqCst) {
             return;
         }
