@@ -48,15 +48,21 @@ impl Entry for Probe {
     }
 }
 
-fn probe(store: &Arc<Store>, weight: u32) -> Arc<Probe> {
-    let p = Arc::new(Probe {
+/// A probe not yet in `store`.
+fn outside(store: &Arc<Store>, weight: u32) -> Arc<Probe> {
+    Arc::new(Probe {
         id: next_id(),
         weight,
         state: State::pending(),
         mark: Mark::new(),
         store: Arc::clone(store),
         killed: AtomicUsize::new(0),
-    });
+    })
+}
+
+/// A probe inserted in `store`.
+fn probe(store: &Arc<Store>, weight: u32) -> Arc<Probe> {
+    let p = outside(store, weight);
     store.insert(Arc::clone(&p) as Arc<dyn Entry>);
     p
 }
@@ -126,14 +132,7 @@ fn a_store_in_bytes_counts_weights_with_a_floor() {
 #[test]
 fn released_before_inserted_counts_once() {
     let store = entries(2);
-    let p = Arc::new(Probe {
-        id: next_id(),
-        weight: 1,
-        state: State::pending(),
-        mark: Mark::new(),
-        store: Arc::clone(&store),
-        killed: AtomicUsize::new(0),
-    });
+    let p = outside(&store, 1);
     store.release(&*p);
     store.insert(Arc::clone(&p) as Arc<dyn Entry>);
     assert_eq!(store.weight(), 0);
