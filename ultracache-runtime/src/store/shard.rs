@@ -102,10 +102,20 @@ impl Shard {
     /// tombstone is dropped, an entry read since the last pass goes round
     /// again, any other is evicted — then appends it (behind the hand: the
     /// last the clock reaches). An entry heavier than the whole shard is
-    /// evicted itself.
+    /// evicted at once, evicting nothing else.
     pub(super) fn insert(&self, entry: Arc<dyn Entry>, weigh: Weigh) -> Swept {
         let mut swept = Swept::default();
         let weight = weigh.of(&*entry);
+        if weight > self.capacity {
+            if entry.mark().leave() {
+                swept.evicted.push(entry);
+            } else {
+                // Released before it got here: counted out already.
+                self.live.fetch_add(weight, SeqCst);
+                self.buried(entry, weigh, &mut swept);
+            }
+            return swept;
+        }
         let mut queue = self.lock();
         let dead = self.dead.load(SeqCst);
         if dead >= SWEEP_AT
@@ -135,15 +145,9 @@ impl Shard {
                 self.buried(old, weigh, &mut swept);
             }
         }
+        // (Released before it got here, it goes in as a tombstone.)
         self.live.fetch_add(weight, SeqCst);
-        if self.live.load(SeqCst) > self.capacity && queue.is_empty() && entry.mark().leave() {
-            // Heavier than the shard: it does not stay.
-            self.live.fetch_sub(weight, SeqCst);
-            swept.evicted.push(entry);
-        } else {
-            // (Released before it got here, it is a tombstone already.)
-            queue.push_back(entry);
-        }
+        queue.push_back(entry);
         swept
     }
 

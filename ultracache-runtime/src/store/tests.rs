@@ -105,8 +105,9 @@ fn a_released_entry_frees_its_room_and_is_never_evicted() {
     assert_eq!(store.weight(), 3);
     assert!([&a, &b, &c].iter().all(|p| p.killed.load(SeqCst) == 0));
     let _e = probe(&store, 1);
-    // The tombstone of `b` is passed over, `a` then `c` by order.
+    // `b`'s tombstone no longer counts: `a`, the oldest, makes room.
     assert_eq!(a.killed.load(SeqCst), 1);
+    assert_eq!(c.killed.load(SeqCst), 0);
     assert_eq!(b.killed.load(SeqCst), 0);
     assert_eq!(store.weight(), 3);
 }
@@ -122,11 +123,18 @@ fn a_store_in_bytes_counts_weights_with_a_floor() {
     let big = probe(&store, 950);
     assert_eq!(small.killed.load(SeqCst), 1);
     assert_eq!(store.weight(), 950);
-    // Heavier than the whole store: it evicts itself.
+    // Heavier than the whole store: it evicts itself, and nothing else.
     let huge = probe(&store, 5_000);
     assert_eq!(huge.killed.load(SeqCst), 1);
-    assert_eq!(big.killed.load(SeqCst), 1);
-    assert_eq!(store.weight(), 0);
+    assert_eq!(big.killed.load(SeqCst), 0);
+    assert_eq!(store.weight(), 950);
+    // Released before it came, it is counted once, and not kept.
+    let late = outside(&store, 5_000);
+    store.release(&*late);
+    store.insert(Arc::clone(&late) as Arc<dyn Entry>);
+    assert_eq!(late.killed.load(SeqCst), 0);
+    assert_eq!(store.weight(), 950);
+    assert_eq!(Arc::strong_count(&late), 1);
 }
 
 #[test]
