@@ -26,7 +26,7 @@ impl Kind {
     pub const fn new(name: &'static str) -> Self {
         Kind {
             name,
-            hash: fnv1a(name.as_bytes()),
+            hash: fnv1a(name.as_bytes()) & !OBJECT,
         }
     }
 
@@ -88,42 +88,91 @@ impl fmt::Display for Kind {
 /// assert_eq!(Dep::object(POST, &42i64).to_string(), "blog.post:42");
 /// assert_eq!(Dep::kind(POST).to_string(), "blog.post");
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy)]
 pub struct Dep {
-    kind: Kind,
-    id: Option<u64>,
+    /// The kind's name.
+    name: &'static str,
+    /// The kind's hash (63 bits), with [`OBJECT`] set for an object
+    /// dependency: a dependency is 32 bytes, not the 40 of a kind and an
+    /// `Option<u64>` (every entry holds its dependencies).
+    tag: u64,
+    /// The object's id key; 0 for a kind dependency.
+    id: u64,
+}
+
+/// The bit of [`Dep::tag`] that marks an object dependency; a kind's hash
+/// leaves it clear.
+const OBJECT: u64 = 1 << 63;
+
+impl PartialEq for Dep {
+    fn eq(&self, other: &Self) -> bool {
+        self.tag == other.tag
+            && self.id == other.id
+            && (std::ptr::eq(self.name, other.name) || self.name == other.name)
+    }
+}
+impl Eq for Dep {}
+
+impl Hash for Dep {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.tag);
+        state.write_u64(self.id);
+    }
+}
+
+impl PartialOrd for Dep {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Dep {
+    /// By kind name, then the kind before its objects, then by id key.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.name
+            .cmp(other.name)
+            .then_with(|| self.id_key().cmp(&other.id_key()))
+    }
 }
 
 impl Dep {
     /// The dependency on one object of `kind`, identified by `id`.
     pub fn object<I: Hash + ?Sized>(kind: Kind, id: &I) -> Self {
-        Dep {
-            kind,
-            id: Some(id_key(id)),
-        }
+        Dep::object_key(kind, id_key(id))
     }
 
     /// The dependency on one object, from an id already reduced by [`id_key`].
     pub const fn object_key(kind: Kind, key: u64) -> Self {
         Dep {
-            kind,
-            id: Some(key),
+            name: kind.name,
+            tag: kind.hash | OBJECT,
+            id: key,
         }
     }
 
     /// The dependency on the kind itself ("any object of this kind").
     pub const fn kind(kind: Kind) -> Self {
-        Dep { kind, id: None }
+        Dep {
+            name: kind.name,
+            tag: kind.hash,
+            id: 0,
+        }
     }
 
     /// The kind this dependency is about.
     pub const fn model_kind(&self) -> Kind {
-        self.kind
+        Kind {
+            name: self.name,
+            hash: self.tag & !OBJECT,
+        }
     }
 
     /// The object's id key, or `None` for a kind dependency.
     pub const fn id_key(&self) -> Option<u64> {
-        self.id
+        if self.tag & OBJECT != 0 {
+            Some(self.id)
+        } else {
+            None
+        }
     }
 
     /// A well-mixed hash of the dependency, stable across processes. An
@@ -131,9 +180,10 @@ impl Dep {
     /// unsalted id 0 would hash as its kind (every write of the kind would
     /// then count as a write of object 0).
     pub(crate) fn hash64(&self) -> u64 {
-        match self.id {
-            Some(id) => mix(self.kind.hash ^ mix(id ^ OBJECT_SALT)),
-            None => mix(self.kind.hash),
+        let kind = self.tag & !OBJECT;
+        match self.id_key() {
+            Some(id) => mix(kind ^ mix(id ^ OBJECT_SALT)),
+            None => mix(kind),
         }
     }
 }
@@ -244,9 +294,9 @@ impl fmt::Debug for Dep {
 
 impl fmt::Display for Dep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.id {
-            Some(id) => write!(f, "{}:{}", self.kind.name, id),
-            None => f.write_str(self.kind.name),
+        match self.id_key() {
+            Some(id) => write!(f, "{}:{}", self.name, id),
+            None => f.write_str(self.name),
         }
     }
 }
@@ -394,6 +444,28 @@ mod tests {
             assert_ne!(h, kind, "object {id} hashes as its kind");
             assert!(seen.insert(h), "object {id} hashes as another");
         }
+    }
+
+    #[test]
+    fn a_dependency_is_four_words() {
+        assert_eq!(std::mem::size_of::<Dep>(), 32);
+    }
+
+    #[test]
+    fn kind_and_object_dependencies_differ_whatever_the_id() {
+        const K: Kind = Kind::new("dep.test");
+        for id in [0, 1, u64::MAX, OBJECT, K.hash64()] {
+            let object = Dep::object_key(K, id);
+            assert_ne!(object, Dep::kind(K));
+            assert_eq!(object.model_kind(), K);
+            assert_eq!(object.id_key(), Some(id));
+        }
+        assert_eq!(Dep::kind(K).model_kind(), K);
+        assert_eq!(Dep::kind(K).id_key(), None);
+        // The kind sorts before its objects, as `None` before `Some`.
+        assert!(Dep::kind(K) < Dep::object_key(K, 0));
+        assert!(Dep::object_key(K, 1) < Dep::object_key(K, 2));
+        assert!(Dep::object_key(K, 9) < Dep::kind(Kind::new("dep.tesu")));
     }
 
     #[test]

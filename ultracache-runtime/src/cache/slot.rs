@@ -187,3 +187,17 @@ impl<K: CacheKey, V: CacheValue> Entry for Slot<K, V> {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slot of small keys and values, with its `Arc` counts, fits a
+    /// 112-byte allocation: a one-dependency slot holds its dependency
+    /// inline, in the four words of a `Dep`.
+    #[test]
+    fn a_small_slot_fits_its_allocation() {
+        assert_eq!(size_of::<Deps>(), size_of::<Dep>());
+        assert!(size_of::<Slot<u64, u64>>() + 2 * size_of::<usize>() <= 104);
+    }
+}
