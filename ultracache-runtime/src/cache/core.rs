@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use super::front::{Found, Front};
 use super::outcome::{CacheKey, CacheValue};
 use super::slot::Slot;
 use crate::clock::{self, NEVER};
@@ -34,7 +35,7 @@ type Flights<K, V> = HashMap<K, Arc<Flight<Slot<K, V>>>, Hasher>;
 pub(crate) struct Core<K, V> {
     pub(super) name: &'static str,
     pub(super) module: &'static str,
-    pub(super) front: papaya::HashMap<K, Arc<Slot<K, V>>, Hasher>,
+    pub(super) front: Front<K, V>,
     pub(super) flights: Mutex<Flights<K, V>>,
     pub(super) store: Arc<Store>,
     pub(super) timeout: Option<Duration>,
@@ -69,7 +70,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         Core {
             name,
             module,
-            front: papaya::HashMap::builder().hasher(Hasher::default()).build(),
+            front: Front::new(Hasher::default()),
             flights: Mutex::new(HashMap::with_hasher(Hasher::default())),
             store,
             timeout,
@@ -96,8 +97,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     }
 
     pub(super) fn unlink(&self, key: &K, id: u64) {
-        let guard = self.front.guard();
-        let _ = self.front.remove_if(key, |_, s| s.id == id, &guard);
+        self.front.remove(key, id);
     }
 
     /// Takes an ended `slot` out of the front map if it lingers there (a
@@ -126,10 +126,10 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         let guard = self.front.guard();
         let slot = self.front.get(key, &guard)?;
         if slot.live() {
-            self.hit(slot);
+            self.hit(&slot, || slot.arc());
             return Some(slot.value.clone());
         }
-        self.not_live(slot);
+        self.not_live(&slot);
         None
     }
 
@@ -137,18 +137,20 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     /// past its deadline, taken out if it ended and lingers.
     #[cold]
     #[inline(never)]
-    fn not_live(&self, slot: &Arc<Slot<K, V>>) {
+    fn not_live(&self, slot: &Found<'_, K, V>) {
         if slot.expired(clock::now()) {
-            Arc::clone(slot).end(Cause::Expired);
+            slot.end(Cause::Expired);
         } else if slot.ended.load(SeqCst) {
             self.unlink_slot(slot);
         }
     }
 
+    /// Counts a hit on `slot`, and records it inside a computation (`arc`:
+    /// a counted reference to it, taken only then).
     #[inline]
-    pub(super) fn hit(&self, slot: &Arc<Slot<K, V>>) {
+    pub(super) fn hit(&self, slot: &Slot<K, V>, arc: impl FnOnce() -> Arc<Slot<K, V>>) {
         if recorder::recording() {
-            Self::record_hit(slot);
+            Self::record_hit(arc());
         }
         slot.mark.see();
         if self
@@ -164,8 +166,8 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     /// A hit inside a computation being recorded.
     #[cold]
     #[inline(never)]
-    fn record_hit(slot: &Arc<Slot<K, V>>) {
-        recorder::track_hit(Arc::clone(slot) as Arc<dyn Entry>);
+    fn record_hit(slot: Arc<Slot<K, V>>) {
+        recorder::track_hit(slot as Arc<dyn Entry>);
     }
 
     /// One hit in [`HIT_BATCH`](crate::telemetry::HIT_BATCH): the metric
@@ -181,7 +183,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         if !slot.live() {
             return None;
         }
-        self.hit(slot);
+        self.hit(slot, || Arc::clone(slot));
         Some(slot.value.clone())
     }
 
@@ -243,13 +245,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
                 key: Some(key_version),
             };
             protocol::reveal(v, &*entry, reads.basis, &guards) && {
-                let replaced = {
-                    let guard = self.front.guard();
-                    self.front
-                        .insert(slot.key.clone(), Arc::clone(&slot), &guard)
-                        .map(Arc::clone)
-                };
-                if let Some(old) = replaced {
+                if let Some(old) = self.front.insert(Arc::clone(&slot)) {
                     old.end(Cause::Replaced);
                 }
                 true
@@ -317,7 +313,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         }
         let slot = {
             let guard = self.front.guard();
-            self.front.get(key, &guard).map(Arc::clone)
+            self.front.get(key, &guard).map(|found| found.arc())
         };
         if let Some(slot) = slot {
             slot.end(Cause::Invalidated);
@@ -325,8 +321,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     }
 
     fn slots(&self) -> Vec<Arc<Slot<K, V>>> {
-        let guard = self.front.guard();
-        self.front.values(&guard).map(Arc::clone).collect()
+        self.front.slots()
     }
 }
 
@@ -335,13 +330,13 @@ impl<K: CacheKey, V: CacheValue> CacheHandle for Core<K, V> {
         let c = &self.counters;
         // Live slots only: an invalidated one may linger in the map until
         // its store sweeps it.
-        let (entries, bytes) = {
-            let guard = self.front.guard();
-            self.front
-                .values(&guard)
-                .filter(|s| s.state.is_live())
-                .fold((0, 0), |(n, b), s| (n + 1, b + u64::from(s.weight)))
-        };
+        let (mut entries, mut bytes) = (0, 0);
+        self.front.for_each(&self.front.guard(), |slot| {
+            if slot.state.is_live() {
+                entries += 1;
+                bytes += u64::from(slot.weight);
+            }
+        });
         let (kept, kept_bytes) = self.grace.as_ref().map_or((0, 0), |g| {
             let (n, bytes) = g.kept();
             (n as u64, bytes)

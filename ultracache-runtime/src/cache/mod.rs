@@ -1,7 +1,7 @@
 //! Caches: typed maps from a key to an entry, with single flight, recording
 //! and the publish [`protocol`](crate::protocol) that keeps stale values out.
 //!
-//! A hit is a lock-free read of the cache's front map (papaya), a liveness
+//! A hit is a lock-free read of the cache's front map ([`front`]), a liveness
 //! check (live, not expired) and a clone of the value. The entry also lives
 //! in its [`store`](crate::store) (the store of record), which bounds memory
 //! and evicts; an evicted entry leaves the front and the registry as the
@@ -9,12 +9,14 @@
 //!
 //! - [`outcome`]: what keys and values are, and which results are stored;
 //! - [`slot`]: one stored value and its life;
-//! - [`core`]: the front map, the hit path, publishing;
+//! - [`front`]: the front map, slots by key, read without a lock;
+//! - [`core`]: the hit path, publishing;
 //! - [`resolve`]: hit, single flight, shared tier, compute, publish;
 //! - [`block`]: the look-up / compute / store API in three steps.
 
 mod block;
 mod core;
+mod front;
 mod grace;
 mod outcome;
 mod registered;
@@ -603,10 +605,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         let Some(core) = self.core() else {
             return Vec::new();
         };
-        let slots: Vec<_> = {
-            let guard = core.front.guard();
-            core.front.values(&guard).map(Arc::clone).collect()
-        };
+        let slots = core.front.slots();
         let now = clock::now();
         let mut out = Vec::with_capacity(slots.len());
         for slot in slots {

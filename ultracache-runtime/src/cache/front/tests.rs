@@ -1,0 +1,163 @@
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Barrier, Weak};
+
+use super::*;
+use crate::clock::NEVER;
+use crate::mark::Mark;
+use crate::state::State;
+
+/// A value that counts its copies alive: the token's strong count.
+type Value = (u64, Arc<()>);
+
+fn slot(key: u64, version: u64, id: u64, token: &Arc<()>) -> Arc<Slot<u64, Value>> {
+    Arc::new(Slot {
+        id,
+        key,
+        value: (key * 1_000 + version, Arc::clone(token)),
+        deps: Box::<[crate::dep::Dep]>::from([]).into(),
+        basis: 0,
+        deadline: NEVER,
+        weight: 0,
+        state: State::pending(),
+        ended: AtomicBool::new(false),
+        mark: Mark::new(),
+        owner: Weak::new(),
+    })
+}
+
+fn front() -> Front<u64, Value> {
+    Front::new(Hasher::default())
+}
+
+fn value(front: &Front<u64, Value>, key: u64) -> Option<u64> {
+    let guard = front.guard();
+    front.get(&key, &guard).map(|s| s.value.0)
+}
+
+fn words(front: &Front<u64, Value>) -> usize {
+    let guard = front.guard();
+    front
+        .shards
+        .iter()
+        .map(|s| {
+            let t = guard.protect(&s.table, Acquire);
+            unsafe { t.as_ref() }.map_or(0, |t| t.words.len())
+        })
+        .sum()
+}
+
+#[test]
+fn finds_replaces_and_removes_by_key_and_id() {
+    let token = Arc::new(());
+    let f = front();
+    assert_eq!(value(&f, 1), None);
+    assert!(f.insert(slot(1, 0, 10, &token)).is_none());
+    assert!(f.insert(slot(2, 0, 20, &token)).is_none());
+    assert_eq!(value(&f, 1), Some(1_000));
+    let old = f.insert(slot(1, 1, 11, &token)).expect("replaced");
+    assert_eq!((old.id, old.value.0), (10, 1_000));
+    assert_eq!(value(&f, 1), Some(1_001));
+    // Not the slot numbered 10 any more: left.
+    assert!(!f.remove(&1, 10));
+    assert_eq!(value(&f, 1), Some(1_001));
+    assert!(f.remove(&1, 11));
+    assert!(!f.remove(&1, 11));
+    assert_eq!(value(&f, 1), None);
+    assert_eq!(value(&f, 2), Some(2_000));
+    assert_eq!(f.slots().len(), 1);
+    drop((old, f));
+    assert_eq!(Arc::strong_count(&token), 1, "every slot let go once");
+}
+
+#[test]
+fn grows_shrinks_and_lets_every_slot_go() {
+    let token = Arc::new(());
+    let f = front();
+    for k in 0..20_000 {
+        f.insert(slot(k, 0, k, &token));
+    }
+    for k in 0..20_000 {
+        assert_eq!(value(&f, k), Some(k * 1_000), "key {k}");
+    }
+    let grown = words(&f);
+    // Between half and three quarters full (a shard's first table aside).
+    assert!(
+        (20_000 * 4 / 3..=20_000 * 2 + 64 * 8).contains(&grown),
+        "{grown}"
+    );
+    for k in 0..19_990 {
+        assert!(f.remove(&k, k));
+    }
+    for k in 0..20_000 {
+        assert_eq!(value(&f, k), (k >= 19_990).then_some(k * 1_000), "key {k}");
+    }
+    assert!(words(&f) * 16 < grown, "shrunk: {} of {grown}", words(&f));
+    // Tombstones do not pile up: insert and remove a new key many times.
+    for k in 100_000..300_000 {
+        f.insert(slot(k, 0, k, &token));
+        assert!(f.remove(&k, k));
+    }
+    assert_eq!(value(&f, 1), None);
+    assert_eq!(f.slots().len(), 10);
+    drop(f);
+    assert_eq!(Arc::strong_count(&token), 1);
+}
+
+#[test]
+fn readers_see_whole_slots_of_their_key_while_writers_churn() {
+    const KEYS: u64 = 256;
+    const ROUNDS: u64 = 20_000;
+    let token = Arc::new(());
+    let f = Arc::new(front());
+    let start = Arc::new(Barrier::new(4));
+    let done = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let (f, token, start) = (Arc::clone(&f), Arc::clone(&token), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                for r in 0..ROUNDS {
+                    let key = (r * 7 + w * 131) % KEYS;
+                    let id = w << 32 | r;
+                    f.insert(slot(key, r % 1_000, id, &token));
+                    if r % 3 == 0 {
+                        f.remove(&key, id);
+                    }
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2u64)
+        .map(|_| {
+            let (f, start, done) = (Arc::clone(&f), Arc::clone(&start), Arc::clone(&done));
+            std::thread::spawn(move || {
+                start.wait();
+                let mut found = 0u64;
+                let mut k = 0;
+                while !done.load(SeqCst) {
+                    k = (k + 1) % (KEYS + 16);
+                    let guard = f.guard();
+                    if let Some(s) = f.get(&k, &guard) {
+                        assert_eq!(s.key, k);
+                        assert_eq!(s.value.0 / 1_000, k, "another key's value");
+                        let kept = s.arc();
+                        drop(guard);
+                        assert_eq!(kept.value.0 / 1_000, k);
+                        found += 1;
+                    }
+                }
+                found
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    done.store(true, SeqCst);
+    let found: u64 = readers.into_iter().map(|r| r.join().expect("reader")).sum();
+    assert!(found > 0);
+    let live = f.slots().len();
+    assert!(live as u64 <= KEYS);
+    drop(f);
+    assert_eq!(Arc::strong_count(&token), 1, "every slot let go once");
+}
