@@ -13,8 +13,9 @@ const LEFT: u8 = 2;
 /// store drops its tombstone, a read finds it, or maintenance runs.
 const LINGER: u8 = 4;
 
-/// An entry's place in its store's policy: whether it was read lately, and
-/// whether it has left the store's count (exactly once).
+/// An entry's place in its store's policy: whether it was read lately,
+/// whether it has left the store's count (exactly once), and whether it
+/// lingers in its cache's map after it ended.
 pub(crate) struct Mark(AtomicU8);
 
 impl Mark {

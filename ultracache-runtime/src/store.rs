@@ -63,12 +63,8 @@ impl Store {
         let parallel = std::thread::available_parallelism().map_or(4, |n| n.get());
         let most = (parallel as u64 * 4).next_power_of_two().min(64);
         let n = (items / MIN_SHARD).clamp(1, most);
-        // A power of two, so that `id & mask` picks one.
-        let n = if n.is_power_of_two() {
-            n
-        } else {
-            n.next_power_of_two() / 2
-        };
+        // A power of two (rounded down), so that `id & mask` picks one.
+        let n = 1 << n.ilog2();
         let shards = (0..n)
             .map(|i| Shard::new(capacity / n + u64::from(i < capacity % n)))
             .collect();

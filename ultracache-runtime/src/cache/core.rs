@@ -137,11 +137,13 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     /// past its deadline, taken out if it ended and lingers.
     #[cold]
     #[inline(never)]
-    fn not_live(&self, slot: &Found<'_, K, V>) {
+    fn not_live(&self, found: &Found<'_, K, V>) {
+        // Counted: taking it out of the map retires the map's reference.
+        let slot = found.arc();
         if slot.expired(clock::now()) {
             slot.end(Cause::Expired);
         } else if slot.ended.load(SeqCst) {
-            self.unlink_slot(slot);
+            self.unlink_slot(&slot);
         }
     }
 
@@ -238,6 +240,10 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         let staged = protocol::stage(v, registry(), &entry, reads, || {
             self.store.insert(Arc::clone(&entry));
         });
+        // Entered before the reveal lock: what the insert retires is let go
+        // (and a value's drop runs) after the lock is released.
+        let _pin = self.front.guard();
+        let mut replaced = None;
         let revealed = staged && {
             let _reveal = self.lock_reveal();
             let guards = Guards {
@@ -245,12 +251,13 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
                 key: Some(key_version),
             };
             protocol::reveal(v, &*entry, reads.basis, &guards) && {
-                if let Some(old) = self.front.insert(Arc::clone(&slot)) {
-                    old.end(Cause::Replaced);
-                }
+                replaced = self.front.insert(Arc::clone(&slot));
                 true
             }
         };
+        if let Some(old) = replaced {
+            old.end(Cause::Replaced);
+        }
         if !revealed {
             self.counters.stale.add(1);
             crate::telemetry::stale(self.name);

@@ -34,7 +34,12 @@ const MIN_TABLE: usize = 8;
 const TOMB: usize = 1;
 
 pub(super) struct Front<K, V> {
-    shards: Box<[Shard<K, V>]>,
+    /// Each shard's table (null until its first insert): read by every
+    /// lookup, written only when a table is replaced.
+    tables: Box<[AtomicPtr<Table<K, V>>]>,
+    /// Each shard's writer lock and what its table holds, apart from the
+    /// tables: taking a lock does not take their cache line from readers.
+    writers: Box<[Writer]>,
     /// A key's shard is its hash's top bits: the hash shifted right by this.
     shift: u32,
     hasher: Hasher,
@@ -43,14 +48,10 @@ pub(super) struct Front<K, V> {
     _slots: PhantomData<Arc<Slot<K, V>>>,
 }
 
-/// A shard on its own cache line: writers of two shards do not share one.
+/// A shard's writer lock, on its own cache line: writers of two shards do
+/// not share one.
 #[repr(align(64))]
-struct Shard<K, V> {
-    /// Null until the first insert.
-    table: AtomicPtr<Table<K, V>>,
-    /// Held by the shard's writer; what its table holds.
-    writer: Mutex<Counts>,
-}
+struct Writer(Mutex<Counts>);
 
 #[derive(Default)]
 struct Counts {
@@ -112,13 +113,15 @@ impl<K, V> Front<K, V> {
     pub(super) fn new(hasher: Hasher) -> Self {
         const { assert!(align_of::<Slot<K, V>>() >= 4) };
         let parallel = std::thread::available_parallelism().map_or(4, |n| n.get());
+        // At least two: a shard is the hash's top bits, and shifting a
+        // `u64` right by 64 is not zero.
         let shards = (4 * parallel).next_power_of_two().clamp(4, 64);
         Front {
-            shards: (0..shards)
-                .map(|_| Shard {
-                    table: AtomicPtr::new(std::ptr::null_mut()),
-                    writer: Mutex::new(Counts::default()),
-                })
+            tables: (0..shards)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
+            writers: (0..shards)
+                .map(|_| Writer(Mutex::new(Counts::default())))
                 .collect(),
             shift: 64 - shards.trailing_zeros(),
             hasher,
@@ -142,9 +145,10 @@ impl<K, V> Front<K, V> {
         );
     }
 
+    /// The shard of a key's hash.
     #[inline]
-    fn shard(&self, hash: u64) -> &Shard<K, V> {
-        &self.shards[(hash >> self.shift) as usize]
+    fn shard(&self, hash: u64) -> usize {
+        (hash >> self.shift) as usize
     }
 
     #[inline]
@@ -181,7 +185,7 @@ impl<K, V> Front<K, V> {
     {
         self.check(guard);
         let hash = self.hasher.hash_one(key);
-        let table = guard.protect(&self.shard(hash).table, Acquire);
+        let table = guard.protect(&self.tables[self.shard(hash)], Acquire);
         // SAFETY: a table is retired only after it is replaced, and the
         // guard keeps what it loaded from being let go.
         let table = unsafe { table.as_ref() }?;
@@ -212,8 +216,8 @@ impl<K, V> Front<K, V> {
         V: 'g,
     {
         self.check(guard);
-        for shard in self.shards.iter() {
-            let table = guard.protect(&shard.table, Acquire);
+        for table in self.tables.iter() {
+            let table = guard.protect(table, Acquire);
             // SAFETY: as in `get`.
             let Some(table) = (unsafe { table.as_ref() }) else {
                 continue;
@@ -238,22 +242,20 @@ impl<K, V> Front<K, V> {
         out
     }
 
-    fn lock(shard: &Shard<K, V>) -> MutexGuard<'_, Counts> {
-        shard.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Counts> {
+        self.writers[shard]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Replaces the shard's table by one of `words` words holding the same
     /// slots, without tombstones. Under the shard's lock.
-    fn rebuild(
-        &self,
-        shard: &Shard<K, V>,
-        counts: &mut Counts,
-        words: usize,
-        guard: &LocalGuard<'_>,
-    ) where
+    fn rebuild(&self, shard: usize, counts: &mut Counts, words: usize, guard: &LocalGuard<'_>)
+    where
         K: Hash,
     {
-        let old = shard.table.load(Acquire);
+        let old = self.tables[shard].load(Acquire);
         let new = Table {
             words: (0..words)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
@@ -276,34 +278,32 @@ impl<K, V> Front<K, V> {
                 new.words[i].store(word, Release);
             }
         }
-        shard.table.store(Box::into_raw(Box::new(new)), Release);
+        self.tables[shard].store(Box::into_raw(Box::new(new)), Release);
         counts.tombs = 0;
         if !old.is_null() {
             // SAFETY: replaced above, so no reader entering from now finds
             // it; its words' counts moved to the new table, and dropping a
             // table drops no slot.
             unsafe { guard.defer_retire(old, seize::reclaim::boxed::<Table<K, V>>) };
+            // A table can be large: its batch is let go without waiting
+            // for more to retire.
+            guard.flush();
         }
     }
 
     /// The table of the shard, made room in for one more slot.
-    fn room<'s>(
-        &self,
-        shard: &'s Shard<K, V>,
-        counts: &mut Counts,
-        guard: &LocalGuard<'_>,
-    ) -> &'s Table<K, V>
+    fn room(&self, shard: usize, counts: &mut Counts, guard: &LocalGuard<'_>) -> &Table<K, V>
     where
         K: Hash,
     {
-        let table = shard.table.load(Acquire);
+        let table = self.tables[shard].load(Acquire);
         // SAFETY: only the lock's holder replaces (and retires) the table.
         let words = unsafe { table.as_ref() }.map_or(0, |t| t.words.len());
         if (counts.live + counts.tombs + 1) * 4 > words * 3 {
             self.rebuild(shard, counts, Self::size_for(counts.live + 1), guard);
         }
         // SAFETY: as above; not null after a rebuild.
-        unsafe { &*shard.table.load(Acquire) }
+        unsafe { &*self.tables[shard].load(Acquire) }
     }
 
     /// Words for a table of `live` slots: half full. It grows at three
@@ -322,7 +322,7 @@ impl<K, V> Front<K, V> {
         // Declared before the lock: retired slots are let go (and their
         // values dropped) after the lock is released.
         let guard = self.guard();
-        let mut counts = Self::lock(shard);
+        let mut counts = self.lock(shard);
         let table = self.room(shard, &mut counts, &guard);
         let len = table.words.len();
         let tag = Self::tag(hash);
@@ -373,8 +373,8 @@ impl<K, V> Front<K, V> {
         let hash = self.hasher.hash_one(key);
         let shard = self.shard(hash);
         let guard = self.guard();
-        let mut counts = Self::lock(shard);
-        let table = shard.table.load(Acquire);
+        let mut counts = self.lock(shard);
+        let table = self.tables[shard].load(Acquire);
         // SAFETY: only the lock's holder replaces (and retires) the table.
         let Some(table) = (unsafe { table.as_ref() }) else {
             return false;
@@ -415,8 +415,8 @@ impl<K, V> Front<K, V> {
 
 impl<K, V> Drop for Front<K, V> {
     fn drop(&mut self) {
-        for shard in self.shards.iter_mut() {
-            let table = *shard.table.get_mut();
+        for table in self.tables.iter_mut() {
+            let table = *table.get_mut();
             if table.is_null() {
                 continue;
             }

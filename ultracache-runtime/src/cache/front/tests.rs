@@ -37,13 +37,35 @@ fn value(front: &Front<u64, Value>, key: u64) -> Option<u64> {
 fn words(front: &Front<u64, Value>) -> usize {
     let guard = front.guard();
     front
-        .shards
+        .tables
         .iter()
-        .map(|s| {
-            let t = guard.protect(&s.table, Acquire);
+        .map(|t| {
+            let t = guard.protect(t, Acquire);
             unsafe { t.as_ref() }.map_or(0, |t| t.words.len())
         })
         .sum()
+}
+
+/// Checks each shard's counts against its table: live slots, tombstones,
+/// at most three quarters not null.
+fn check_counts(front: &Front<u64, Value>) {
+    let guard = front.guard();
+    for (s, table) in front.tables.iter().enumerate() {
+        let counts = front.lock(s);
+        let t = guard.protect(table, Acquire);
+        let Some(t) = (unsafe { t.as_ref() }) else {
+            assert_eq!((counts.live, counts.tombs), (0, 0));
+            continue;
+        };
+        let words: Vec<_> = t.words.iter().map(|w| w.load(Acquire)).collect();
+        let tombs = words.iter().filter(|w| w.addr() == TOMB).count();
+        let live = words
+            .iter()
+            .filter(|w| !w.is_null() && w.addr() != TOMB)
+            .count();
+        assert_eq!((counts.live, counts.tombs), (live, tombs), "shard {s}");
+        assert!((live + tombs) * 4 <= words.len() * 3, "shard {s} too full");
+    }
 }
 
 #[test]
@@ -65,6 +87,7 @@ fn finds_replaces_and_removes_by_key_and_id() {
     assert_eq!(value(&f, 1), None);
     assert_eq!(value(&f, 2), Some(2_000));
     assert_eq!(f.slots().len(), 1);
+    check_counts(&f);
     drop((old, f));
     assert_eq!(Arc::strong_count(&token), 1, "every slot let go once");
 }
@@ -99,6 +122,7 @@ fn grows_shrinks_and_lets_every_slot_go() {
     }
     assert_eq!(value(&f, 1), None);
     assert_eq!(f.slots().len(), 10);
+    check_counts(&f);
     drop(f);
     assert_eq!(Arc::strong_count(&token), 1);
 }
@@ -158,6 +182,82 @@ fn readers_see_whole_slots_of_their_key_while_writers_churn() {
     assert!(found > 0);
     let live = f.slots().len();
     assert!(live as u64 <= KEYS);
+    check_counts(&f);
+    drop(f);
+    assert_eq!(Arc::strong_count(&token), 1, "every slot let go once");
+}
+
+#[test]
+#[should_panic(expected = "a guard of another front map")]
+fn a_guard_of_another_map_is_refused() {
+    let (a, b) = (front(), front());
+    let guard = b.guard();
+    let _ = a.get(&1, &guard);
+}
+
+/// A key (0) whose hash panics once asked to: only a rebuild hashes it
+/// again, and that rebuild leaves the table it was rebuilding from, with
+/// nothing lost or freed twice.
+#[test]
+fn a_hash_that_panics_mid_rebuild_loses_nothing() {
+    use std::sync::atomic::AtomicBool;
+    static PANIC: AtomicBool = AtomicBool::new(false);
+    #[derive(PartialEq, Eq)]
+    struct Touchy(u64);
+    impl Hash for Touchy {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            assert!(!(self.0 == 0 && PANIC.load(SeqCst)), "hash refused");
+            state.write_u64(self.0);
+        }
+    }
+    let token = Arc::new(());
+    let f: Front<Touchy, Value> = Front::new(Hasher::default());
+    let slot = |k: u64| {
+        Arc::new(Slot {
+            id: k,
+            key: Touchy(k),
+            value: (k, Arc::clone(&token)),
+            deps: Box::<[crate::dep::Dep]>::from([]).into(),
+            basis: 0,
+            deadline: NEVER,
+            weight: 0,
+            state: State::pending(),
+            ended: AtomicBool::new(false),
+            mark: Mark::new(),
+            owner: Weak::new(),
+        })
+    };
+    for k in 0..100 {
+        f.insert(slot(k));
+    }
+    // The next insert that grows a table panics in the middle of it.
+    let mut k = 100;
+    let caught = loop {
+        let next = slot(k);
+        PANIC.store(true, SeqCst);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.insert(next)));
+        PANIC.store(false, SeqCst);
+        if result.is_err() {
+            break k;
+        }
+        k += 1;
+        assert!(k < 10_000, "no rebuild");
+    };
+    // The slot that was being inserted is not there; the rest is.
+    assert_eq!(f.get(&Touchy(caught), &f.guard()).map(|s| s.value.0), None);
+    // Everything inserted before is still there, found and counted.
+    let guard = f.guard();
+    for k in 0..100 {
+        assert_eq!(
+            f.get(&Touchy(k), &guard).map(|s| s.value.0),
+            Some(k),
+            "key {k}"
+        );
+    }
+    drop(guard);
+    let mut n = 0;
+    f.for_each(&f.guard(), |_| n += 1);
+    assert_eq!(n, caught as usize);
     drop(f);
     assert_eq!(Arc::strong_count(&token), 1, "every slot let go once");
 }
