@@ -3,12 +3,14 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::ptr::NonNull;
 
 /// A model kind: the stable name under which objects of one type are recorded,
 /// such as `"blog.post"`.
 ///
 /// Two types that share a kind name share their dependencies: writing one
 /// invalidates what read the other. The name is hashed once, at compile time.
+/// A name is at most [`Kind::MAX_NAME`] bytes long.
 ///
 /// ```
 /// use ultracache::Kind;
@@ -22,11 +24,23 @@ pub struct Kind {
 }
 
 impl Kind {
+    /// The longest name a kind may have, in bytes.
+    pub const MAX_NAME: usize = u16::MAX as usize;
+
     /// A kind with this name.
+    ///
+    /// # Panics
+    ///
+    /// If the name is longer than [`Kind::MAX_NAME`] bytes (in a `const`, a
+    /// compile error).
     pub const fn new(name: &'static str) -> Self {
+        assert!(
+            name.len() <= Self::MAX_NAME,
+            "a kind's name is at most 65,535 bytes"
+        );
         Kind {
             name,
-            hash: fnv1a(name.as_bytes()) & !OBJECT,
+            hash: fnv1a(name.as_bytes()) & KIND_HASH,
         }
     }
 
@@ -88,27 +102,38 @@ impl fmt::Display for Kind {
 /// assert_eq!(Dep::object(POST, &42i64).to_string(), "blog.post:42");
 /// assert_eq!(Dep::kind(POST).to_string(), "blog.post");
 /// ```
+///
+/// Three words: every entry holds its dependencies, so a dependency is 24
+/// bytes rather than the 40 of a kind and an `Option<u64>`.
 #[derive(Clone, Copy)]
 pub struct Dep {
-    /// The kind's name.
-    name: &'static str,
-    /// The kind's hash (63 bits), with [`OBJECT`] set for an object
-    /// dependency: a dependency is 32 bytes, not the 40 of a kind and an
-    /// `Option<u64>` (every entry holds its dependencies).
+    /// Where the kind's name starts (a `&'static str`, its length in `tag`).
+    name: NonNull<u8>,
+    /// [`OBJECT`] for an object dependency, the name's length
+    /// ([`LEN_SHIFT`]) and the kind's hash ([`KIND_HASH`]).
     tag: u64,
     /// The object's id key; 0 for a kind dependency.
     id: u64,
 }
 
-/// The bit of [`Dep::tag`] that marks an object dependency; a kind's hash
-/// leaves it clear.
+// SAFETY: `name` is the start of a `&'static str`, which is `Send` and `Sync`.
+unsafe impl Send for Dep {}
+// SAFETY: as above.
+unsafe impl Sync for Dep {}
+
+/// The bit of [`Dep::tag`] that marks an object dependency.
 const OBJECT: u64 = 1 << 63;
+/// Where the kind name's length is in [`Dep::tag`] (16 bits).
+const LEN_SHIFT: u32 = 47;
+/// The bits of a kind's hash (47: a kind is told from another by its name;
+/// the hash spreads kinds over shards and versions).
+const KIND_HASH: u64 = (1 << LEN_SHIFT) - 1;
 
 impl PartialEq for Dep {
     fn eq(&self, other: &Self) -> bool {
         self.tag == other.tag
             && self.id == other.id
-            && (std::ptr::eq(self.name, other.name) || self.name == other.name)
+            && (self.name == other.name || self.kind_name() == other.kind_name())
     }
 }
 impl Eq for Dep {}
@@ -128,8 +153,8 @@ impl PartialOrd for Dep {
 impl Ord for Dep {
     /// By kind name, then the kind before its objects, then by id key.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.name
-            .cmp(other.name)
+        self.kind_name()
+            .cmp(other.kind_name())
             .then_with(|| self.id_key().cmp(&other.id_key()))
     }
 }
@@ -142,27 +167,39 @@ impl Dep {
 
     /// The dependency on one object, from an id already reduced by [`id_key`].
     pub const fn object_key(kind: Kind, key: u64) -> Self {
-        Dep {
-            name: kind.name,
-            tag: kind.hash | OBJECT,
-            id: key,
-        }
+        Dep::new(kind, OBJECT, key)
     }
 
     /// The dependency on the kind itself ("any object of this kind").
     pub const fn kind(kind: Kind) -> Self {
+        Dep::new(kind, 0, 0)
+    }
+
+    const fn new(kind: Kind, object: u64, id: u64) -> Self {
+        // SAFETY: a `str`'s pointer is never null (dangling when empty).
+        let name = unsafe { NonNull::new_unchecked(kind.name.as_ptr().cast_mut()) };
         Dep {
-            name: kind.name,
-            tag: kind.hash,
-            id: 0,
+            name,
+            // `Kind::new` keeps names within 16 bits of length.
+            tag: object | (kind.name.len() as u64) << LEN_SHIFT | kind.hash,
+            id,
+        }
+    }
+
+    /// The kind's name.
+    const fn kind_name(&self) -> &'static str {
+        let len = ((self.tag & !OBJECT) >> LEN_SHIFT) as usize;
+        // SAFETY: `name` and `len` are those of a `&'static str` (`new`).
+        unsafe {
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(self.name.as_ptr(), len))
         }
     }
 
     /// The kind this dependency is about.
     pub const fn model_kind(&self) -> Kind {
         Kind {
-            name: self.name,
-            hash: self.tag & !OBJECT,
+            name: self.kind_name(),
+            hash: self.tag & KIND_HASH,
         }
     }
 
@@ -180,7 +217,7 @@ impl Dep {
     /// unsalted id 0 would hash as its kind (every write of the kind would
     /// then count as a write of object 0).
     pub(crate) fn hash64(&self) -> u64 {
-        let kind = self.tag & !OBJECT;
+        let kind = self.tag & KIND_HASH;
         match self.id_key() {
             Some(id) => mix(kind ^ mix(id ^ OBJECT_SALT)),
             None => mix(kind),
@@ -212,7 +249,13 @@ impl Dep {
     /// start of the id.
     ///
     /// Kind names read this way are kept for the life of the program, at
-    /// most 4,096 distinct ones; past that, an unknown name parses as `None`.
+    /// most 4,096 distinct ones of at most 1,024 bytes; past that, an
+    /// unknown name parses as `None` (the program's own kinds always parse).
+    ///
+    /// ```
+    /// # use ultracache::Dep;
+    /// assert_eq!(Dep::parse(&"k".repeat(1_025)), None);
+    /// ```
     pub fn parse(text: &str) -> Option<Dep> {
         let text = text.trim();
         if text.is_empty() {
@@ -239,8 +282,9 @@ impl Dep {
 
 /// Names read at run time (from Redis, a URL, the command line) live for the
 /// program, once each: kinds and caches are a handful. At most
-/// [`MAX_NAMES`] distinct names are kept, so input from outside cannot grow
-/// the table without bound; past that, [`intern`] answers `None`.
+/// [`MAX_NAMES`] distinct names of at most [`MAX_NAME_LEN`] bytes are kept,
+/// so input from outside cannot grow the table without bound; past that (or
+/// for a longer name), [`intern`] answers `None`.
 pub(crate) fn try_intern(name: &str) -> Option<&'static str> {
     use std::sync::{Mutex, PoisonError};
     // The kinds of the program's own models need no room in the table.
@@ -249,6 +293,9 @@ pub(crate) fn try_intern(name: &str) -> Option<&'static str> {
         .find(|m| m.kind.name() == name)
     {
         return Some(model.kind.name());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return None;
     }
     static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
     let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
@@ -279,6 +326,9 @@ inventory::collect!(ModelInfo);
 /// How many distinct names read at run time are kept.
 pub(crate) const MAX_NAMES: usize = 4096;
 
+/// The longest name read at run time that is kept, in bytes.
+pub(crate) const MAX_NAME_LEN: usize = 1024;
+
 /// [`try_intern`], for names the program itself chose (cache names): past
 /// the bound, one shared placeholder.
 #[cfg_attr(not(feature = "axum"), allow(dead_code))]
@@ -295,8 +345,8 @@ impl fmt::Debug for Dep {
 impl fmt::Display for Dep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.id_key() {
-            Some(id) => write!(f, "{}:{}", self.name, id),
-            None => f.write_str(self.name),
+            Some(id) => write!(f, "{}:{}", self.kind_name(), id),
+            None => f.write_str(self.kind_name()),
         }
     }
 }
@@ -447,8 +497,38 @@ mod tests {
     }
 
     #[test]
-    fn a_dependency_is_four_words() {
-        assert_eq!(std::mem::size_of::<Dep>(), 32);
+    fn a_dependency_is_three_words() {
+        assert_eq!(std::mem::size_of::<Dep>(), 24);
+        assert_eq!(std::mem::size_of::<Option<Dep>>(), 24);
+    }
+
+    #[test]
+    fn names_of_any_length_come_back_whole() {
+        let long: &'static str = Box::leak("k".repeat(Kind::MAX_NAME).into_boxed_str());
+        for name in ["", "a", "blog::models::Post", "ünïcödé.kind", long] {
+            let kind = Kind::new(name);
+            for dep in [Dep::kind(kind), Dep::object_key(kind, u64::MAX)] {
+                assert_eq!(dep.model_kind().name(), name);
+                assert_eq!(dep.model_kind(), kind);
+            }
+        }
+        // Same name elsewhere in memory: the same dependency.
+        let copy: &'static str = Box::leak(String::from("blog.post").into_boxed_str());
+        assert_eq!(
+            Dep::object_key(Kind::new(copy), 3),
+            Dep::object_key(Kind::new("blog.post"), 3)
+        );
+        assert_ne!(
+            Dep::object_key(Kind::new("blog.post"), 3),
+            Dep::object_key(Kind::new("blog.posT"), 3)
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "at most 65,535 bytes")]
+    fn a_longer_name_is_refused() {
+        let long: &'static str = Box::leak("k".repeat(Kind::MAX_NAME + 1).into_boxed_str());
+        let _ = Kind::new(long);
     }
 
     #[test]

@@ -12,7 +12,10 @@ pub(crate) use crate::state::{Cause, State};
 
 /// A cached value, seen without its types.
 pub(crate) trait Entry: Send + Sync + 'static {
-    /// Unique for the life of the process.
+    /// Unique among the entries alive: a cache's slot is numbered by its
+    /// address. Whatever keeps an id to find its entry by (the registry,
+    /// a store, a front map) holds the entry too, so no other entry takes
+    /// that number meanwhile.
     fn id(&self) -> u64;
     /// What it was computed from (sorted, without duplicates).
     fn deps(&self) -> &[Dep];

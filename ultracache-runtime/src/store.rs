@@ -79,9 +79,8 @@ impl Store {
     }
 
     fn shard(&self, id: u64) -> &Shard {
-        // Ids are handed out in sequence: consecutive entries go round the
-        // shards.
-        &self.shards[(id as usize) & (self.shards.len() - 1)]
+        // Ids are addresses (a slot's), so mixed: their low bits repeat.
+        &self.shards[(crate::dep::mix(id) as usize) & (self.shards.len() - 1)]
     }
 
     /// Takes `entry` in, evicting what the bound needs; the evicted entries

@@ -104,7 +104,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     /// batched invalidation leaves its slots for the store's sweep).
     pub(super) fn unlink_slot(&self, slot: &Slot<K, V>) {
         if slot.mark.take_linger() {
-            self.unlink(&slot.key, slot.id);
+            self.unlink(&slot.key, slot.id());
         }
     }
 
@@ -223,7 +223,6 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             size_of::<Slot<K, V>>() + deps.len() * size_of::<crate::dep::Dep>() + heap.unwrap_or(0);
         let key_version = self.key_version(&key);
         let slot = Arc::new(Slot {
-            id: next_id(),
             key,
             value,
             deps: deps.into(),
@@ -268,7 +267,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         if !slot.state.is_live() {
             // Invalidated between revealing and here: its end may have
             // looked in the front map before it was there.
-            self.unlink(&slot.key, slot.id);
+            self.unlink(&slot.key, slot.id());
             return None;
         }
         self.counters.inserts.add(1);

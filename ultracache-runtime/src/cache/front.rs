@@ -390,7 +390,7 @@ impl<K, V> Front<K, V> {
             if Self::holds(word, tag) {
                 let slot = Self::untag(word);
                 // SAFETY: the table holds a count of it.
-                let (k, slot_id) = unsafe { (&(*slot).key, (*slot).id) };
+                let (k, slot_id) = unsafe { (&(*slot).key, (*slot).id()) };
                 if k == key {
                     if slot_id != id {
                         return false;

@@ -15,7 +15,6 @@ use crate::registry::registry;
 use crate::state::State;
 
 pub(super) struct Slot<K, V> {
-    pub(super) id: u64,
     pub(super) key: K,
     pub(super) value: V,
     pub(super) deps: Deps,
@@ -64,6 +63,14 @@ impl std::ops::Deref for Deps {
 }
 
 impl<K, V> Slot<K, V> {
+    /// Its number: its address, which no other slot has while this one is
+    /// held (the registry, the store and the front map hold what they
+    /// name), without a word of its own.
+    #[inline]
+    pub(super) fn id(&self) -> u64 {
+        (self as *const Self).addr() as u64
+    }
+
     /// Whether a read may return it: live and not past its deadline.
     #[inline]
     pub(super) fn live(&self) -> bool {
@@ -89,7 +96,7 @@ impl<K: CacheKey, V: CacheValue> Slot<K, V> {
         self.state.end(cause);
         let core = self.owner.upgrade();
         if let Some(core) = &core {
-            core.unlink(&self.key, self.id);
+            core.unlink(&self.key, self.id());
             core.store.release(self);
             if cause == Cause::Expired {
                 if let Some(grace) = &core.grace {
@@ -97,7 +104,7 @@ impl<K: CacheKey, V: CacheValue> Slot<K, V> {
                 }
             }
         }
-        registry().unregister(self.id, self.deps.iter());
+        registry().unregister(self.id(), self.deps.iter());
         // Last: it runs the user's `on_invalidated` hook, which may panic.
         if let Some(core) = &core {
             core.ended(cause, &self.key, &self.value);
@@ -107,7 +114,7 @@ impl<K: CacheKey, V: CacheValue> Slot<K, V> {
 
 impl<K: CacheKey, V: CacheValue> Entry for Slot<K, V> {
     fn id(&self) -> u64 {
-        self.id
+        Slot::id(self)
     }
     fn deps(&self) -> &[Dep] {
         &self.deps
@@ -169,7 +176,7 @@ impl<K: CacheKey, V: CacheValue> Entry for Slot<K, V> {
             }
             // Its links under what was taken are gone already.
             if slot.deps.iter().any(|d| !taken.covers(d)) {
-                registry().unregister(slot.id, slot.deps.iter().filter(|d| !taken.covers(d)));
+                registry().unregister(slot.id(), slot.deps.iter().filter(|d| !taken.covers(d)));
             }
             ended.1 += 1;
             if let Some(hook) = core.as_ref().and_then(|core| core.on_invalidated) {
@@ -193,11 +200,11 @@ mod tests {
     use super::*;
 
     /// A slot of small keys and values, with its `Arc` counts, fits a
-    /// 112-byte allocation: a one-dependency slot holds its dependency
-    /// inline, in the four words of a `Dep`.
+    /// 96-byte allocation: a one-dependency slot holds its dependency
+    /// inline, in the three words of a `Dep`, and has no id of its own.
     #[test]
     fn a_small_slot_fits_its_allocation() {
         assert_eq!(size_of::<Deps>(), size_of::<Dep>());
-        assert!(size_of::<Slot<u64, u64>>() + 2 * size_of::<usize>() <= 104);
+        assert!(size_of::<Slot<u64, u64>>() + 2 * size_of::<usize>() <= 88);
     }
 }

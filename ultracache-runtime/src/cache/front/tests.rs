@@ -9,9 +9,8 @@ use crate::state::State;
 /// A value that counts its copies alive: the token's strong count.
 type Value = (u64, Arc<()>);
 
-fn slot(key: u64, version: u64, id: u64, token: &Arc<()>) -> Arc<Slot<u64, Value>> {
+fn slot(key: u64, version: u64, token: &Arc<()>) -> Arc<Slot<u64, Value>> {
     Arc::new(Slot {
-        id,
         key,
         value: (key * 1_000 + version, Arc::clone(token)),
         deps: Box::<[crate::dep::Dep]>::from([]).into(),
@@ -73,22 +72,24 @@ fn finds_replaces_and_removes_by_key_and_id() {
     let token = Arc::new(());
     let f = front();
     assert_eq!(value(&f, 1), None);
-    assert!(f.insert(slot(1, 0, 10, &token)).is_none());
-    assert!(f.insert(slot(2, 0, 20, &token)).is_none());
+    let first = slot(1, 0, &token);
+    assert!(f.insert(Arc::clone(&first)).is_none());
+    assert!(f.insert(slot(2, 0, &token)).is_none());
     assert_eq!(value(&f, 1), Some(1_000));
-    let old = f.insert(slot(1, 1, 11, &token)).expect("replaced");
-    assert_eq!((old.id, old.value.0), (10, 1_000));
+    let second = slot(1, 1, &token);
+    let old = f.insert(Arc::clone(&second)).expect("replaced");
+    assert!(Arc::ptr_eq(&old, &first));
     assert_eq!(value(&f, 1), Some(1_001));
-    // Not the slot numbered 10 any more: left.
-    assert!(!f.remove(&1, 10));
+    // Not the first slot any more: left.
+    assert!(!f.remove(&1, first.id()));
     assert_eq!(value(&f, 1), Some(1_001));
-    assert!(f.remove(&1, 11));
-    assert!(!f.remove(&1, 11));
+    assert!(f.remove(&1, second.id()));
+    assert!(!f.remove(&1, second.id()));
     assert_eq!(value(&f, 1), None);
     assert_eq!(value(&f, 2), Some(2_000));
     assert_eq!(f.slots().len(), 1);
     check_counts(&f);
-    drop((old, f));
+    drop((old, first, second, f));
     assert_eq!(Arc::strong_count(&token), 1, "every slot let go once");
 }
 
@@ -96,8 +97,9 @@ fn finds_replaces_and_removes_by_key_and_id() {
 fn grows_shrinks_and_lets_every_slot_go() {
     let token = Arc::new(());
     let f = front();
-    for k in 0..20_000 {
-        f.insert(slot(k, 0, k, &token));
+    let slots: Vec<_> = (0..20_000).map(|k| slot(k, 0, &token)).collect();
+    for s in &slots {
+        f.insert(Arc::clone(s));
     }
     for k in 0..20_000 {
         assert_eq!(value(&f, k), Some(k * 1_000), "key {k}");
@@ -108,17 +110,19 @@ fn grows_shrinks_and_lets_every_slot_go() {
         (20_000 * 4 / 3..=20_000 * 2 + 64 * 8).contains(&grown),
         "{grown}"
     );
-    for k in 0..19_990 {
-        assert!(f.remove(&k, k));
+    for (k, s) in (0..19_990).zip(&slots) {
+        assert!(f.remove(&k, s.id()));
     }
+    drop(slots);
     for k in 0..20_000 {
         assert_eq!(value(&f, k), (k >= 19_990).then_some(k * 1_000), "key {k}");
     }
     assert!(words(&f) * 16 < grown, "shrunk: {} of {grown}", words(&f));
     // Tombstones do not pile up: insert and remove a new key many times.
     for k in 100_000..300_000 {
-        f.insert(slot(k, 0, k, &token));
-        assert!(f.remove(&k, k));
+        let s = slot(k, 0, &token);
+        f.insert(Arc::clone(&s));
+        assert!(f.remove(&k, s.id()));
     }
     assert_eq!(value(&f, 1), None);
     assert_eq!(f.slots().len(), 10);
@@ -142,10 +146,12 @@ fn readers_see_whole_slots_of_their_key_while_writers_churn() {
                 start.wait();
                 for r in 0..ROUNDS {
                     let key = (r * 7 + w * 131) % KEYS;
-                    let id = w << 32 | r;
-                    f.insert(slot(key, r % 1_000, id, &token));
+                    // Held while its id is used: no other slot takes its
+                    // address meanwhile (as every caller in the cache does).
+                    let s = slot(key, r % 1_000, &token);
+                    f.insert(Arc::clone(&s));
                     if r % 3 == 0 {
-                        f.remove(&key, id);
+                        f.remove(&key, s.id());
                     }
                 }
             })
@@ -214,7 +220,6 @@ fn a_hash_that_panics_mid_rebuild_loses_nothing() {
     let f: Front<Touchy, Value> = Front::new(Hasher::default());
     let slot = |k: u64| {
         Arc::new(Slot {
-            id: k,
             key: Touchy(k),
             value: (k, Arc::clone(&token)),
             deps: Box::<[crate::dep::Dep]>::from([]).into(),
