@@ -10,9 +10,14 @@ use crate::state::State;
 type Value = (u64, Arc<()>);
 
 fn slot(key: u64, version: u64, token: &Arc<()>) -> Arc<Slot<u64, Value>> {
+    slot_of(key, (key * 1_000 + version, Arc::clone(token)))
+}
+
+/// A slot of `key` holding `value`, pending, with no dependency.
+fn slot_of<K>(key: K, value: Value) -> Arc<Slot<K, Value>> {
     Arc::new(Slot {
         key,
-        value: (key * 1_000 + version, Arc::clone(token)),
+        value,
         deps: Box::<[crate::dep::Dep]>::from([]).into(),
         basis: 0,
         deadline: NEVER,
@@ -218,20 +223,7 @@ fn a_hash_that_panics_mid_rebuild_loses_nothing() {
     }
     let token = Arc::new(());
     let f: Front<Touchy, Value> = Front::new(Hasher::default());
-    let slot = |k: u64| {
-        Arc::new(Slot {
-            key: Touchy(k),
-            value: (k, Arc::clone(&token)),
-            deps: Box::<[crate::dep::Dep]>::from([]).into(),
-            basis: 0,
-            deadline: NEVER,
-            weight: 0,
-            state: State::pending(),
-            ended: AtomicBool::new(false),
-            mark: Mark::new(),
-            owner: Weak::new(),
-        })
-    };
+    let slot = |k: u64| slot_of(Touchy(k), (k, Arc::clone(&token)));
     for k in 0..100 {
         f.insert(slot(k));
     }
