@@ -131,9 +131,7 @@ const KIND_HASH: u64 = (1 << LEN_SHIFT) - 1;
 
 impl PartialEq for Dep {
     fn eq(&self, other: &Self) -> bool {
-        self.tag == other.tag
-            && self.id == other.id
-            && (self.name == other.name || self.kind_name() == other.kind_name())
+        self.tag == other.tag && self.id == other.id && self.model_kind() == other.model_kind()
     }
 }
 impl Eq for Dep {}
@@ -153,8 +151,8 @@ impl PartialOrd for Dep {
 impl Ord for Dep {
     /// By kind name, then the kind before its objects, then by id key.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.kind_name()
-            .cmp(other.kind_name())
+        self.model_kind()
+            .cmp(&other.model_kind())
             .then_with(|| self.id_key().cmp(&other.id_key()))
     }
 }

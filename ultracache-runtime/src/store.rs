@@ -60,9 +60,7 @@ impl Store {
             }
             None => (entries_bound, Weigh(None), entries_bound),
         };
-        let parallel = std::thread::available_parallelism().map_or(4, |n| n.get());
-        let most = (parallel as u64 * 4).next_power_of_two().min(64);
-        let n = (items / MIN_SHARD).clamp(1, most);
+        let n = (items / MIN_SHARD).clamp(1, crate::sync::core_shards() as u64);
         // A power of two (rounded down), so that `id & mask` picks one.
         let n = 1 << n.ilog2();
         let shards = (0..n)

@@ -42,3 +42,13 @@ pub(crate) fn raise_u8(a: &AtomicU8, v: u8) {
         }
     }
 }
+
+/// How many shards a structure read and written from every core takes:
+/// four per core, a power of two, at most 64 (asked of the system once).
+pub(crate) fn core_shards() -> usize {
+    static SHARDS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SHARDS.get_or_init(|| {
+        let parallel = std::thread::available_parallelism().map_or(4, |n| n.get());
+        (4 * parallel).next_power_of_two().min(64)
+    })
+}

@@ -112,10 +112,9 @@ impl<K, V> Front<K, V> {
 
     pub(super) fn new(hasher: Hasher) -> Self {
         const { assert!(align_of::<Slot<K, V>>() >= 4) };
-        let parallel = std::thread::available_parallelism().map_or(4, |n| n.get());
         // At least two: a shard is the hash's top bits, and shifting a
         // `u64` right by 64 is not zero.
-        let shards = (4 * parallel).next_power_of_two().clamp(4, 64);
+        let shards = crate::sync::core_shards().max(4);
         Front {
             tables: (0..shards)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
