@@ -61,8 +61,11 @@ impl StoreConfig {
         self
     }
 
-    /// Holds at most about `n` bytes of entries (keys, values and their
-    /// dependency lists, as estimated by [`HeapSize`](crate::HeapSize)).
+    /// Holds at most about `n` bytes of entries: keys and values (as
+    /// estimated by [`HeapSize`](crate::HeapSize)), their dependency lists
+    /// and their bookkeeping (about 220 bytes for an entry of one
+    /// dependency, 100 more per further dependency), including entries that
+    /// ended and whose memory the store has not freed yet.
     pub fn max_bytes(mut self, n: u64) -> Self {
         self.max_bytes = Some(n);
         self

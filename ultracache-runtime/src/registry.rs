@@ -28,11 +28,21 @@ type HashMap<K, V> = StdHashMap<K, V, Hasher>;
 /// many of them.
 enum Links {
     One(Arc<dyn Entry>),
-    /// Keyed by entry ids, which the process counts out (no request chooses
-    /// them): a fixed, fast hasher. Boxed, so that the common case above
-    /// stays small in the dependency's table.
-    #[allow(clippy::box_collection)]
-    Many(Box<StdHashMap<u64, Arc<dyn Entry>, foldhash::fast::FixedState>>),
+    Many(Box<Many>),
+}
+
+/// A list searched in order holds at most this many entries; more are
+/// kept in a table by entry id.
+const FEW: usize = 16;
+
+/// Two or more entries under one dependency.
+enum Many {
+    /// A short list: two or three entries take 112 bytes here, where the
+    /// smallest table took 272.
+    Few(Vec<Arc<dyn Entry>>),
+    /// Keyed by entry ids, which are addresses (no request chooses them):
+    /// a fixed, fast hasher.
+    Lots(StdHashMap<u64, Arc<dyn Entry>, foldhash::fast::FixedState>),
 }
 
 /// What unlinking an entry did.
@@ -55,13 +65,11 @@ impl Links {
                 false
             }
             Links::One(one) => {
-                let mut many = StdHashMap::with_capacity_and_hasher(4, Default::default());
-                many.insert(one.id(), Arc::clone(one));
-                many.insert(id, entry);
-                *self = Links::Many(Box::new(many));
+                let few = vec![Arc::clone(one), entry];
+                *self = Links::Many(Box::new(Many::Few(few)));
                 true
             }
-            Links::Many(many) => many.insert(id, entry).is_none(),
+            Links::Many(many) => many.insert(id, entry),
         }
     }
 
@@ -70,32 +78,102 @@ impl Links {
         match self {
             Links::One(one) if one.id() == id => Unlinked::Last,
             Links::One(_) => Unlinked::No,
-            Links::Many(many) => match many.remove(&id) {
-                None => Unlinked::No,
-                Some(_) if many.is_empty() => Unlinked::Last,
-                Some(_) => Unlinked::Yes,
-            },
+            Links::Many(many) => {
+                if !many.remove(id) {
+                    return Unlinked::No;
+                }
+                // One left: inline again, its list freed.
+                if let Many::Few(few) = &mut **many {
+                    if let [_] = few.as_slice() {
+                        if let Some(last) = few.pop() {
+                            *self = Links::One(last);
+                        }
+                    }
+                }
+                Unlinked::Yes
+            }
         }
     }
 
     fn len(&self) -> usize {
         match self {
             Links::One(_) => 1,
-            Links::Many(many) => many.len(),
+            Links::Many(many) => match &**many {
+                Many::Few(few) => few.len(),
+                Many::Lots(lots) => lots.len(),
+            },
         }
     }
 
     fn values(&self) -> Box<dyn Iterator<Item = &Arc<dyn Entry>> + '_> {
         match self {
             Links::One(entry) => Box::new(std::iter::once(entry)),
-            Links::Many(many) => Box::new(many.values()),
+            Links::Many(many) => match &**many {
+                Many::Few(few) => Box::new(few.iter()),
+                Many::Lots(lots) => Box::new(lots.values()),
+            },
         }
     }
 
     fn into_values(self) -> Vec<Arc<dyn Entry>> {
         match self {
             Links::One(entry) => vec![entry],
-            Links::Many(many) => many.into_values().collect(),
+            Links::Many(many) => match *many {
+                Many::Few(few) => few,
+                Many::Lots(lots) => lots.into_values().collect(),
+            },
+        }
+    }
+}
+
+impl Many {
+    /// Links `entry`; whether it was not linked yet.
+    fn insert(&mut self, id: u64, entry: Arc<dyn Entry>) -> bool {
+        match self {
+            Many::Few(few) => {
+                if let Some(old) = few.iter_mut().find(|e| e.id() == id) {
+                    *old = entry;
+                    return false;
+                }
+                if few.len() < FEW {
+                    few.push(entry);
+                    return true;
+                }
+                let mut lots = StdHashMap::with_capacity_and_hasher(2 * FEW, Default::default());
+                lots.extend(few.drain(..).map(|e| (e.id(), e)));
+                lots.insert(id, entry);
+                *self = Many::Lots(lots);
+                true
+            }
+            Many::Lots(lots) => lots.insert(id, entry).is_none(),
+        }
+    }
+
+    /// Unlinks entry `id`; whether it was linked. Never leaves it empty
+    /// unless it held `id` alone (the caller then drops it).
+    fn remove(&mut self, id: u64) -> bool {
+        match self {
+            Many::Few(few) => match few.iter().position(|e| e.id() == id) {
+                Some(at) => {
+                    few.swap_remove(at);
+                    if few.capacity() > 4 * few.len().max(2) {
+                        few.shrink_to(2 * few.len());
+                    }
+                    true
+                }
+                None => false,
+            },
+            Many::Lots(lots) => {
+                if lots.remove(&id).is_none() {
+                    return false;
+                }
+                if lots.len() <= FEW / 2 {
+                    *self = Many::Few(lots.drain().map(|(_, e)| e).collect());
+                } else if lots.capacity() > 4 * lots.len() {
+                    lots.shrink_to(2 * lots.len());
+                }
+                true
+            }
         }
     }
 }
@@ -160,6 +238,7 @@ impl Table {
                 let unlinked = links.remove(entry);
                 if unlinked == Unlinked::Last {
                     self.objects.remove(&id);
+                    self.shrink();
                 }
                 unlinked != Unlinked::No
             }
@@ -169,7 +248,19 @@ impl Table {
     fn remove(&mut self, id: Option<u64>) -> Option<Links> {
         match id {
             None => self.whole.take(),
-            Some(id) => self.objects.remove(&id),
+            Some(id) => {
+                let links = self.objects.remove(&id);
+                self.shrink();
+                links
+            }
+        }
+    }
+
+    /// A table that held many more objects than it does gives back its
+    /// room (std's tables never shrink by themselves).
+    fn shrink(&mut self) {
+        if self.objects.capacity() > 4 * self.objects.len().max(16) {
+            self.objects.shrink_to(2 * self.objects.len());
         }
     }
 
@@ -313,5 +404,95 @@ impl Registry {
             .get(&dep.model_kind())
             .and_then(|t| t.get(dep.id_key()))
             .map_or(0, Links::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mark::Mark;
+    use crate::state::State;
+
+    struct Linked {
+        deps: [Dep; 1],
+        state: State,
+        mark: Mark,
+    }
+
+    impl Entry for Linked {
+        fn id(&self) -> u64 {
+            (self as *const Self).addr() as u64
+        }
+        fn deps(&self) -> &[Dep] {
+            &self.deps
+        }
+        fn weight(&self) -> u32 {
+            1
+        }
+        fn kill(&self, _: crate::entry::Cause) {}
+        fn state(&self) -> &State {
+            &self.state
+        }
+        fn mark(&self) -> &Mark {
+            &self.mark
+        }
+        fn basis(&self) -> u64 {
+            0
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    const ROW: Kind = Kind::new("registry.tests.row");
+
+    /// Entries linked under one dependency, from one to past a short
+    /// list's length, unlinked in an order that crosses every change of
+    /// form both ways: each count, and what a take returns, stays exact.
+    #[test]
+    fn links_change_form_and_lose_nothing() {
+        let registry = Registry::new(1);
+        for dep in [Dep::object(ROW, &7u64), Dep::kind(ROW)] {
+            for n in [1, 2, 3, FEW - 1, FEW, FEW + 1, 3 * FEW] {
+                let entries: Vec<Arc<dyn Entry>> = (0..n)
+                    .map(|_| {
+                        Arc::new(Linked {
+                            deps: [dep],
+                            state: State::pending(),
+                            mark: Mark::new(),
+                        }) as Arc<dyn Entry>
+                    })
+                    .collect();
+                for (i, e) in entries.iter().enumerate() {
+                    registry.register(e);
+                    // Linking again changes nothing.
+                    registry.register(e);
+                    assert_eq!(registry.dependents(&dep), i + 1);
+                }
+                assert_eq!(registry.links(), n);
+                // Every other one, then the rest from the end.
+                let order: Vec<usize> = (0..n)
+                    .step_by(2)
+                    .chain((0..n).filter(|i| i % 2 == 1).rev())
+                    .collect();
+                for (done, &i) in order.iter().enumerate().take(n / 2 + 1) {
+                    let id = entries[i].id();
+                    registry.unregister(id, [dep].iter());
+                    registry.unregister(id, [dep].iter());
+                    assert_eq!(registry.dependents(&dep), n - done - 1);
+                }
+                let left: std::collections::HashSet<u64> = order[(n / 2 + 1).min(n)..]
+                    .iter()
+                    .map(|&i| entries[i].id())
+                    .collect();
+                let taken: std::collections::HashSet<u64> =
+                    registry.take(&dep).iter().map(|e| e.id()).collect();
+                assert_eq!(taken, left, "{n} entries under {dep:?}");
+                assert_eq!(registry.links(), 0);
+                assert_eq!(registry.dependencies(), 0);
+                // Only the entries themselves hold them now.
+                assert!(entries.iter().all(|e| Arc::strong_count(e) == 1));
+            }
+        }
     }
 }

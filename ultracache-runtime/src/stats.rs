@@ -78,8 +78,10 @@ pub struct CacheStats {
     pub store: String,
     /// Entries it holds now.
     pub entries: u64,
-    /// The estimated memory of those entries (keys, values with
-    /// [`HeapSize`](crate::HeapSize) where known, dependency lists).
+    /// The estimated memory of those entries: keys and values (with
+    /// [`HeapSize`](crate::HeapSize) where known), dependency lists, and
+    /// each entry's bookkeeping (its slot, its places in the cache's map
+    /// and the store's queue, its links in the dependency registry).
     pub bytes: u64,
     /// Calls answered from the cache (including callers that waited for another
     /// caller's computation of the same key).

@@ -4,16 +4,21 @@
 //! ends the entry in its cache and in the registry.
 //!
 //! An entry that ends for another reason (invalidated, replaced, expired)
-//! stops counting against the bound at once, but its place in the store's
-//! queue is left as a tombstone: the store drops it when it next passes it,
-//! when tombstones are half of a shard's queue or half its bound in weight,
-//! or on [`run_pending_tasks`](crate::run_pending_tasks). An invalidation
-//! so touches neither the store's lock nor its queue; the slots it ends stay
-//! in their cache's map (never served) until their tombstone is dropped
+//! stops counting as an entry at once, but its place in the store's queue
+//! is left as a tombstone: the store drops it when it next passes it, when
+//! tombstones are half of a shard's queue, when they hold an eighth of its
+//! bound and the room is needed, or on [`run_pending_tasks`]
+//! (crate::run_pending_tasks). An invalidation so touches neither the
+//! store's lock nor its queue; the slots it ends stay in their cache's map
+//! (never served) until their tombstone is dropped
 //! ([`Entry::bury`](crate::entry::Entry::bury)), so that the invalidation
-//! does not pay for the map's removals either. What a tombstone holds is at
-//! most what the bound held before: tombstones over half a shard's bound
-//! are swept at its next insert.
+//! does not pay for the map's removals either. A tombstone holds memory
+//! until then, so it counts against the bound: what a store holds, live
+//! or ended, stays within it.
+//!
+//! In a store bounded in bytes an entry weighs its key's and value's heap
+//! and its bookkeeping (its slot, its places in the maps and the queue,
+//! its links in the registry), at least `max_bytes / max_entries`.
 //!
 //! Expiry is the caches' own: an entry past its time is never served, and
 //! leaves when it is next looked up, when [`run_pending_tasks`]
@@ -120,6 +125,12 @@ impl Store {
     #[cfg(test)]
     fn weight(&self) -> i64 {
         self.shards.iter().map(Shard::weight).sum()
+    }
+
+    /// The weight of the entries and tombstones it holds (for tests).
+    #[cfg(test)]
+    fn held(&self) -> i64 {
+        self.shards.iter().map(Shard::held).sum()
     }
 }
 

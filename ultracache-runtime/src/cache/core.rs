@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::mem::size_of;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -219,8 +218,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         }
         let heap = heap.or_else(|| self.weigher.map(|w| w(&value)));
         let deps = reads.all_deps();
-        let weight =
-            size_of::<Slot<K, V>>() + deps.len() * size_of::<crate::dep::Dep>() + heap.unwrap_or(0);
+        let weight = super::slot::footprint::<K, V>(deps.len()) + heap.unwrap_or(0);
         let key_version = self.key_version(&key);
         let slot = Arc::new(Slot {
             key,

@@ -62,6 +62,37 @@ impl std::ops::Deref for Deps {
     }
 }
 
+/// What a slot of `deps` dependencies takes in memory beyond its key's
+/// and value's heap, as a store bounded in bytes counts it: with small
+/// values this bookkeeping is most of an entry's memory, and a bound that
+/// left it out would be passed many times over.
+///
+/// - The slot's allocation, with the `Arc`'s two counts and the
+///   allocator's header, rounded to the allocator's 16-byte steps.
+/// - Its word in its cache's map and its place in its store's queue (a
+///   fat pointer): tables kept between a quarter and three quarters full,
+///   and queues that double, counted at twice their element.
+/// - Its dependencies' list, when it has more than the one kept inline.
+/// - Per dependency, its link in the registry ([`LINK`]).
+pub(super) const fn footprint<K, V>(deps: usize) -> usize {
+    const WORD: usize = size_of::<usize>();
+    let slot = (size_of::<Slot<K, V>>() + 3 * WORD).next_multiple_of(16);
+    let places = 2 * WORD + 2 * (2 * WORD);
+    let list = if deps > 1 {
+        (deps * size_of::<Dep>() + WORD).next_multiple_of(16)
+    } else {
+        0
+    };
+    slot + places + list + deps * LINK
+}
+
+/// What a link in the registry takes: a bucket of an id, a fat pointer
+/// and a control byte (25 bytes) in hash tables that sit about a third
+/// full while links come and go (std's tables rehash in place rather than
+/// grow only when at most half full); two entries sharing a dependency
+/// take about as much each in their short list.
+const LINK: usize = 80;
+
 impl<K, V> Slot<K, V> {
     /// Its number: its address, which no other slot has while this one is
     /// held (the registry, the store and the front map hold what they
@@ -206,5 +237,13 @@ mod tests {
     fn a_small_slot_fits_its_allocation() {
         assert_eq!(size_of::<Deps>(), size_of::<Dep>());
         assert!(size_of::<Slot<u64, u64>>() + 2 * size_of::<usize>() <= 88);
+    }
+
+    /// A store bounded in bytes counts the bookkeeping of a small entry,
+    /// which outweighs its key and value many times.
+    #[test]
+    fn a_small_slot_weighs_its_bookkeeping() {
+        assert_eq!(footprint::<u64, u64>(1), 96 + 48 + 80);
+        assert_eq!(footprint::<u64, u64>(10), 96 + 48 + 256 + 800);
     }
 }

@@ -13,9 +13,13 @@ use crate::entry::{Cause, Entry};
 const SLACK: usize = 2;
 
 /// The queue is swept when at least this many of its places are
-/// tombstones and they are half of it, or when their weight is half the
-/// shard's bound.
+/// tombstones and they are half of it.
 const SWEEP_AT: i64 = 32;
+
+/// Tombstones holding at least this share of a shard's bound
+/// (`bound / SWEEP_SHARE`) are swept when the shard needs their room;
+/// fewer make room as the clock reaches them, like evicted entries.
+const SWEEP_SHARE: i64 = 8;
 
 /// What an entry counts against a store's bound.
 #[derive(Clone, Copy)]
@@ -84,6 +88,13 @@ impl Shard {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// What the shard's queue holds: the entries that have not left, and
+    /// the tombstones of those that did (their memory is not free until
+    /// the queue drops them).
+    pub(super) fn held(&self) -> i64 {
+        self.live.load(SeqCst) + self.dead_weight.load(SeqCst)
+    }
+
     /// Counts an entry released elsewhere out (its place is a tombstone).
     pub(super) fn left(&self, weight: i64) {
         self.live.fetch_sub(weight, SeqCst);
@@ -98,9 +109,10 @@ impl Shard {
         swept.gone.push(entry);
     }
 
-    /// Walks the clock until `entry` fits within the shard's bound — a
-    /// tombstone is dropped, an entry read since the last pass goes round
-    /// again, any other is evicted — then appends it (behind the hand: the
+    /// Walks the clock until `entry` fits within the shard's bound, which
+    /// its tombstones count against too — a tombstone is dropped, an entry
+    /// read since the last pass goes round again, any other is evicted —
+    /// then appends it (behind the hand: the
     /// last the clock reaches). An entry heavier than the whole shard is
     /// evicted at once, evicting nothing else.
     pub(super) fn insert(&self, entry: Arc<dyn Entry>, weigh: Weigh) -> Swept {
@@ -118,16 +130,19 @@ impl Shard {
         }
         let mut queue = self.lock();
         let dead = self.dead.load(SeqCst);
-        if dead >= SWEEP_AT
-            && (dead as usize * 2 >= queue.len()
-                || self.dead_weight.load(SeqCst) * 2 >= self.capacity)
+        let dead_weight = self.dead_weight.load(SeqCst);
+        // Many tombstones, or tombstones holding room the bound needs.
+        if dead >= SWEEP_AT && dead as usize * 2 >= queue.len()
+            || dead > 0
+                && dead_weight * SWEEP_SHARE >= self.capacity
+                && self.held() + weight > self.capacity
         {
             self.sweep_locked(&mut queue, weigh, &mut swept);
         }
         // Each pass clears what it spares: two passes at most evict, however
         // often readers mark entries meanwhile.
         let mut spares = queue.len();
-        while self.live.load(SeqCst) + weight > self.capacity {
+        while self.held() + weight > self.capacity {
             let Some(old) = queue.pop_front() else {
                 break;
             };

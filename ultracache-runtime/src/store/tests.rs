@@ -243,3 +243,39 @@ fn a_new_entry_is_never_its_own_victim_when_all_others_were_read() {
     );
     assert_eq!(store.weight(), 4);
 }
+
+#[test]
+fn tombstones_count_against_the_bound_and_are_swept_for_room() {
+    let store = entries(10);
+    let all: Vec<_> = (0..10).map(|_| probe(&store, 1)).collect();
+    // Too few to be swept for their number, but they hold room.
+    for p in &all[..4] {
+        store.release(&**p);
+    }
+    assert_eq!((store.weight(), store.held()), (6, 10));
+    let more: Vec<_> = (0..4).map(|_| probe(&store, 1)).collect();
+    assert!(
+        all[..4].iter().all(|p| Arc::strong_count(p) == 1),
+        "the tombstones were dropped for room"
+    );
+    assert!(all.iter().chain(&more).all(|p| p.killed.load(SeqCst) == 0));
+    assert_eq!((store.weight(), store.held()), (10, 10));
+}
+
+#[test]
+fn a_few_tombstones_make_room_as_the_clock_reaches_them() {
+    let store = entries(100);
+    let all: Vec<_> = (0..100).map(|_| probe(&store, 1)).collect();
+    for p in &all[50..55] {
+        store.release(&**p);
+    }
+    // Under an eighth of the bound: not swept; the clock evicts the
+    // oldest instead, and the store never holds more than its bound.
+    for _ in 0..60 {
+        probe(&store, 1);
+        assert!(store.held() <= 100, "{} held", store.held());
+    }
+    assert!(all[50..55].iter().all(|p| Arc::strong_count(p) == 1));
+    assert!(all[50..55].iter().all(|p| p.killed.load(SeqCst) == 0));
+    assert_eq!(store.held(), 100);
+}
