@@ -12,7 +12,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use ultracache::{
-    invalidate_deps, run_pending_tasks, stats, track_dep, Cache, Config, Dep, Kind, StoreConfig,
+    cached, invalidate_deps, run_pending_tasks, stats, track_dep, Cache, Config, Dep, HeapSize,
+    Kind, StoreConfig,
 };
 
 struct Counting;
@@ -59,6 +60,22 @@ static TEN: Cache<u64, u64> = Cache::new("memory_bound.ten").store("ten").foreve
 static SHARED: Cache<u64, u64> = Cache::new("memory_bound.shared").store("shared").forever();
 static LEFT: Cache<u64, u64> = Cache::new("memory_bound.left").store("left").forever();
 
+static SEARCHES: Cache<String, u64> = Cache::new("memory_bound.searches")
+    .store("searches")
+    .key_weigher(String::heap_size)
+    .forever();
+
+/// A search a request chose: its key outweighs its value many times.
+#[cached(store = "keys", forever)]
+fn search(query: String) -> u64 {
+    query.len() as u64
+}
+
+/// A 2 KiB query of its own for `k`.
+fn query(k: u64) -> String {
+    format!("{k:0>2048}")
+}
+
 fn live() -> u64 {
     LIVE.load(Relaxed) as u64
 }
@@ -102,7 +119,7 @@ fn within(what: &str, held: u64, entries: u64) {
     );
     // Not met by holding nothing: the bound is used.
     assert!(
-        held >= BOUND / 4 && entries >= 1_000,
+        held >= BOUND / 4 && entries >= 100,
         "{what}: only {held} bytes ({entries} entries) held of a {BOUND}-byte bound"
     );
 }
@@ -114,6 +131,8 @@ fn small_entries_keep_their_whole_memory_within_the_bound() {
         .store("ten", StoreConfig::new().max_bytes(BOUND))
         .store("shared", StoreConfig::new().max_bytes(BOUND))
         .store("left", StoreConfig::new().max_bytes(BOUND))
+        .store("keys", StoreConfig::new().max_bytes(BOUND))
+        .store("searches", StoreConfig::new().max_bytes(BOUND))
         .install()
         .expect("configured once");
     // What is allocated once for the process (the version tables) is not
@@ -141,6 +160,29 @@ fn small_entries_keep_their_whole_memory_within_the_bound() {
         "u64 -> u64, dependencies shared by two and by all",
         bytes,
         n,
+    );
+
+    // Keys a request chose, far heavier than their values: `#[cached]`
+    // weighs a `String` argument, a `Cache` its key weigher's estimate.
+    let before = live();
+    for k in 0..KEYS / 20 {
+        assert_eq!(search(query(k)), 2048);
+    }
+    run_pending_tasks();
+    within(
+        "#[cached] with 2 KiB String keys",
+        live().saturating_sub(before),
+        entries("search"),
+    );
+    let before = live();
+    for k in 0..KEYS / 20 {
+        assert_eq!(SEARCHES.get_or_compute(query(k), || k), k);
+    }
+    run_pending_tasks();
+    within(
+        "Cache::key_weigher with 2 KiB String keys",
+        live().saturating_sub(before),
+        entries("memory_bound.searches"),
     );
 
     // Entries an invalidation ended hold their memory until the store

@@ -70,6 +70,7 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
                 __ultracache_key,
                 __ultracache_outcome,
                 __ultracache_weigh,
+                __ultracache_key_weigh,
                 async move {
                     #fake
                     #(#track_args)*
@@ -85,6 +86,7 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
                 __ultracache_key,
                 __ultracache_outcome,
                 __ultracache_weigh,
+                __ultracache_key_weigh,
                 move || -> #ret {
                     #(#track_args)*
                     #(#stmts)*
@@ -123,7 +125,8 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
         #[allow(unused_imports)]
         use #p::{
             BorrowedHit as _, KeyPart as _, ModelArg as _, NoBorrowedHit as _, PlainArg as _,
-            PlainOutcome as _, ResultOutcome as _, WeighHeap as _, WeighNone as _,
+            PlainOutcome as _, ResultOutcome as _, WeighHeap as _, WeighKey as _,
+            WeighNoKey as _, WeighNone as _,
         };
         static __ULTRACACHE_FN: #p::CachedFn = #p::CachedFn::new(
             #name,
@@ -140,6 +143,8 @@ pub(crate) fn expand(args: CachedArgs, f: Function) -> syn::Result<TokenStream> 
         let __ultracache_key = #key;
         #assert_key
         let __ultracache_weigh = (&&#p::WeighProbe::<#ret>::NEW).__ultracache_weigher();
+        let __ultracache_key_weigh =
+            (&&#p::KeyWeighProbe::of(&__ultracache_key)).__ultracache_key_weigher();
         #call
     }};
     Ok(quote! {

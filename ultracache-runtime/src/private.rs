@@ -117,6 +117,33 @@ impl<R: HeapSize> WeighHeap<R> for &WeighProbe<R> {
     }
 }
 
+/// Picks a heap-size estimate for a key that implements [`HeapSize`]
+/// (`(&&KeyWeighProbe::of(&key)).__ultracache_key_weigher()`).
+pub struct KeyWeighProbe<K>(PhantomData<fn() -> PhantomData<K>>);
+
+impl<K> KeyWeighProbe<K> {
+    #[inline(always)]
+    pub fn of(_: &K) -> Self {
+        KeyWeighProbe(PhantomData)
+    }
+}
+
+pub trait WeighKey<K> {
+    fn __ultracache_key_weigher(&self) -> Option<fn(&K) -> usize>;
+}
+impl<K: HeapSize> WeighKey<K> for &KeyWeighProbe<K> {
+    fn __ultracache_key_weigher(&self) -> Option<fn(&K) -> usize> {
+        Some(<K as HeapSize>::heap_size)
+    }
+}
+
+pub trait WeighNoKey<K> {
+    fn __ultracache_key_weigher(&self) -> Option<fn(&K) -> usize> {
+        None
+    }
+}
+impl<K> WeighNoKey<K> for KeyWeighProbe<K> {}
+
 pub trait WeighNone<R> {
     fn __ultracache_weigher(&self) -> Option<fn(&R) -> usize> {
         None
@@ -153,6 +180,7 @@ pub fn call<K, R, O>(
     key: K,
     _outcome: O,
     weigh: Option<fn(&R) -> usize>,
+    key_weigh: Option<fn(&K) -> usize>,
     body: impl FnOnce() -> R,
 ) -> R
 where
@@ -160,7 +188,7 @@ where
     O: Outcome<R>,
     O::Value: CacheValue,
 {
-    match f.cache::<K, O::Value>() {
+    match f.cache::<K, O::Value>(key_weigh) {
         Some(cache) => cache.resolve::<R, O>(key, weigh, body),
         None => body(),
     }
@@ -172,6 +200,7 @@ pub async fn call_async<K, R, O, F>(
     key: K,
     _outcome: O,
     weigh: Option<fn(&R) -> usize>,
+    key_weigh: Option<fn(&K) -> usize>,
     body: F,
 ) -> R
 where
@@ -180,7 +209,7 @@ where
     O::Value: CacheValue,
     F: Future<Output = R>,
 {
-    match f.cache::<K, O::Value>() {
+    match f.cache::<K, O::Value>(key_weigh) {
         Some(cache) => cache.resolve_async::<R, O, F>(key, weigh, body).await,
         None => body.await,
     }
@@ -327,6 +356,7 @@ pub fn call_shared<K, R, O>(
     key: K,
     _outcome: O,
     weigh: Option<fn(&R) -> usize>,
+    key_weigh: Option<fn(&K) -> usize>,
     body: impl FnOnce() -> R,
 ) -> R
 where
@@ -334,7 +364,7 @@ where
     O: Outcome<R>,
     O::Value: CacheValue + SharedValue,
 {
-    match f.shared_cache::<K, O::Value>() {
+    match f.shared_cache::<K, O::Value>(key_weigh) {
         Some(cache) => cache.resolve::<R, O>(key, weigh, body),
         None => body(),
     }
@@ -346,6 +376,7 @@ pub async fn call_shared_async<K, R, O, F>(
     key: K,
     _outcome: O,
     weigh: Option<fn(&R) -> usize>,
+    key_weigh: Option<fn(&K) -> usize>,
     body: F,
 ) -> R
 where
@@ -354,7 +385,7 @@ where
     O::Value: CacheValue + SharedValue,
     F: Future<Output = R>,
 {
-    match f.shared_cache::<K, O::Value>() {
+    match f.shared_cache::<K, O::Value>(key_weigh) {
         Some(cache) => cache.resolve_async::<R, O, F>(key, weigh, body).await,
         None => body.await,
     }

@@ -39,6 +39,8 @@ pub(crate) struct Core<K, V> {
     pub(super) store: Arc<Store>,
     pub(super) timeout: Option<Duration>,
     pub(super) weigher: Option<fn(&V) -> usize>,
+    /// Estimates a key's heap (a page's URL, a `String` argument).
+    pub(super) key_weigher: Option<fn(&K) -> usize>,
     pub(super) counters: Counters,
     pub(super) hit_metric: crate::telemetry::HitCounter,
     pub(super) on_invalidated: Option<fn(&K, &V)>,
@@ -74,6 +76,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             store,
             timeout,
             weigher,
+            key_weigher: None,
             counters: Counters::default(),
             hit_metric: crate::telemetry::HitCounter::new(name),
             on_invalidated,
@@ -217,8 +220,11 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
             return None;
         }
         let heap = heap.or_else(|| self.weigher.map(|w| w(&value)));
+        let key_heap = self.key_weigher.map_or(0, |w| w(&key));
         let deps = reads.all_deps();
-        let weight = super::slot::footprint::<K, V>(deps.len()) + heap.unwrap_or(0);
+        let weight = super::slot::footprint::<K, V>(deps.len())
+            .saturating_add(heap.unwrap_or(0))
+            .saturating_add(key_heap);
         let key_version = self.key_version(&key);
         let slot = Arc::new(Slot {
             key,

@@ -72,6 +72,7 @@ pub struct Cache<K, V> {
     store: Option<&'static str>,
     timeout: Timeout,
     weigher: Option<fn(&V) -> usize>,
+    key_weigher: Option<fn(&K) -> usize>,
     on_invalidated: Option<fn(&K, &V)>,
     grace: Option<Duration>,
     #[cfg(feature = "redis")]
@@ -99,6 +100,7 @@ impl<K, V> Cache<K, V> {
             store: None,
             timeout: Timeout::StoreDefault,
             weigher: None,
+            key_weigher: None,
             on_invalidated: None,
             grace: None,
             #[cfg(feature = "redis")]
@@ -163,6 +165,24 @@ impl<K, V> Cache<K, V> {
     /// Estimates a value's heap size, for stores bounded in bytes.
     pub const fn weigher(mut self, weigher: fn(&V) -> usize) -> Self {
         self.weigher = Some(weigher);
+        self
+    }
+
+    /// Estimates a key's heap size, for stores bounded in bytes: keys a
+    /// request chooses (a URL, a search) can outweigh their values.
+    /// `#[cached]` weighs keys that implement [`HeapSize`](crate::HeapSize)
+    /// by itself.
+    ///
+    /// ```
+    /// use ultracache::{Cache, HeapSize};
+    ///
+    /// static SEARCHES: Cache<String, Vec<u64>> = Cache::new("searches")
+    ///     .key_weigher(String::heap_size)
+    ///     .weigher(Vec::heap_size);
+    /// # let _ = &SEARCHES;
+    /// ```
+    pub const fn key_weigher(mut self, weigher: fn(&K) -> usize) -> Self {
+        self.key_weigher = Some(weigher);
         self
     }
 
@@ -267,6 +287,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         {
             core.shared = shared;
         }
+        core.key_weigher = self.key_weigher;
         core.grace = self
             .grace
             .map(|period| grace::Grace::new(period, core.store.max_bytes));

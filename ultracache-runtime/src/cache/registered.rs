@@ -10,16 +10,27 @@ use super::outcome::{CacheKey, CacheValue};
 use super::Cache;
 use crate::registration::{CachedFn, Typed};
 
+/// `cache`, weighing its keys with `keys` if given.
+fn weighing<K, V>(cache: Cache<K, V>, keys: Option<fn(&K) -> usize>) -> Cache<K, V> {
+    match keys {
+        Some(keys) => cache.key_weigher(keys),
+        None => cache,
+    }
+}
+
 impl CachedFn {
     /// The function's cache for `#[cached(shared)]`: values also go through
     /// the shared tier.
     #[doc(hidden)]
-    pub fn shared_cache<K, V>(&'static self) -> Option<&'static Cache<K, V>>
+    pub fn shared_cache<K, V>(
+        &'static self,
+        keys: Option<fn(&K) -> usize>,
+    ) -> Option<&'static Cache<K, V>>
     where
         K: CacheKey + serde::Serialize,
         V: CacheValue + serde::Serialize + serde::de::DeserializeOwned,
     {
-        self.typed(|c| c.shared())
+        self.typed(|c| weighing(c.shared(), keys))
     }
 
     /// The function's cache, typed by the key and value the call site infers.
@@ -28,14 +39,20 @@ impl CachedFn {
     /// function for every instantiation: if two instantiations have different
     /// key or value types, the second finds the cache typed for the first and
     /// computes without caching (logged once).
+    ///
+    /// `keys` weighs a key's heap, when its type tells it
+    /// ([`HeapSize`](crate::HeapSize)).
     #[doc(hidden)]
     #[inline]
-    pub fn cache<K: CacheKey, V: CacheValue>(&'static self) -> Option<&'static Cache<K, V>> {
+    pub fn cache<K: CacheKey, V: CacheValue>(
+        &'static self,
+        keys: Option<fn(&K) -> usize>,
+    ) -> Option<&'static Cache<K, V>> {
         // Made already, and of these types.
         if let Some(cache) = self.cache.get().and_then(|c| c.cache.downcast_ref()) {
             return Some(cache);
         }
-        self.typed(|c| c)
+        self.typed(|c| weighing(c, keys))
     }
 
     /// The function's cache if a call made it already, typed by the key and

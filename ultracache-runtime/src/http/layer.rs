@@ -411,7 +411,9 @@ impl CacheLayer {
             };
             let cache = Cache::new(o.name)
                 .module("ultracache::http")
-                .weigher(super::page::weigh);
+                .weigher(super::page::weigh)
+                // A request chooses its URL: it weighs as the page does.
+                .key_weigher(|key: &String| key.capacity());
             let cache = match kept {
                 Some(t) => cache.timeout(t),
                 None => cache.forever(),

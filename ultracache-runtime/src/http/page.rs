@@ -27,8 +27,9 @@ pub enum Stored {
     Page(Arc<Page>),
 }
 
-/// What a stored value holds in memory: for a page, its body, headers, URL
-/// (twice: it is also most of the key), varied headers and surrogate keys.
+/// What a stored value holds in memory: for a page, its body, headers, URL,
+/// varied headers and surrogate keys. (The key, which holds the URL again,
+/// is weighed by the cache's key weigher.)
 pub(crate) fn weigh(stored: &Stored) -> usize {
     const PER_FIELD: usize = 32;
     match stored {
@@ -51,7 +52,7 @@ pub(crate) fn weigh(stored: &Stored) -> usize {
                 + page.body.len()
                 + policy
                 + headers
-                + 2 * page.url.len()
+                + page.url.len()
                 + page.route.as_ref().map_or(0, String::len)
                 + varied
                 + page.tags.len()

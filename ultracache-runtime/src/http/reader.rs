@@ -29,7 +29,11 @@ impl PageReader {
     /// A reader for the layer named `name` (`"http"` unless it was renamed).
     pub fn new(name: &str) -> Self {
         PageReader {
-            cache: Cache::new(intern(name)).timeout(LOCAL_COPY).shared(),
+            cache: Cache::new(intern(name))
+                .timeout(LOCAL_COPY)
+                .weigher(super::page::weigh)
+                .key_weigher(|key: &String| key.capacity())
+                .shared(),
         }
     }
 
