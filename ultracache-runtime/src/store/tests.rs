@@ -210,6 +210,8 @@ fn concurrent_inserts_and_releases_keep_the_bound_and_the_count() {
                     }
                     mine.push(p);
                     assert!(store.weight() <= 256 + 4);
+                    // Tombstones included: what the store holds.
+                    assert!(store.held() <= 256 + 4);
                 }
                 mine
             })
