@@ -112,9 +112,9 @@ impl Shard {
     /// Walks the clock until `entry` fits within the shard's bound, which
     /// its tombstones count against too — a tombstone is dropped, an entry
     /// read since the last pass goes round again, any other is evicted —
-    /// then appends it (behind the hand: the
-    /// last the clock reaches). An entry heavier than the whole shard is
-    /// evicted at once, evicting nothing else.
+    /// then appends it (behind the hand: the last the clock reaches). An
+    /// entry heavier than the whole shard is evicted at once, evicting
+    /// nothing else.
     pub(super) fn insert(&self, entry: Arc<dyn Entry>, weigh: Weigh) -> Swept {
         let mut swept = Swept::default();
         let weight = weigh.of(&*entry);
