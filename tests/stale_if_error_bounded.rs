@@ -1,7 +1,8 @@
 //! Values kept past their timeout for `stale_if_error` stay inside the
-//! memory bound: in a store bounded in bytes, one cache's kept values weigh
-//! at most a quarter of the bound, a value heavier than that is not kept,
-//! and what is kept is still served when computing fails.
+//! memory bound: in a store bounded in bytes, the kept values of all its
+//! caches weigh at most a quarter of the bound (each cache's an equal
+//! part), a value heavier than its cache's part is not kept, and what is
+//! kept is still served when computing fails.
 
 use std::thread::sleep;
 use std::time::Duration;
@@ -14,6 +15,13 @@ const PAST: Duration = Duration::from_millis(160);
 const VALUE: usize = 8 << 10;
 
 static PAGES: Cache<u32, String> = Cache::new("kept-pages")
+    .store("kept")
+    .timeout(TIMEOUT)
+    .stale_if_error(Duration::from_secs(3600))
+    .weigher(String::len);
+
+/// A second cache keeping values in the same store.
+static NOTES: Cache<u32, String> = Cache::new("kept-notes")
     .store("kept")
     .timeout(TIMEOUT)
     .stale_if_error(Duration::from_secs(3600))
@@ -62,4 +70,27 @@ fn kept_values_weigh_at_most_a_quarter_of_the_store_bound_and_are_still_served()
     run_pending_tasks();
     assert_eq!(down(100), Err(()), "a value past the budget was kept");
     assert!(PAGES.stats().kept_bytes <= BOUND / 4);
+
+    // A second cache in the store: the two share the quarter, and each
+    // keeps values of its own.
+    let note = |id: u32| NOTES.try_get_or_compute(id, || Ok::<_, ()>(page(id, VALUE)));
+    let note_down = |id: u32| NOTES.try_get_or_compute(id, || Err::<String, ()>(()));
+    for id in 0..20 {
+        assert_eq!(note(id), Ok(page(id, VALUE)));
+    }
+    for id in 200..220 {
+        assert_eq!(ok(id, VALUE), Ok(page(id, VALUE)));
+    }
+    sleep(PAST);
+    run_pending_tasks();
+    let (pages, notes) = (PAGES.stats(), NOTES.stats());
+    assert!(
+        pages.kept_bytes + notes.kept_bytes <= BOUND / 4,
+        "two caches keep {} + {} bytes, past a quarter of the {BOUND}-byte bound",
+        pages.kept_bytes,
+        notes.kept_bytes
+    );
+    assert!(pages.kept > 0 && notes.kept > 0, "a cache kept nothing");
+    let served = (0..20).filter(|&id| note_down(id).is_ok()).count();
+    assert_eq!(served as u64, notes.kept, "kept notes not served");
 }

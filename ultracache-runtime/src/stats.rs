@@ -110,7 +110,8 @@ pub struct CacheStats {
     pub served_stale: u64,
     /// Values past their timeout kept for their grace period (not in
     /// `entries`), and what they weigh (not in `bytes`). In a store bounded
-    /// in bytes they weigh at most a quarter of its bound.
+    /// in bytes, the kept values of all its caches weigh at most a quarter
+    /// of its bound.
     pub kept: u64,
     /// See `kept`.
     pub kept_bytes: u64,

@@ -49,6 +49,12 @@ pub(crate) struct Store {
     pub(crate) max_bytes: Option<u64>,
     /// The tick of the last `clear_store` of this store.
     pub(crate) cleared: crate::sync::AtomicU64,
+    /// What its caches keep past their timeout for `stale_if_error`, in
+    /// bytes: together, at most a quarter of a byte bound.
+    pub(crate) kept: crate::sync::AtomicU64,
+    /// Its caches that keep values past their timeout: each's share of
+    /// that quarter.
+    pub(crate) keepers: crate::sync::AtomicU64,
 }
 
 impl Store {
@@ -78,6 +84,8 @@ impl Store {
             default_timeout: config.default_timeout,
             max_bytes: config.max_bytes,
             cleared: crate::sync::AtomicU64::new(0),
+            kept: crate::sync::AtomicU64::new(0),
+            keepers: crate::sync::AtomicU64::new(0),
         }
     }
 

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,15 +19,17 @@ use super::outcome::{CacheKey, CacheValue};
 use super::slot::Slot;
 use crate::clock::{self, Nanos};
 use crate::dep::Dep;
+use crate::store::Store;
 use crate::versions::versions;
 
 /// Expired values kept per cache at most: past this, the ones whose grace
 /// ended are dropped, and if none has, a new one is not kept.
 const MAX_KEPT: usize = 10_000;
 
-/// In a store bounded in bytes, the kept values of one cache weigh at most
-/// this share of the bound (`bound / KEPT_SHARE`): past it, those whose grace
-/// ends first make room, and a value heavier than the share is not kept.
+/// In a store bounded in bytes, the kept values of all its caches weigh at
+/// most this share of the bound (`bound / KEPT_SHARE`), each cache's an
+/// equal part of it: past its part, a cache's values whose grace ends first
+/// make room, and a value heavier than the part is not kept.
 pub(super) const KEPT_SHARE: u64 = 4;
 
 /// A value past its timeout, kept for its grace period.
@@ -43,9 +45,39 @@ struct Kept<V> {
 /// One cache's expired values, by key.
 pub(super) struct Grace<K, V> {
     period: Duration,
-    /// The bytes its kept values may weigh, in a store bounded in bytes.
+    /// The bytes the kept values of the store's caches may weigh together,
+    /// in a store bounded in bytes.
     budget: Option<u64>,
+    /// The store, which counts what its caches keep.
+    store: Arc<Store>,
     kept: Mutex<KeptValues<K, V>>,
+}
+
+/// A cache's kept values, locked: what they weigh is counted in the store
+/// when the lock is released.
+struct Locked<'a, K, V> {
+    kept: MutexGuard<'a, KeptValues<K, V>>,
+    store: &'a Store,
+    before: u64,
+}
+
+impl<K, V> Drop for Locked<'_, K, V> {
+    fn drop(&mut self) {
+        let after = self.kept.bytes;
+        if after > self.before {
+            self.store.kept.fetch_add(after - self.before, SeqCst);
+        } else if after < self.before {
+            self.store.kept.fetch_sub(self.before - after, SeqCst);
+        }
+    }
+}
+
+impl<K, V> Drop for Grace<K, V> {
+    fn drop(&mut self) {
+        let kept = self.kept.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.store.kept.fetch_sub(kept.bytes, SeqCst);
+        self.store.keepers.fetch_sub(1, SeqCst);
+    }
 }
 
 struct KeptValues<K, V> {
@@ -92,12 +124,14 @@ impl<K: CacheKey, V> KeptValues<K, V> {
 }
 
 impl<K: CacheKey, V: CacheValue> Grace<K, V> {
-    /// Keeps values for `period` past their timeout; `store_bytes` is the
-    /// byte bound of the cache's store, if it has one.
-    pub(super) fn new(period: Duration, store_bytes: Option<u64>) -> Self {
+    /// Keeps values for `period` past their timeout, within `store`'s
+    /// budget for them if it is bounded in bytes.
+    pub(super) fn new(period: Duration, store: &Arc<Store>) -> Self {
+        store.keepers.fetch_add(1, SeqCst);
         Grace {
             period,
-            budget: store_bytes.map(|b| (b / KEPT_SHARE).max(1)),
+            budget: store.max_bytes.map(|b| (b / KEPT_SHARE).max(1)),
+            store: Arc::clone(store),
             kept: Mutex::new(KeptValues {
                 by_key: HashMap::with_hasher(Hasher::default()),
                 bytes: 0,
@@ -115,10 +149,15 @@ impl<K: CacheKey, V: CacheValue> Grace<K, V> {
             return;
         }
         let weight = u64::from(slot.weight);
-        if self.budget.is_some_and(|budget| weight > budget) {
+        // This cache's part of the store's budget.
+        let part = self
+            .budget
+            .map(|budget| budget / self.store.keepers.load(SeqCst).max(1));
+        if part.is_some_and(|part| weight > part) {
             return;
         }
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut locked = self.lock();
+        let kept = &mut *locked.kept;
         kept.remove(&slot.key);
         if kept.by_key.len() >= MAX_KEPT {
             kept.sweep(now);
@@ -126,16 +165,24 @@ impl<K: CacheKey, V: CacheValue> Grace<K, V> {
                 return;
             }
         }
-        if let Some(budget) = self.budget {
-            if kept.bytes + weight > budget {
+        if let (Some(budget), Some(part)) = (self.budget, part) {
+            if kept.bytes + weight > part {
                 kept.sweep(now);
             }
-            while kept.bytes + weight > budget {
+            while kept.bytes + weight > part {
                 if !kept.drop_soonest() {
                     break;
                 }
             }
+            // Another cache may hold more than its part (it came before
+            // this one did, and has kept nothing since): the store's
+            // budget still holds.
+            let others = self.store.kept.load(SeqCst).saturating_sub(locked.before);
+            if others + locked.kept.bytes + weight > budget {
+                return;
+            }
         }
+        let kept = &mut *locked.kept;
         kept.bytes += weight;
         kept.by_key.insert(
             slot.key.clone(),
@@ -150,9 +197,19 @@ impl<K: CacheKey, V: CacheValue> Grace<K, V> {
     }
 
     pub(super) fn forget(&self, key: &K) {
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        if !kept.by_key.is_empty() {
-            kept.remove(key);
+        let mut locked = self.lock();
+        if !locked.kept.by_key.is_empty() {
+            locked.kept.remove(key);
+        }
+    }
+
+    fn lock(&self) -> Locked<'_, K, V> {
+        let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = kept.bytes;
+        Locked {
+            kept,
+            store: &self.store,
+            before,
         }
     }
 
@@ -169,7 +226,8 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
     /// dependencies, its key, its cache and store cleared).
     pub(super) fn serve_kept(&self, key: &K) -> Option<V> {
         let grace = self.grace.as_ref()?;
-        let mut kept = grace.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut locked = grace.lock();
+        let kept = &mut *locked.kept;
         let k = kept.by_key.get(key)?;
         let v = versions();
         let good = clock::now() < k.until
@@ -184,7 +242,7 @@ impl<K: CacheKey, V: CacheValue> Core<K, V> {
         let value = k.value.clone();
         // A computation that uses it depends on what it was computed from.
         crate::recorder::track_deps(&k.deps);
-        drop(kept);
+        drop(locked);
         self.counters.served_stale.add(1);
         tracing::debug!(
             target: "ultracache",

@@ -118,9 +118,10 @@ impl<K, V> Cache<K, V> {
     /// wrong. Counted in [`CacheStats::served_stale`](crate::CacheStats::served_stale).
     ///
     /// Kept values stay inside the memory bound: in a store bounded in
-    /// bytes, this cache's weigh at most a quarter of the bound (those whose
-    /// grace ends first make room; a heavier value is not kept); otherwise at
-    /// most 10,000 are kept ([`CacheStats::kept`](crate::CacheStats::kept)).
+    /// bytes, the kept values of all its caches weigh at most a quarter of
+    /// the bound, each cache's an equal part of it (those whose grace ends
+    /// first make room; a heavier value is not kept); otherwise at most
+    /// 10,000 per cache are kept ([`CacheStats::kept`](crate::CacheStats::kept)).
     ///
     /// ```
     /// use std::time::Duration;
@@ -290,7 +291,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         core.key_weigher = self.key_weigher;
         core.grace = self
             .grace
-            .map(|period| grace::Grace::new(period, core.store.max_bytes));
+            .map(|period| grace::Grace::new(period, &core.store));
         let core = Arc::new(core);
         let handle: Arc<dyn CacheHandle> = Arc::clone(&core) as Arc<dyn CacheHandle>;
         rt.register_cache(Arc::downgrade(&handle));
