@@ -96,7 +96,7 @@ async fn the_admin_page_is_closed_shows_the_cache_and_purges_with_csrf() {
         .text()
         .await
         .unwrap();
-    assert!(html.contains("admin-pages"), "the cache is listed");
+    assert!(html.contains("admin-pages"), "the cache is listed: {html}");
     assert!(html.contains("<svg"), "the hit-ratio chart");
 
     // Cached URLs, sorted by hits.
