@@ -223,91 +223,6 @@ impl Dep {
     }
 }
 
-impl Dep {
-    /// The dependency written as [`Display`](fmt::Display) writes it:
-    /// `kind:id` or `kind`. An id that is a number is taken as written (the
-    /// id key of an integer id); any other id is reduced like a string id.
-    ///
-    /// ```
-    /// use ultracache::{Dep, Kind};
-    /// const POST: Kind = Kind::new("blog.post");
-    /// assert_eq!(Dep::parse("blog.post:42"), Some(Dep::object(POST, &42i64)));
-    /// assert_eq!(Dep::parse("blog.post:-1"), Some(Dep::object(POST, &-1i64)));
-    /// assert_eq!(Dep::parse("blog.post:hello"), Some(Dep::object(POST, "hello")));
-    /// assert_eq!(Dep::parse("blog.post"), Some(Dep::kind(POST)));
-    /// assert_eq!(Dep::parse(" "), None);
-    ///
-    /// // Kinds named by path, as the derives name them by default:
-    /// const TAG: Kind = Kind::new("blog::models::Tag");
-    /// assert_eq!(Dep::parse("blog::models::Tag"), Some(Dep::kind(TAG)));
-    /// assert_eq!(Dep::parse("blog::models::Tag:7"), Some(Dep::object(TAG, &7i64)));
-    /// ```
-    ///
-    /// A kind's name may hold `::` but not a single `:`, which is read as the
-    /// start of the id.
-    ///
-    /// Kind names read this way are kept for the life of the program, at
-    /// most 4,096 distinct ones of at most 1,024 bytes; past that, an
-    /// unknown name parses as `None` (the program's own kinds always parse).
-    ///
-    /// ```
-    /// # use ultracache::Dep;
-    /// assert_eq!(Dep::parse(&"k".repeat(1_025)), None);
-    /// ```
-    pub fn parse(text: &str) -> Option<Dep> {
-        let text = text.trim();
-        if text.is_empty() {
-            return None;
-        }
-        // The id follows the last `:` that is not part of a `::`: kinds named
-        // by path (`blog::models::Post`, the derives' default) keep theirs.
-        let split = text
-            .rsplit_once(':')
-            .filter(|(kind, _)| !kind.is_empty() && !kind.ends_with(':'));
-        Some(match split {
-            Some((kind, id)) => {
-                let kind = Kind::new(try_intern(kind)?);
-                match (id.parse::<u64>(), id.parse::<i64>()) {
-                    (Ok(key), _) => Dep::object_key(kind, key),
-                    (_, Ok(n)) => Dep::object(kind, &n),
-                    _ => Dep::object(kind, id),
-                }
-            }
-            None => Dep::kind(Kind::new(try_intern(text)?)),
-        })
-    }
-}
-
-/// Names read at run time (from Redis, a URL, the command line) live for the
-/// program, once each: kinds and caches are a handful. At most
-/// [`MAX_NAMES`] distinct names of at most [`MAX_NAME_LEN`] bytes are kept,
-/// so input from outside cannot grow the table without bound; past that (or
-/// for a longer name), [`intern`] answers `None`.
-pub(crate) fn try_intern(name: &str) -> Option<&'static str> {
-    use std::sync::{Mutex, PoisonError};
-    // The kinds of the program's own models need no room in the table.
-    if let Some(model) = inventory::iter::<ModelInfo>
-        .into_iter()
-        .find(|m| m.kind.name() == name)
-    {
-        return Some(model.kind.name());
-    }
-    if name.len() > MAX_NAME_LEN {
-        return None;
-    }
-    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(n) = names.iter().find(|n| **n == name) {
-        return Some(n);
-    }
-    if names.len() >= MAX_NAMES {
-        return None;
-    }
-    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    names.push(leaked);
-    Some(leaked)
-}
-
 /// A model kind, registered by `#[derive(Trackable)]`.
 #[derive(Debug)]
 pub struct ModelInfo {
@@ -320,19 +235,6 @@ pub struct ModelInfo {
 }
 
 inventory::collect!(ModelInfo);
-
-/// How many distinct names read at run time are kept.
-pub(crate) const MAX_NAMES: usize = 4096;
-
-/// The longest name read at run time that is kept, in bytes.
-pub(crate) const MAX_NAME_LEN: usize = 1024;
-
-/// [`try_intern`], for names the program itself chose (cache names): past
-/// the bound, one shared placeholder.
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
-pub(crate) fn intern(name: &str) -> &'static str {
-    try_intern(name).unwrap_or("(too many names)")
-}
 
 impl fmt::Debug for Dep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -440,6 +342,11 @@ impl Hasher for IdHasher {
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// The hash [`Kind::new`] gives a kind of this name.
+pub(crate) const fn kind_hash(name: &str) -> u64 {
+    fnv1a(name.as_bytes()) & KIND_HASH
+}
 
 const fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h = FNV_OFFSET;

@@ -29,6 +29,7 @@ mod mark;
 #[cfg_attr(docsrs, doc(cfg(feature = "minijinja")))]
 pub mod minijinja;
 mod model;
+mod names;
 mod paths;
 pub(crate) mod protocol;
 #[cfg(feature = "purge")]

@@ -384,6 +384,19 @@ impl Registry {
         out
     }
 
+    /// The kind named `name` (whose hash is `hash`) if some entry depends
+    /// on it or on one of its objects: a look at every shard, for names read
+    /// from outside that are not otherwise known.
+    pub(crate) fn kind_named(&self, name: &str, hash: u64) -> Option<Kind> {
+        self.shards.iter().find_map(|shard| {
+            lock(shard)
+                .kinds
+                .keys()
+                .find(|kind| kind.hash64() == hash && kind.name() == name)
+                .copied()
+        })
+    }
+
     /// Links between dependencies and entries.
     pub(crate) fn links(&self) -> usize {
         self.links.load(Relaxed)

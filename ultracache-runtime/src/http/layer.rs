@@ -182,7 +182,7 @@ impl CacheLayer {
 
     /// The name its statistics appear under (default `"http"`).
     pub fn name(self, name: &str) -> Self {
-        let name = crate::dep::intern(name);
+        let name = crate::names::intern(name);
         self.set(|o| o.name = name)
     }
 

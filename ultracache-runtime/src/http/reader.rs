@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use super::key::{default_key, request_url, QueryParams};
 use super::page::{ClientCaching, Served, Stored};
 use crate::cache::Cache;
-use crate::dep::intern;
+use crate::names::intern;
 
 /// Reads the pages a [`CacheLayer::shared`](super::CacheLayer::shared) named
 /// `name` stored, from any process configured with the same Redis tier and

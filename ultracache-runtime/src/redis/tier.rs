@@ -1046,6 +1046,10 @@ fn apply(message: &str) -> Option<String> {
             let mut deps = Vec::new();
             let mut kinds = Vec::new();
             let mut ack = None;
+            // A name this node cannot keep (its table of names read from
+            // outside is full, or the name is longer than it keeps) can
+            // still name what an entry here was computed from.
+            let mut unknown = false;
             for line in lines {
                 if line.starts_with("!tick ") {
                     // The invalidation's tick (read by the listener).
@@ -1058,16 +1062,27 @@ fn apply(message: &str) -> Option<String> {
                     }
                     continue;
                 }
-                match line.strip_prefix('*') {
-                    Some(kind) => {
-                        if let Some(d) = Dep::parse(kind) {
-                            kinds.push(d.model_kind());
-                        }
-                    }
-                    None => deps.extend(Dep::parse(line)),
+                let (text, as_kind) = match line.strip_prefix('*') {
+                    Some(kind) => (kind, true),
+                    None => (line, false),
+                };
+                match Dep::parse(text) {
+                    Some(d) if as_kind => kinds.push(d.model_kind()),
+                    Some(d) => deps.push(d),
+                    None => unknown |= !text.trim().is_empty(),
                 }
             }
-            crate::invalidation::invalidate_local(&deps, &kinds);
+            if unknown {
+                // What it named cannot be told apart here: everything goes,
+                // rather than a copy of it staying.
+                tracing::warn!(
+                    "ultracache: an invalidation named a kind this node cannot keep; \
+                     dropped every local entry"
+                );
+                crate::invalidation::clear_local();
+            } else {
+                crate::invalidation::invalidate_local(&deps, &kinds);
+            }
             return ack;
         }
         _ => tracing::warn!("ultracache: ignored an invalidation message it does not understand"),

@@ -116,7 +116,7 @@ pub(crate) fn decode<V: DeserializeOwned>(
         .deps
         .iter()
         .map(|StoredDep(kind, id)| {
-            let kind = Kind::new(crate::dep::try_intern(kind)?);
+            let kind = Kind::new(crate::names::try_intern(kind)?);
             Some(match id {
                 Some(id) => Dep::object_key(kind, *id),
                 None => Dep::kind(kind),
