@@ -1,8 +1,8 @@
 //! Values kept past their timeout for `stale_if_error` stay inside the
 //! memory bound: in a store bounded in bytes, the kept values of all its
 //! caches weigh at most a quarter of the bound (each cache's an equal
-//! part), a value heavier than its cache's part is not kept, and what is
-//! kept is still served when computing fails.
+//! part) and count within it, a value heavier than its cache's part is not
+//! kept, and what is kept is still served when computing fails.
 
 use std::thread::sleep;
 use std::time::Duration;
@@ -93,4 +93,22 @@ fn kept_values_weigh_at_most_a_quarter_of_the_store_bound_and_are_still_served()
     assert!(pages.kept > 0 && notes.kept > 0, "a cache kept nothing");
     let served = (0..20).filter(|&id| note_down(id).is_ok()).count();
     assert_eq!(served as u64, notes.kept, "kept notes not served");
+
+    // Kept values count within the bound: new entries filling the store
+    // evict for the room they hold.
+    let kept_before = pages.kept_bytes + notes.kept_bytes;
+    assert!(kept_before > 0);
+    // (Small ones, so that every shard fills to within one of its bound.)
+    for id in 1_000..1_400 {
+        let small = NOTES.try_get_or_compute(id, || Ok::<_, ()>(page(id, 1024)));
+        assert_eq!(small, Ok(page(id, 1024)));
+    }
+    let (pages, notes) = (PAGES.stats(), NOTES.stats());
+    let live = pages.bytes + notes.bytes;
+    let kept = pages.kept_bytes + notes.kept_bytes;
+    assert!(kept > 0, "the kept values were dropped for room");
+    assert!(
+        live + kept <= BOUND,
+        "{live} bytes of entries and {kept} bytes kept, past the {BOUND}-byte bound"
+    );
 }

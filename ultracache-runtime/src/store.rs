@@ -18,7 +18,9 @@
 //!
 //! In a store bounded in bytes an entry weighs its key's and value's heap
 //! and its bookkeeping (its slot, its places in the maps and the queue,
-//! its links in the registry), at least `max_bytes / max_entries`.
+//! its links in the registry), at least `max_bytes / max_entries`. Values
+//! its caches keep past their timeout (`stale_if_error`) count within the
+//! bound too: new entries evict for the room they take.
 //!
 //! Expiry is the caches' own: an entry past its time is never served, and
 //! leaves when it is next looked up, when [`run_pending_tasks`]
@@ -50,7 +52,8 @@ pub(crate) struct Store {
     /// The tick of the last `clear_store` of this store.
     pub(crate) cleared: crate::sync::AtomicU64,
     /// What its caches keep past their timeout for `stale_if_error`, in
-    /// bytes: together, at most a quarter of a byte bound.
+    /// bytes: together, at most a quarter of a byte bound, and counted
+    /// within it (the entries fit in the rest).
     pub(crate) kept: crate::sync::AtomicU64,
     /// Its caches that keep values past their timeout: each's share of
     /// that quarter.
@@ -97,7 +100,18 @@ impl Store {
     /// Takes `entry` in, evicting what the bound needs; the evicted entries
     /// end (their hooks run) once the store's lock is released.
     pub(crate) fn insert(&self, entry: Arc<dyn Entry>) {
-        self.shard(entry.id()).insert(entry, self.weigh).finish();
+        // Values kept past their timeout hold part of a byte bound: each
+        // shard gives up its share of them.
+        let reserved = match self.max_bytes {
+            Some(_) => {
+                self.kept.load(std::sync::atomic::Ordering::SeqCst) / self.shards.len() as u64
+            }
+            None => 0,
+        };
+        let reserved = i64::try_from(reserved).unwrap_or(i64::MAX);
+        self.shard(entry.id())
+            .insert(entry, self.weigh, reserved)
+            .finish();
     }
 
     /// An entry that ended elsewhere no longer counts against the bound

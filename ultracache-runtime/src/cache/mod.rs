@@ -118,9 +118,10 @@ impl<K, V> Cache<K, V> {
     /// wrong. Counted in [`CacheStats::served_stale`](crate::CacheStats::served_stale).
     ///
     /// Kept values are bounded too: in a store bounded in bytes, the kept
-    /// values of all its caches weigh at most a quarter of the bound besides
-    /// it, each cache's an equal part of it (those whose grace ends
-    /// first make room; a heavier value is not kept); otherwise at most
+    /// values of all its caches weigh at most a quarter of the bound and
+    /// count within it (new entries evict for the room they hold), each
+    /// cache's an equal part of it (those whose grace ends first make
+    /// room; a heavier value is not kept); otherwise at most
     /// 10,000 per cache are kept ([`CacheStats::kept`](crate::CacheStats::kept)).
     ///
     /// ```

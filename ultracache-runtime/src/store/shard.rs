@@ -114,8 +114,9 @@ impl Shard {
     /// read since the last pass goes round again, any other is evicted —
     /// then appends it (behind the hand: the last the clock reaches). An
     /// entry heavier than the whole shard is evicted at once, evicting
-    /// nothing else.
-    pub(super) fn insert(&self, entry: Arc<dyn Entry>, weigh: Weigh) -> Swept {
+    /// nothing else. `reserved` of the bound is held elsewhere (values kept
+    /// past their timeout): the shard's entries fit in the rest.
+    pub(super) fn insert(&self, entry: Arc<dyn Entry>, weigh: Weigh, reserved: i64) -> Swept {
         let mut swept = Swept::default();
         let weight = weigh.of(&*entry);
         if weight > self.capacity {
@@ -128,21 +129,20 @@ impl Shard {
             }
             return swept;
         }
+        let room = self.capacity - reserved.clamp(0, self.capacity - weight);
         let mut queue = self.lock();
         let dead = self.dead.load(SeqCst);
         let dead_weight = self.dead_weight.load(SeqCst);
         // Many tombstones, or tombstones holding room the bound needs.
         if dead >= SWEEP_AT && dead as usize * 2 >= queue.len()
-            || dead > 0
-                && dead_weight * SWEEP_SHARE >= self.capacity
-                && self.held() + weight > self.capacity
+            || dead > 0 && dead_weight * SWEEP_SHARE >= self.capacity && self.held() + weight > room
         {
             self.sweep_locked(&mut queue, weigh, &mut swept);
         }
         // Each pass clears what it spares: two passes at most evict, however
         // often readers mark entries meanwhile.
         let mut spares = queue.len();
-        while self.held() + weight > self.capacity {
+        while self.held() + weight > room {
             let Some(old) = queue.pop_front() else {
                 break;
             };

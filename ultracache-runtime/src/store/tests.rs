@@ -281,3 +281,26 @@ fn a_few_tombstones_make_room_as_the_clock_reaches_them() {
     assert!(all[50..55].iter().all(|p| p.killed.load(SeqCst) == 0));
     assert_eq!(store.held(), 100);
 }
+
+#[test]
+fn kept_values_hold_their_room_within_a_byte_bound() {
+    // One shard of 1,000 bytes; 300 of them held by kept values.
+    let store = Arc::new(Store::new(
+        "t",
+        &StoreConfig::new().max_entries(10).max_bytes(1_000),
+    ));
+    store.kept.store(300, SeqCst);
+    let all: Vec<_> = (0..10).map(|_| probe(&store, 100)).collect();
+    assert_eq!(store.held(), 700, "the entries fit in the rest");
+    assert_eq!(all.iter().filter(|p| p.killed.load(SeqCst) == 1).count(), 3);
+    // Once the kept values are let go, the room is the entries' again.
+    store.kept.store(0, SeqCst);
+    let more: Vec<_> = (0..3).map(|_| probe(&store, 100)).collect();
+    assert_eq!(store.held(), 1_000);
+    assert!(more.iter().all(|p| p.killed.load(SeqCst) == 0));
+    // Kept values past a whole shard leave room for one entry.
+    store.kept.store(5_000, SeqCst);
+    let last = probe(&store, 100);
+    assert_eq!(store.held(), 100);
+    assert_eq!(last.killed.load(SeqCst), 0);
+}
