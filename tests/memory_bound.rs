@@ -11,9 +11,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+use serde::{Deserialize, Serialize};
 use ultracache::{
-    cached, invalidate_deps, run_pending_tasks, stats, track_dep, Cache, Config, Dep, HeapSize,
-    Kind, StoreConfig,
+    cached, invalidate_deps, run_pending_tasks, stats, track_dep, Cache, CacheModel, Config, Dep,
+    FromMiss, HeapSize, Kind, StoreConfig,
 };
 
 struct Counting;
@@ -69,6 +70,24 @@ static SEARCHES: Cache<String, u64> = Cache::new("memory_bound.searches")
 #[cached(store = "keys", forever)]
 fn search(query: String) -> u64 {
     query.len() as u64
+}
+
+/// A model keyed by a name a request chose.
+#[derive(CacheModel, Serialize, Deserialize)]
+#[cache(name = "memory_bound.profile", store = "profiles", forever)]
+struct Profile {
+    #[cache(key)]
+    handle: String,
+    visits: u64,
+}
+
+impl FromMiss for Profile {
+    fn from_miss(key: &ProfileKey) -> Option<Self> {
+        Some(Profile {
+            handle: String::new(),
+            visits: key.handle.len() as u64,
+        })
+    }
 }
 
 /// A 2 KiB query of its own for `k`.
@@ -133,6 +152,7 @@ fn small_entries_keep_their_whole_memory_within_the_bound() {
         .store("left", StoreConfig::new().max_bytes(BOUND))
         .store("keys", StoreConfig::new().max_bytes(BOUND))
         .store("searches", StoreConfig::new().max_bytes(BOUND))
+        .store("profiles", StoreConfig::new().max_bytes(BOUND))
         .install()
         .expect("configured once");
     // What is allocated once for the process (the version tables) is not
@@ -183,6 +203,18 @@ fn small_entries_keep_their_whole_memory_within_the_bound() {
         "Cache::key_weigher with 2 KiB String keys",
         live().saturating_sub(before),
         entries("memory_bound.searches"),
+    );
+
+    let before = live();
+    for k in 0..KEYS / 20 {
+        let key = ProfileKey { handle: query(k) };
+        assert_eq!(Profile::get(&key).map(|p| p.visits).ok(), Some(2048));
+    }
+    run_pending_tasks();
+    within(
+        "a model cache with 2 KiB String keys",
+        live().saturating_sub(before),
+        entries("memory_bound.profile"),
     );
 
     // Entries an invalidation ended hold their memory until the store

@@ -298,12 +298,21 @@ pub(crate) fn expand(input: ModelInput) -> syn::Result<TokenStream> {
                 }
 
                 fn __cache() -> &'static #p::ModelCache<Self> {
+                    /// The heap of the key's fields that have one it can tell.
+                    fn __ultracache_key_heap(__key: &#key_ident) -> usize {
+                        #[allow(unused_imports)]
+                        use #p::{WeighKey as _, WeighNoKey as _};
+                        0usize #(+ (&&#p::KeyWeighProbe::of(&__key.#names))
+                            .__ultracache_key_weigher()
+                            .map_or(0, |__weigh| __weigh(&__key.#names)))*
+                    }
                     static __ULTRACACHE_CACHE: #p::ModelCache<#ident> = #p::ModelCache::new(
                         __ULTRACACHE_NAME,
                         ::core::module_path!(),
                         #timeout,
                         #store,
                         #local,
+                        __ultracache_key_heap,
                     );
                     &__ULTRACACHE_CACHE
                 }

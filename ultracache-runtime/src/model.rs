@@ -392,18 +392,21 @@ pub struct ModelCache<M: CacheModel> {
 }
 
 impl<M: CacheModel> ModelCache<M> {
-    /// The cache of `M`, named `name`.
+    /// The cache of `M`, named `name`; `key_heap` weighs a key's heap
+    /// against a store bounded in bytes.
     pub const fn new(
         name: &'static str,
         module: &'static str,
         timeout: Timeout,
         store: Option<&'static str>,
         local: bool,
+        key_heap: fn(&M::Key) -> usize,
     ) -> Self {
         let cache = Cache::new(name)
             .module(module)
             .with_timeout(timeout)
-            .weigher(Stored::weigh);
+            .weigher(Stored::weigh)
+            .key_weigher(key_heap);
         let cache = match store {
             Some(store) => cache.store(store),
             None => cache,
