@@ -129,6 +129,16 @@ fn held(cache: &'static Cache<u64, u64>, name: &str, reads: fn(u64) -> Vec<Dep>)
     (live().saturating_sub(before), entries(name))
 }
 
+/// What `cache` holds of the heap after `read` ran for many 2 KiB keys.
+fn keyed(what: &str, cache: &str, read: impl Fn(u64)) {
+    let before = live();
+    for k in 0..KEYS / 20 {
+        read(k);
+    }
+    run_pending_tasks();
+    within(what, live().saturating_sub(before), entries(cache));
+}
+
 fn within(what: &str, held: u64, entries: u64) {
     println!("{what}: {held} bytes for {entries} entries of a {BOUND}-byte bound");
     assert!(
@@ -184,37 +194,21 @@ fn small_entries_keep_their_whole_memory_within_the_bound() {
 
     // Keys a request chose, far heavier than their values: `#[cached]`
     // weighs a `String` argument, a `Cache` its key weigher's estimate.
-    let before = live();
-    for k in 0..KEYS / 20 {
+    keyed("#[cached] with 2 KiB String keys", "search", |k| {
         assert_eq!(search(query(k)), 2048);
-    }
-    run_pending_tasks();
-    within(
-        "#[cached] with 2 KiB String keys",
-        live().saturating_sub(before),
-        entries("search"),
-    );
-    let before = live();
-    for k in 0..KEYS / 20 {
-        assert_eq!(SEARCHES.get_or_compute(query(k), || k), k);
-    }
-    run_pending_tasks();
-    within(
+    });
+    keyed(
         "Cache::key_weigher with 2 KiB String keys",
-        live().saturating_sub(before),
-        entries("memory_bound.searches"),
+        "memory_bound.searches",
+        |k| assert_eq!(SEARCHES.get_or_compute(query(k), || k), k),
     );
-
-    let before = live();
-    for k in 0..KEYS / 20 {
-        let key = ProfileKey { handle: query(k) };
-        assert_eq!(Profile::get(&key).map(|p| p.visits).ok(), Some(2048));
-    }
-    run_pending_tasks();
-    within(
+    keyed(
         "a model cache with 2 KiB String keys",
-        live().saturating_sub(before),
-        entries("memory_bound.profile"),
+        "memory_bound.profile",
+        |k| {
+            let key = ProfileKey { handle: query(k) };
+            assert_eq!(Profile::get(&key).map(|p| p.visits).ok(), Some(2048));
+        },
     );
 
     // Entries an invalidation ended hold their memory until the store
