@@ -1,9 +1,9 @@
 //! Kind names read from outside fill a bounded table; once it is full they
 //! must not cost correctness: a cache named after the flood keeps its name,
 //! a kind some entry depends on still parses, and an invalidation from
-//! another node that names a kind this node cannot keep still drops what
-//! was computed from it (even a computation under way). Against a
-//! redis-server of the test's own.
+//! another node that names a kind this node cannot keep still refuses what
+//! a computation under way read from it — and drops nothing else. Against
+//! a redis-server of the test's own.
 
 mod common;
 
@@ -33,6 +33,10 @@ const READY: Kind = Kind::new("flood.ready");
 fn ready_page() {
     track_dep(Dep::kind(READY));
 }
+
+/// Longer than any name the table keeps, and read by no entry.
+static UNLISTED: LazyLock<Kind> =
+    LazyLock::new(|| Kind::new(Box::leak(format!("flood.{}", "u".repeat(1_100)).into())));
 
 static SETTINGS_RUNS: Runs = Runs::new();
 static LONG_RUNS: Runs = Runs::new();
@@ -66,6 +70,32 @@ fn unseen_page(n: u64) -> u64 {
             .expect("told to go on");
     }
     n
+}
+
+/// Of no model, and read by no entry.
+const UNSEEN_OBJECTS: Kind = Kind::new("flood.unseen-objects");
+
+/// Reads an object of `UNSEEN_OBJECTS` (0) or the `UNLISTED` kind (1).
+#[cached(forever)]
+fn unseen_dep_page(which: u8) -> u8 {
+    UNSEEN_RUNS.hit();
+    track_dep(match which {
+        0 => Dep::object(UNSEEN_OBJECTS, &7i64),
+        _ => Dep::kind(*UNLISTED),
+    });
+    if let Some((read, go)) = GATE.lock().unwrap().take() {
+        read.send(()).unwrap();
+        go.recv_timeout(Duration::from_secs(20))
+            .expect("told to go on");
+    }
+    which
+}
+
+const SENTINEL: Kind = Kind::new("flood.sentinel");
+
+#[cached]
+fn sentinel_page() {
+    track_dep(Dep::kind(SENTINEL));
 }
 
 fn publish(r: &mut redis::Connection, message: &str) {
@@ -164,10 +194,12 @@ async fn a_full_table_of_names_costs_no_cache_its_name_and_no_entry_its_invalida
         .recv_timeout(Duration::from_secs(20))
         .expect("the computation read its kind");
     assert_eq!(Dep::parse("flood.unseen"), None, "not kept, not in use");
-    publish(&mut r, "v1\n*flood.unseen");
-    // Nothing here tells that kind apart: every local entry goes.
+    sentinel_page();
+    // One message, applied as one: once the sentinel's entry is gone, the
+    // unseen kind was versioned too.
+    publish(&mut r, "v1\n*flood.unseen\nflood.sentinel");
     wait_until("the message is applied", || {
-        dependents(&Dep::kind(SETTINGS)) == 0
+        dependents(&Dep::kind(SENTINEL)) == 0
     });
     go_tx.send(()).unwrap();
     assert_eq!(computing.join().unwrap(), 1);
@@ -177,6 +209,37 @@ async fn a_full_table_of_names_costs_no_cache_its_name_and_no_entry_its_invalida
         2,
         "the value computed across the write was kept"
     );
+    assert_eq!(
+        dependents(&Dep::kind(SETTINGS)),
+        2,
+        "entries that read neither were dropped"
+    );
+    // The same for an object of that kind, and for a kind past the length
+    // kept.
+    let unlisted = format!("v1\n{}", UNLISTED.name());
+    for (which, message) in [(0, "v1\nflood.unseen-objects:7"), (1, unlisted.as_str())] {
+        let (read_tx, read_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel();
+        *GATE.lock().unwrap() = Some((read_tx, go_rx));
+        let before = UNSEEN_RUNS.get();
+        let computing = thread::spawn(move || unseen_dep_page(which));
+        read_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the computation read its dependency");
+        sentinel_page();
+        publish(&mut r, &format!("{message}\nflood.sentinel"));
+        wait_until("the message is applied", || {
+            dependents(&Dep::kind(SENTINEL)) == 0
+        });
+        go_tx.send(()).unwrap();
+        assert_eq!(computing.join().unwrap(), which);
+        assert_eq!(unseen_dep_page(which), which);
+        assert_eq!(
+            UNSEEN_RUNS.get(),
+            before + 2,
+            "{which}: the value computed across the write was kept"
+        );
+    }
 
     let _ = server.kill();
     let _ = server.wait();

@@ -44,6 +44,15 @@ impl Kind {
         }
     }
 
+    /// A kind with this hash and no name, equal to no named kind: what a
+    /// name this process cannot keep is versioned under.
+    pub(crate) const fn unnamed(hash: u64) -> Self {
+        Kind {
+            name: "",
+            hash: hash & KIND_HASH,
+        }
+    }
+
     /// The kind's name.
     pub const fn name(&self) -> &'static str {
         self.name

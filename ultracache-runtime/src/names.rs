@@ -37,27 +37,41 @@ impl Dep {
     /// assert_eq!(Dep::parse(&"k".repeat(1_025)), None);
     /// ```
     pub fn parse(text: &str) -> Option<Dep> {
-        let text = text.trim();
-        if text.is_empty() {
-            return None;
-        }
-        // The id follows the last `:` that is not part of a `::`: kinds named
-        // by path (`blog::models::Post`, the derives' default) keep theirs.
-        let split = text
-            .rsplit_once(':')
-            .filter(|(kind, _)| !kind.is_empty() && !kind.ends_with(':'));
-        Some(match split {
-            Some((kind, id)) => {
-                let kind = Kind::new(try_intern(kind)?);
-                match (id.parse::<u64>(), id.parse::<i64>()) {
-                    (Ok(key), _) => Dep::object_key(kind, key),
-                    (_, Ok(n)) => Dep::object(kind, &n),
-                    _ => Dep::object(kind, id),
-                }
-            }
-            None => Dep::kind(Kind::new(try_intern(text)?)),
-        })
+        parse_any(text)?.ok()
     }
+}
+
+/// `text` as a dependency: `Ok` with its kind resolved ([`try_intern`]),
+/// `Err` with a kind of the same hash that has no name, when this process
+/// cannot resolve it — what an invalidation can still version (versions
+/// are kept by hash), though no entry can be found under it. `None` for
+/// blank text.
+pub(crate) fn parse_any(text: &str) -> Option<Result<Dep, Dep>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    // The id follows the last `:` that is not part of a `::`: kinds named
+    // by path (`blog::models::Post`, the derives' default) keep theirs.
+    let (name, id) = match text
+        .rsplit_once(':')
+        .filter(|(kind, _)| !kind.is_empty() && !kind.ends_with(':'))
+    {
+        Some((kind, id)) => (kind, Some(id)),
+        None => (text, None),
+    };
+    let of = |kind: Kind| match id {
+        Some(id) => match (id.parse::<u64>(), id.parse::<i64>()) {
+            (Ok(key), _) => Dep::object_key(kind, key),
+            (_, Ok(n)) => Dep::object(kind, &n),
+            _ => Dep::object(kind, id),
+        },
+        None => Dep::kind(kind),
+    };
+    Some(match try_intern(name) {
+        Some(name) => Ok(of(Kind::new(name))),
+        None => Err(of(Kind::unnamed(kind_hash(name)))),
+    })
 }
 
 /// Names read at run time (from Redis, a URL, the command line) live for the

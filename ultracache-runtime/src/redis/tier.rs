@@ -1046,10 +1046,9 @@ fn apply(message: &str) -> Option<String> {
             let mut deps = Vec::new();
             let mut kinds = Vec::new();
             let mut ack = None;
-            // A name this node cannot keep (its table of names read from
-            // outside is full, or the name is longer than it keeps) can
-            // still name what an entry here was computed from.
-            let mut unknown = false;
+            // Names this node cannot resolve: no entry here depends on
+            // them now, but a computation under way may have read them.
+            let mut unresolved = Vec::new();
             for line in lines {
                 if line.starts_with("!tick ") {
                     // The invalidation's tick (read by the listener).
@@ -1066,23 +1065,35 @@ fn apply(message: &str) -> Option<String> {
                     Some(kind) => (kind, true),
                     None => (line, false),
                 };
-                match Dep::parse(text) {
-                    Some(d) if as_kind => kinds.push(d.model_kind()),
-                    Some(d) => deps.push(d),
-                    None => unknown |= !text.trim().is_empty(),
+                match crate::names::parse_any(text) {
+                    Some(Ok(d)) if as_kind => kinds.push(d.model_kind()),
+                    Some(Ok(d)) => deps.push(d),
+                    Some(Err(unnamed)) => unresolved.push((text, as_kind, unnamed)),
+                    None => {}
                 }
             }
-            if unknown {
-                // What it named cannot be told apart here: everything goes,
-                // rather than a copy of it staying.
-                tracing::warn!(
-                    "ultracache: an invalidation named a kind this node cannot keep; \
-                     dropped every local entry"
-                );
-                crate::invalidation::clear_local();
-            } else {
-                crate::invalidation::invalidate_local(&deps, &kinds);
+            if !unresolved.is_empty() {
+                // Versioned first (versions are kept by hash): a computation
+                // that read one fails its check if it registers from now on.
+                // Then looked for again: an entry that registered before
+                // that is found, and dropped with the rest.
+                let versions = crate::versions::versions();
+                for (_, as_kind, unnamed) in &unresolved {
+                    if *as_kind {
+                        versions.stamp_kind(unnamed.model_kind());
+                    } else {
+                        versions.stamp(std::slice::from_ref(unnamed));
+                    }
+                }
+                for (text, as_kind, _) in unresolved {
+                    match crate::names::parse_any(text) {
+                        Some(Ok(d)) if as_kind => kinds.push(d.model_kind()),
+                        Some(Ok(d)) => deps.push(d),
+                        _ => {}
+                    }
+                }
             }
+            crate::invalidation::invalidate_local(&deps, &kinds);
             return ack;
         }
         _ => tracing::warn!("ultracache: ignored an invalidation message it does not understand"),
