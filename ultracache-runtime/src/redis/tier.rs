@@ -1036,6 +1036,15 @@ fn message(objects: &[String], kinds: &[String], ack: Option<&str>) -> String {
     m
 }
 
+/// A dependency a message names: on its own line, or (`*`) its whole kind.
+fn named(dep: Dep, as_kind: bool, deps: &mut Vec<Dep>, kinds: &mut Vec<crate::dep::Kind>) {
+    if as_kind {
+        kinds.push(dep.model_kind());
+    } else {
+        deps.push(dep);
+    }
+}
+
 /// Applies an invalidation message from another node (or this one) locally;
 /// the acknowledgement token it asks for, if any.
 fn apply(message: &str) -> Option<String> {
@@ -1066,8 +1075,7 @@ fn apply(message: &str) -> Option<String> {
                     None => (line, false),
                 };
                 match crate::names::parse_any(text) {
-                    Some(Ok(d)) if as_kind => kinds.push(d.model_kind()),
-                    Some(Ok(d)) => deps.push(d),
+                    Some(Ok(d)) => named(d, as_kind, &mut deps, &mut kinds),
                     Some(Err(unnamed)) => unresolved.push((text, as_kind, unnamed)),
                     None => {}
                 }
@@ -1086,10 +1094,8 @@ fn apply(message: &str) -> Option<String> {
                     }
                 }
                 for (text, as_kind, _) in unresolved {
-                    match crate::names::parse_any(text) {
-                        Some(Ok(d)) if as_kind => kinds.push(d.model_kind()),
-                        Some(Ok(d)) => deps.push(d),
-                        _ => {}
+                    if let Some(Ok(d)) = crate::names::parse_any(text) {
+                        named(d, as_kind, &mut deps, &mut kinds);
                     }
                 }
             }
